@@ -1,0 +1,207 @@
+"""Typed, atomic save and load of step outputs (DESIGN section 3).
+
+Each output is a folder `<name>/` holding `data.<ext>` and `meta.json` (format, python type,
+sha256 of the data). Formats by type: pandas -> Parquet, numpy -> .npy, exact JSON values ->
+JSON, scikit-learn estimators -> skops (no code runs on load), anything else -> pickle
+(cloudpickle for lambdas and closures). A folder appears under its final name only once it is
+complete (written aside, then renamed), and a load checks the bytes against the recorded hash,
+so a partial or tampered output is never taken for a finished one. Pickles are loaded only
+from the project's own outputs, after that check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.errors import ArtifactError
+
+META = "meta.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_json_exact(obj: Any, depth: int = 0) -> bool:
+    """True when json round-trips obj to an equal value of the same types."""
+    if depth > 50:
+        return False
+    if obj is None or type(obj) in (bool, int, str):
+        return True
+    if type(obj) is float:
+        return obj == obj and obj not in (float("inf"), float("-inf"))
+    if type(obj) is list:
+        return all(_is_json_exact(x, depth + 1) for x in obj)
+    if type(obj) is dict:
+        return all(type(k) is str and _is_json_exact(v, depth + 1) for k, v in obj.items())
+    return False
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
+    mod = type(obj).__module__
+    if mod.startswith("pandas"):
+        import pandas as pd
+
+        if isinstance(obj, (pd.DataFrame, pd.Series)):
+            try:
+                frame = obj.to_frame(name="__series__") if isinstance(obj, pd.Series) else obj
+                frame.to_parquet(folder / "data.parquet")
+                meta: dict[str, Any] = {"format": "parquet", "file": "data.parquet"}
+                if isinstance(obj, pd.Series):
+                    meta["series_name"] = _json_name(obj.name)
+                check = _read_parquet(folder / "data.parquet", meta)
+                if check.equals(obj) and list(map(str, check.dtypes)) == list(
+                        map(str, obj.dtypes if isinstance(obj, pd.DataFrame) else [obj.dtype])):
+                    return meta
+            except Exception:  # noqa: BLE001 - any failure falls back to pickle
+                pass
+            (folder / "data.parquet").unlink(missing_ok=True)
+    if mod == "numpy":
+        import numpy as np
+
+        if isinstance(obj, np.ndarray) and obj.dtype != object:
+            np.save(folder / "data.npy", obj, allow_pickle=False)
+            return {"format": "npy", "file": "data.npy"}
+    if _is_json_exact(obj):
+        (folder / "data.json").write_text(json.dumps(obj, sort_keys=False), encoding="utf-8")
+        return {"format": "json", "file": "data.json"}
+    if mod.startswith("sklearn"):
+        try:
+            import skops.io as sio
+
+            payload = sio.dumps(obj)
+            untrusted = sio.get_untrusted_types(data=payload)
+            (folder / "data.skops").write_bytes(payload)
+            return {"format": "skops", "file": "data.skops", "trusted": sorted(untrusted)}
+        except Exception:  # noqa: BLE001 - types skops cannot hold go to pickle
+            (folder / "data.skops").unlink(missing_ok=True)
+    import pickle
+
+    try:
+        payload = pickle.dumps(obj, protocol=5)
+        fmt = "pickle"
+    except Exception:  # noqa: BLE001 - lambdas, closures, classes of a step
+        import cloudpickle
+
+        payload = cloudpickle.dumps(obj, protocol=5)
+        fmt = "cloudpickle"
+    (folder / "data.pkl").write_bytes(payload)
+    return {"format": fmt, "file": "data.pkl"}
+
+
+def _json_name(name: Any) -> Any:
+    return name if _is_json_exact(name) else str(name)
+
+
+def _read_parquet(path: Path, meta: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    if "series_name" in meta:
+        s = frame["__series__"]
+        s.name = meta["series_name"]
+        return s
+    return frame
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save(obj: Any, folder: Path) -> dict[str, Any]:
+    """Write obj as a complete output folder, atomically replacing an older one."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        meta = _write_data(obj, tmp)
+        meta["type"] = _type_name(obj)
+        meta["sha256"] = sha256_file(tmp / meta["file"])
+        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        with open(tmp / meta["file"], "rb+") as f:
+            os.fsync(f.fileno())
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+        return meta
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(f"cannot write output {folder}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / META).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"output {folder} is missing or incomplete; run its step again"
+        ) from None
+    except (json.JSONDecodeError, OSError) as exc:
+        raise ArtifactError(f"output {folder}/meta.json is unreadable ({exc}); rerun its step"
+                            ) from exc
+    return meta
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """Check an output's bytes against the hash recorded when it was written."""
+    meta = read_meta(folder)
+    data = folder / meta["file"]
+    if not data.exists():
+        raise ArtifactError(f"output {data} is missing; run its step again")
+    if sha256_file(data) != meta["sha256"]:
+        raise ArtifactError(
+            f"output {data} changed after its step wrote it (hash mismatch); refusing to use"
+            " it: run its step again"
+        )
+    return meta
+
+
+def load(folder: Path) -> Any:
+    """Load an output written by `save`, after verifying its hash."""
+    meta = verify(folder)
+    path = folder / meta["file"]
+    fmt = meta["format"]
+    if fmt == "parquet":
+        return _read_parquet(path, meta)
+    if fmt == "npy":
+        import numpy as np
+
+        return np.load(path, allow_pickle=False)
+    if fmt == "json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if fmt == "skops":
+        import skops.io as sio
+
+        return sio.load(path, trusted=meta.get("trusted", []))
+    if fmt in ("pickle", "cloudpickle"):
+        import pickle
+
+        if fmt == "cloudpickle":
+            import cloudpickle  # noqa: F401 - registers reducers used by the payload
+        with open(path, "rb") as f:
+            return pickle.load(f)  # noqa: S301 - own output, hash checked above
+    raise ArtifactError(f"output {folder} has unknown format {fmt!r}; rerun its step")

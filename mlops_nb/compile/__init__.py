@@ -1,0 +1,148 @@
+"""`mlops-nb compile`: notebooks -> step notebooks, pipeline.yaml, dvc.yaml, params.yaml.
+
+Everything is rendered in memory first; files are written only when every notebook compiled,
+each atomically, and only when its text changed, so compiling twice is byte-identical and a
+failed compile writes nothing. `check` renders the same and names what is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_nb import params as params_mod
+from mlops_nb.compile.notebooks import GENERATED_BY, render_step
+from mlops_nb.compile.targets import render_dvc, render_ploomber
+from mlops_nb.errors import StaleError, UsageError
+from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STEPS
+from mlops_nb.spec import PipelineSpec, build_spec
+from mlops_nb.tags import parse_notebook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    spec: PipelineSpec
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def discover(root: Path, paths: list[str] | None = None) -> list[Path]:
+    """The notebooks to compile: the given ones, or every notebook under notebooks/."""
+    if paths:
+        found = []
+        for p in paths:
+            path = (Path.cwd() / p).resolve()
+            if path.is_dir():
+                found += sorted(path.rglob("*.ipynb"))
+            elif path.exists():
+                found.append(path)
+            else:
+                raise UsageError(f"{p}: no such notebook")
+    else:
+        found = sorted((root / NOTEBOOKS).rglob("*.ipynb"))
+    found = [f for f in found if ".ipynb_checkpoints" not in f.parts]
+    if not found:
+        raise UsageError(f"no notebooks found under {NOTEBOOKS}/; add a tagged notebook there")
+    return found
+
+
+def render(root: Path, paths: list[str] | None = None) -> tuple[PipelineSpec, dict[str, str]]:
+    """The spec and every generated file's text, keyed by project-relative path."""
+    parsed = []
+    for path in discover(root, paths):
+        try:
+            display = path.relative_to(root).as_posix()
+        except ValueError:
+            raise UsageError(f"{path}: notebooks must be inside the project {root}") from None
+        parsed.append(parse_notebook(path, display))
+    spec = build_spec(parsed, root)
+    files: dict[str, str] = {}
+    for step in spec.steps:
+        files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook))
+    files[PIPELINE] = render_ploomber(spec)
+    files[DVC_YAML] = render_dvc(spec)
+    params_path = root / PARAMS
+    existing = params_path.read_text(encoding="utf-8") if params_path.exists() else None
+    if existing is not None:
+        params_mod.read(params_path, PARAMS)  # fail early, with line and column
+    seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks})
+    files[PARAMS] = seeded if seeded is not None else (existing or "{}\n")
+    return spec, files
+
+
+def _stale_steps(root: Path, wanted: dict[str, str]) -> list[str]:
+    """Generated step notebooks that no step produces any more."""
+    out = []
+    folder = root / STEPS
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.glob("*.ipynb")):
+        rel = f"{STEPS}/{f.name}"
+        if rel in wanted:
+            continue
+        try:
+            meta = json.loads(f.read_text()).get("metadata", {}).get("mlops_nb", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("generated_by") == GENERATED_BY:
+            out.append(rel)
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _ensure_env_link(root: Path) -> bool:
+    link = root / ENV_LINK
+    if link.is_symlink() and os.readlink(link) == PARAMS:
+        return False
+    if link.exists() or link.is_symlink():
+        log.warning("%s exists and is not a link to %s: Ploomber will not see params.yaml",
+                    ENV_LINK, PARAMS)
+        return False
+    link.symlink_to(PARAMS)
+    return True
+
+
+def compile_project(root: Path, paths: list[str] | None = None) -> CompileResult:
+    spec, files = render(root, paths)
+    written = []
+    for rel, text in files.items():
+        path = root / rel
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        _write_atomic(path, text)
+        written.append(rel)
+    removed = []
+    for rel in _stale_steps(root, files):
+        (root / rel).unlink()
+        removed.append(rel)
+    if _ensure_env_link(root):
+        written.append(ENV_LINK)
+    return CompileResult(spec, tuple(written), tuple(removed))
+
+
+def check(root: Path, paths: list[str] | None = None) -> PipelineSpec:
+    """Raise StaleError naming every generated file that does not match the notebooks."""
+    spec, files = render(root, paths)
+    stale = []
+    for rel, text in files.items():
+        path = root / rel
+        if not path.exists():
+            stale.append(f"{rel} (missing)")
+        elif path.read_text(encoding="utf-8") != text:
+            stale.append(f"{rel} (differs)" if rel != PARAMS else f"{rel} (parameters missing)")
+    stale += [f"{rel} (no such step any more)" for rel in _stale_steps(root, files)]
+    if stale:
+        raise StaleError("generated files do not match the notebooks: " + ", ".join(stale)
+                         + "; run `mlops-nb compile`")
+    return spec

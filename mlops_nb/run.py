@@ -1,0 +1,180 @@
+"""`mlops-nb run` and `mlops-nb status`: execute the compiled pipeline, skipping what is done.
+
+A step is up to date when its fingerprint (step notebook text, parameter values, the hashes
+of its inputs and data files) equals the one recorded when it last succeeded and its outputs
+are still as it wrote them. State lives in .mlops_nb/state.json, written atomically after each
+successful step, never for a failed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_nb import compile as compile_mod
+from mlops_nb.artifacts import read_meta
+from mlops_nb.errors import ArtifactError, MlopsNbError, UsageError
+from mlops_nb.project import Layout
+from mlops_nb.spec import PipelineSpec, StepSpec
+from mlops_nb.step import execute_step, step_meta, step_parameters
+
+log = logging.getLogger(__name__)
+
+UP_TO_DATE, CHANGED, NEVER_RUN = "up to date", "changed", "never run"
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    step: str
+    status: str
+    reason: str = ""
+
+
+def _state_path(layout: Layout) -> Path:
+    return layout.state / "state.json"
+
+
+def load_state(layout: Layout) -> dict[str, Any]:
+    try:
+        data = json.loads(_state_path(layout).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _save_state(layout: Layout, state: dict[str, Any]) -> None:
+    path = _state_path(layout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".state.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _file_digest(path: Path) -> str:
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+    if not path.exists():
+        return "missing"
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
+    h = hashlib.sha256()
+    h.update(layout.step_notebook(step.name).read_bytes())
+    meta = step_meta(layout, step.name)
+    h.update(json.dumps(step_parameters(layout, meta), sort_keys=True, default=str).encode())
+    for var, producer in step.inputs:
+        if var in spec.step(producer).outputs:
+            try:
+                h.update(read_meta(layout.output(producer, var))["sha256"].encode())
+            except ArtifactError:
+                h.update(b"missing")
+    for dep in step.data_deps:
+        h.update(f"{dep}={_file_digest(layout.root / dep)}".encode())
+    for u in step.upstream:  # explicit order edges: rerun when the upstream reran
+        h.update(str(layout.executed(u).stat().st_mtime_ns if layout.executed(u).exists()
+                     else 0).encode())
+    return h.hexdigest()
+
+
+def _outputs_record(layout: Layout, step: StepSpec) -> dict[str, str]:
+    rec = {}
+    for var in step.outputs:
+        rec[var] = read_meta(layout.output(step.name, var))["sha256"]
+    return rec
+
+
+def _outputs_intact(layout: Layout, step: StepSpec, recorded: dict[str, str]) -> bool:
+    try:
+        return _outputs_record(layout, step) == recorded and layout.executed(step.name).exists()
+    except ArtifactError:
+        return False
+
+
+def statuses(root: Path, spec: PipelineSpec) -> list[StepStatus]:
+    layout = Layout(root)
+    state = load_state(layout).get("steps", {})
+    out = []
+    for step in spec.steps:
+        rec = state.get(step.name)
+        if rec is None:
+            out.append(StepStatus(step.name, NEVER_RUN))
+        elif not _outputs_intact(layout, step, rec.get("outputs", {})):
+            out.append(StepStatus(step.name, CHANGED, "outputs missing or changed"))
+        elif rec.get("fingerprint") != fingerprint(layout, step, spec):
+            out.append(StepStatus(step.name, CHANGED, "code, parameters or inputs changed"))
+        else:
+            out.append(StepStatus(step.name, UP_TO_DATE))
+    return out
+
+
+def select(spec: PipelineSpec, names: list[str] | None) -> list[StepSpec]:
+    """The named steps and every step they need, in pipeline order."""
+    if not names:
+        return list(spec.steps)
+    known = {s.name for s in spec.steps}
+    for n in names:
+        if n not in known:
+            raise UsageError(f"no step named '{n}'; steps are: {', '.join(sorted(known))}")
+    wanted = set(names)
+    for step in reversed(spec.steps):
+        if step.name in wanted:
+            wanted.update(step.upstream)
+    return [s for s in spec.steps if s.name in wanted]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ran: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def run(root: Path, names: list[str] | None = None, *, force: bool = False,
+        on_step: Callable[[str, str], None] | None = None) -> RunResult:
+    """Compile, then run the selected steps that are not up to date."""
+    result = compile_mod.compile_project(root)
+    spec = result.spec
+    layout = Layout(root)
+    state = load_state(layout)
+    steps_state = state.setdefault("steps", {})
+    ran, skipped = [], []
+    rerun: set[str] = set()
+    for step in select(spec, names):
+        rec = steps_state.get(step.name)
+        fp = fingerprint(layout, step, spec)
+        fresh = (not force and rec is not None and rec.get("fingerprint") == fp
+                 and not rerun & set(step.upstream)
+                 and _outputs_intact(layout, step, rec.get("outputs", {})))
+        if fresh:
+            skipped.append(step.name)
+            if on_step:
+                on_step(step.name, "up to date")
+            continue
+        if on_step:
+            on_step(step.name, "running")
+        steps_state.pop(step.name, None)
+        _save_state(layout, state)
+        try:
+            execute_step(root, step.name)
+        except MlopsNbError:
+            if on_step:
+                on_step(step.name, "failed")
+            raise
+        steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step)}
+        _save_state(layout, state)
+        rerun.add(step.name)
+        ran.append(step.name)
+        if on_step:
+            on_step(step.name, "done")
+    return RunResult(tuple(ran), tuple(skipped))

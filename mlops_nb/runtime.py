@@ -1,0 +1,100 @@
+"""What a generated step notebook calls while it runs: set-up, load inputs, save outputs.
+
+It is imported inside the kernel, so it imports nothing heavy itself. The working directory
+becomes the source notebook's folder (relative paths in user code work as they did
+interactively); outputs go under the project root, found from MLOPS_NB_ROOT or by walking up
+to the folder that holds `steps/<step>.ipynb`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mlops_nb import artifacts
+from mlops_nb.project import Layout
+
+_metrics: dict[str, float] = {}
+_context: dict[str, Any] = {}
+
+
+def _root(step: str) -> Path:
+    env = os.environ.get("MLOPS_NB_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "steps" / f"{step}.ipynb").exists():
+            return folder
+    raise RuntimeError(
+        f"cannot find the project of step '{step}' from {here}: run it from the project"
+        " folder or set MLOPS_NB_ROOT"
+    )
+
+
+def begin(step: str, notebook_dir: str) -> Path:
+    """Enter the source notebook's folder and remember the step; returns the project root."""
+    root = _root(step)
+    _context.clear()
+    _context.update(step=step, root=root)
+    _metrics.clear()
+    clear_outputs(Layout(root), step)
+    os.chdir(root / notebook_dir if notebook_dir else root)
+    return root
+
+
+def clear_outputs(layout: Layout, step: str) -> None:
+    """Remove a step's previous outputs (and Ploomber's records of them) before it runs.
+
+    Whatever runs the step (mlops-nb, DVC, Ploomber), a step that then fails leaves no old or
+    partial output behind that a later build could take for finished. The executed notebook,
+    which the runner is writing, stays.
+    """
+    folder = layout.step_outputs(step)
+    if not folder.is_dir():
+        return
+    keep = layout.executed(step).name
+    for entry in folder.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _layout() -> Layout:
+    return Layout(_context["root"])
+
+
+def load(producer: str, name: str) -> Any:
+    return artifacts.load(_layout().output(producer, name))
+
+
+def save(step: str, values: dict[str, Any]) -> None:
+    layout = _layout()
+    for name, value in values.items():
+        artifacts.save(value, layout.output(step, name))
+
+
+def log_metric(name: str, value: Any) -> None:
+    """Record a metric of the running step (also callable as mlops_nb.log_metric)."""
+    _metrics[name] = value
+
+
+def save_metrics(step: str, values: dict[str, Any]) -> None:
+    merged = {**values, **_metrics}
+    out: dict[str, Any] = {}
+    for k, v in merged.items():
+        try:
+            out[k] = float(v) if not isinstance(v, (bool, int)) else v
+        except (TypeError, ValueError):
+            out[k] = str(v)
+    path = _layout().metrics(step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,306 @@
+"""The pipeline as plain frozen data, built from parsed notebooks, and its validation.
+
+Data flow follows notebook order: a step's input `x` comes from the last earlier step of the
+same notebook that binds or changes `x`, which is what a top-to-bottom run would see. Explicit
+`prev:` tags add edges, across notebooks too. Steps are listed in a topological order that
+keeps notebook order where the edges allow, so generated files are stable.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_nb import analysis
+from mlops_nb.errors import NotebookError, PipelineError
+from mlops_nb.tags import Cell, ParsedNotebook
+
+# Folders whose files are never a step's data dependency (generated or tool state).
+NOT_DATA = ("outputs", "steps", ".git", ".dvc", ".mlops_nb", ".venv", ".ipynb_checkpoints")
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    path: str  # project-relative, posix
+    stem: str
+    imports: str
+    functions: str
+    params: tuple[tuple[str, str], ...]  # name, literal source, in cell order
+    kernelspec: tuple[tuple[str, str], ...]
+
+    @property
+    def folder(self) -> str:
+        parent = Path(self.path).parent.as_posix()
+        return "" if parent == "." else parent
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    notebook: str  # NotebookSpec.path
+    cells: tuple[Cell, ...]
+    inputs: tuple[tuple[str, str], ...]  # (variable, producing step)
+    outputs: tuple[str, ...]
+    params: tuple[str, ...]
+    upstream: tuple[str, ...]
+    data_deps: tuple[str, ...]  # project-relative files read by literal path
+    metrics: tuple[str, ...]
+    copied_defs: tuple[tuple[str, str], ...]  # (name, source) of earlier steps' defs
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    notebooks: tuple[NotebookSpec, ...]
+    steps: tuple[StepSpec, ...]
+
+    def step(self, name: str) -> StepSpec:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def notebook(self, path: str) -> NotebookSpec:
+        return next(n for n in self.notebooks if n.path == path)
+
+
+def _block(cells: tuple[Cell, ...]) -> str:
+    return "\n".join(c.source for c in cells)
+
+
+def _analyse(nb: ParsedNotebook, cells: tuple[Cell, ...], funcs: dict, aliases: dict,
+             imported: set[str]) -> analysis.BlockInfo:
+    merged = analysis.BlockInfo()
+    for cell in cells:  # cell by cell, so a syntax error names its cell
+        try:
+            info = analysis.analyse_block(cell.source, funcs, aliases, imported)
+        except SyntaxError as exc:
+            raise NotebookError(
+                nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}", cell.index
+            ) from None
+        merged.inputs |= info.inputs - merged.writes
+        merged.writes |= info.writes
+        merged.mutated |= info.mutated
+        merged.code_defs = (merged.code_defs - info.writes) | info.code_defs
+        merged.literals |= info.literals
+        merged.written_literals |= info.written_literals
+        for n in info.writes:
+            merged.def_sources.pop(n, None)
+        merged.def_sources.update(info.def_sources)
+    return merged
+
+
+def _params(nb: ParsedNotebook) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for cell in nb.parameters:
+        try:
+            pairs = analysis.literal_names(cell.source)
+        except SyntaxError as exc:
+            raise NotebookError(nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}",
+                                cell.index) from None
+        except ValueError as exc:
+            raise NotebookError(nb.path, str(exc), cell.index) from None
+        src = analysis.strip_magics(cell.source)
+        for name, node in pairs:
+            seg = analysis.ast.get_source_segment(src, node)
+            out[name] = seg if seg is not None else repr(analysis.ast.literal_eval(node))
+    return tuple(out.items())
+
+
+@dataclass
+class _Draft:
+    name: str
+    nb: ParsedNotebook
+    cells: tuple[Cell, ...]
+    info: analysis.BlockInfo
+    inputs: dict[str, str]
+    outputs: set[str]
+    params: set[str]
+    upstream: set[str]
+    data_deps: set[str]
+    metrics: list[str]
+    copied: dict[str, str]
+
+
+def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
+    """Turn parsed notebooks into a validated pipeline spec."""
+    owner: dict[str, tuple[str, int]] = {}
+    for nb in notebooks:
+        for decl in nb.steps:
+            if decl.name in owner:
+                other, cell = owner[decl.name]
+                raise NotebookError(
+                    nb.path,
+                    f"step '{decl.name}' is also defined in {other} cell {cell};"
+                    " step names must be unique in the project: rename one",
+                    decl.first_cell,
+                )
+            owner[decl.name] = (nb.path, decl.first_cell)
+
+    drafts: dict[str, _Draft] = {}
+    nb_specs = []
+    writers: dict[str, str] = {}  # project-relative path -> step writing it
+    params_by_nb: dict[str, tuple[tuple[str, str], ...]] = {}
+    for nb in notebooks:
+        params = params_by_nb[nb.path] = _params(nb)
+        param_names = {p for p, _ in params}
+        funcs: dict = {}
+        aliases: dict[str, str] = {}
+        imported: set[str] = set()
+        pre = _analyse(nb, nb.imports + nb.functions, funcs, aliases, imported)
+        global_params = pre.inputs & param_names
+        nb_specs.append(NotebookSpec(nb.path, nb.stem, _block(nb.imports), _block(nb.functions),
+                                     params, nb.kernelspec))
+        nb_dir = (root / nb.path).parent
+        order: list[_Draft] = []
+        class_defs: dict[str, str] = {}
+        all_defs: dict[str, str] = {}
+        for decl in nb.steps:
+            info = _analyse(nb, decl.cells, funcs, aliases, imported)
+            d = _Draft(decl.name, nb, decl.cells, info, {}, set(), set(global_params),
+                       set(), set(), [], {})
+            for var in sorted(info.inputs):
+                producer = next((o for o in reversed(order) if var in o.info.writes), None)
+                if producer is not None:
+                    d.inputs[var] = producer.name
+                    d.upstream.add(producer.name)
+                    if var in producer.info.code_defs:
+                        d.copied[var] = producer.info.def_sources.get(var, "")
+                    else:
+                        producer.outputs.add(var)
+                elif var in param_names:
+                    d.params.add(var)
+            # classes of earlier steps: needed to load their instances
+            d.copied.update({k: v for k, v in class_defs.items() if k not in info.writes})
+            for k in list(d.copied):
+                if not d.copied[k]:
+                    d.copied[k] = all_defs.get(k, "")
+            for prev, cell in zip(decl.prev, decl.prev_cells, strict=True):
+                if prev not in owner:
+                    near = difflib.get_close_matches(prev, list(owner), n=1, cutoff=0.5)
+                    hint = f" (did you mean 'prev:{near[0]}'?)" if near else ""
+                    raise NotebookError(nb.path, f"'prev:{prev}' names no step{hint}", cell)
+                d.upstream.add(prev)
+            for lit in sorted(info.literals | pre.literals):
+                rel = _project_file(root, nb_dir, lit, must_exist=lit not in info.written_literals)
+                if rel is None:
+                    continue
+                if lit in info.written_literals:
+                    writers.setdefault(rel, decl.name)
+                else:
+                    d.data_deps.add(rel)
+            for name in info.writes:
+                all_defs.pop(name, None)
+                class_defs.pop(name, None)
+            for name in info.code_defs:
+                src = info.def_sources.get(name, "")
+                all_defs[name] = src
+                if src.lstrip().startswith(("class ", "@")) and "class " in src:
+                    class_defs[name] = src
+            order.append(d)
+            drafts[decl.name] = d
+        for cell in nb.metrics:
+            for m in analysis.metric_names(cell.source):
+                producer = next((o for o in reversed(order) if m in o.info.writes), None)
+                if producer is None:
+                    raise NotebookError(
+                        nb.path, f"metric '{m}' is not set by any step of this notebook",
+                        cell.index)
+                if m not in producer.metrics:
+                    producer.metrics.append(m)
+
+    # files one step writes by literal path and another reads: an edge, not a dependency
+    for d in drafts.values():
+        for rel in list(d.data_deps):
+            w = writers.get(rel)
+            if w and w != d.name:
+                d.data_deps.discard(rel)
+                d.upstream.add(w)
+            elif w == d.name:
+                d.data_deps.discard(rel)
+
+    ordered = _toposort(drafts)
+    steps = tuple(
+        StepSpec(
+            name=d.name,
+            notebook=d.nb.path,
+            cells=d.cells,
+            inputs=tuple(sorted(d.inputs.items())),
+            outputs=tuple(sorted(d.outputs)),
+            params=tuple(p for p, _ in params_by_nb[d.nb.path] if p in d.params),
+            upstream=tuple(sorted(d.upstream)),
+            data_deps=tuple(sorted(d.data_deps)),
+            metrics=tuple(d.metrics),
+            copied_defs=tuple(sorted((k, v) for k, v in d.copied.items() if v)),
+        )
+        for d in ordered
+    )
+    return PipelineSpec(tuple(nb_specs), steps)
+
+
+def _project_file(root: Path, nb_dir: Path, lit: str, must_exist: bool) -> str | None:
+    if not any(ch in lit for ch in "./") or lit.startswith(("http:", "https:", "s3:", "gs:")):
+        return None
+    try:
+        p = (nb_dir / lit).resolve()
+        rel = p.relative_to(root.resolve())
+    except (ValueError, OSError):
+        return None
+    if not rel.parts or rel.parts[0] in NOT_DATA:
+        return None
+    if must_exist and not p.exists():
+        return None
+    if p.exists() and not (p.is_file() or p.is_dir()):
+        return None
+    return rel.as_posix()
+
+
+def _toposort(drafts: dict[str, _Draft]) -> list[_Draft]:
+    position = {name: i for i, name in enumerate(drafts)}
+    indeg = {n: 0 for n in drafts}
+    children: dict[str, list[str]] = {n: [] for n in drafts}
+    for d in drafts.values():
+        for u in d.upstream:
+            indeg[d.name] += 1
+            children[u].append(d.name)
+    ready = sorted((n for n, k in indeg.items() if k == 0), key=position.__getitem__)
+    out: list[_Draft] = []
+    while ready:
+        n = ready.pop(0)
+        out.append(drafts[n])
+        for c in children[n]:
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+                ready.sort(key=position.__getitem__)
+    if len(out) < len(drafts):
+        raise PipelineError(f"dependency cycle between steps: {' -> '.join(_cycle(drafts))}"
+                            "; remove a 'prev:' tag or move code so data flows one way")
+    return out
+
+
+def _cycle(drafts: dict[str, _Draft]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for u in sorted(drafts[n].upstream):
+            if state.get(u) == 1:
+                return stack[stack.index(u):] + [u]
+            if u not in state:
+                found = visit(u)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in drafts:
+        if n not in state:
+            found = visit(n)
+            if found:
+                where = [f"{s} ({drafts[s].nb.path})" for s in reversed(found)]
+                return where
+    return []
