@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show each step as up to date, changed or never run")
     s.set_defaults(func=cmd_status)
+
+    from mlops_nb.cli_guards import register
+
+    register(sub)
     return p
 
 

@@ -63,6 +63,7 @@ def render_ploomber(spec: PipelineSpec) -> str:
         group = spec.notebook(step.notebook).stem
         lines.append(f"- source: {_q(rel_step_notebook(step.name))}")
         lines.append(f"  name: {step.name}")
+        lines.append("  static_analysis: disable")
         lines.append("  product:")
         lines.append(f"    nb: {_q(rel_executed(step.name))}")
         for v in step.outputs:
