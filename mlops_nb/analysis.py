@@ -318,6 +318,8 @@ def analyse_block(
                 for b in stmt.bases:
                     scanner.visit(b)
             stores = {stmt.name}
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            stores = {(a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*"}
         else:
             scanner.visit(stmt)
             stores = scanner.stores
@@ -357,7 +359,14 @@ def analyse_block(
             for t in stmt.targets:
                 if isinstance(t, ast.Name) and t.id != root:
                     aliases[t.id] = root
-        if is_def:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            # an import in a step reaches later steps as a copy of the statement
+            seg = ast.get_source_segment(strip_magics(source), stmt)
+            for name in stores:
+                info.code_defs.add(name)
+                if seg is not None:
+                    info.def_sources[name] = seg
+        elif is_def:
             info.code_defs.add(stmt.name)
             seg = ast.get_source_segment(strip_magics(source), stmt, padded=False)
             if seg is not None:

@@ -182,7 +182,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                     raise NotebookError(nb.path, f"'prev:{prev}' names no step{hint}", cell)
                 d.upstream.add(prev)
             for lit in sorted(info.literals | pre.literals):
-                rel = _project_file(root, nb_dir, lit, must_exist=lit not in info.written_literals)
+                rel = _project_file(root, nb_dir, lit)
                 if rel is None:
                     continue
                 if lit in info.written_literals:
@@ -213,11 +213,10 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
     for d in drafts.values():
         for rel in list(d.data_deps):
             w = writers.get(rel)
+            if w or not (root / rel).exists():
+                d.data_deps.discard(rel)
             if w and w != d.name:
-                d.data_deps.discard(rel)
                 d.upstream.add(w)
-            elif w == d.name:
-                d.data_deps.discard(rel)
 
     ordered = _toposort(drafts)
     steps = tuple(
@@ -231,14 +230,16 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             upstream=tuple(sorted(d.upstream)),
             data_deps=tuple(sorted(d.data_deps)),
             metrics=tuple(d.metrics),
-            copied_defs=tuple(sorted((k, v) for k, v in d.copied.items() if v)),
+            copied_defs=tuple(sorted(((k, v) for k, v in d.copied.items() if v),
+                                     key=lambda kv: (not kv[1].startswith(("import", "from")),
+                                                     kv[0]))),
         )
         for d in ordered
     )
     return PipelineSpec(tuple(nb_specs), steps)
 
 
-def _project_file(root: Path, nb_dir: Path, lit: str, must_exist: bool) -> str | None:
+def _project_file(root: Path, nb_dir: Path, lit: str) -> str | None:
     if not any(ch in lit for ch in "./") or lit.startswith(("http:", "https:", "s3:", "gs:")):
         return None
     try:
@@ -247,8 +248,6 @@ def _project_file(root: Path, nb_dir: Path, lit: str, must_exist: bool) -> str |
     except (ValueError, OSError):
         return None
     if not rel.parts or rel.parts[0] in NOT_DATA:
-        return None
-    if must_exist and not p.exists():
         return None
     if p.exists() and not (p.is_file() or p.is_dir()):
         return None

@@ -1,0 +1,94 @@
+"""Shared fixtures: notebook factory, temporary projects, running the real CLI and tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this venv first on PATH, no telemetry, quiet git."""
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_NB_ROOT"}
+    env.update(
+        PATH=BIN + os.pathsep + env.get("PATH", ""),
+        DVC_NO_ANALYTICS="1",
+        DO_NOT_TRACK="1",
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
+def make_nb(path: Path, cells: list[tuple[list[str], str]], markdown_first: bool = False) -> Path:
+    """Write a notebook whose code cells carry the given tags and sources."""
+    nb_cells = []
+    if markdown_first:
+        nb_cells.append({"cell_type": "markdown", "metadata": {}, "source": "# title", "id": "md"})
+    for i, (tags, src) in enumerate(cells):
+        meta = {"tags": tags} if tags else {}
+        nb_cells.append({"cell_type": "code", "execution_count": None, "metadata": meta,
+                         "outputs": [], "source": src, "id": f"c{i}"})
+    doc = {"cells": nb_cells, "metadata": {"kernelspec": {"name": "python3",
+                                                          "display_name": "Python 3",
+                                                          "language": "python"}},
+           "nbformat": 4, "nbformat_minor": 5}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def sh(cmd: list[str], cwd: Path, check: bool = True, **extra: str
+       ) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, cwd=cwd, env=tool_env(**extra), capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}\nstdout:\n{res.stdout}"
+                             f"\nstderr:\n{res.stderr}")
+    return res
+
+
+def cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh([sys.executable, "-m", "mlops_nb", *args], cwd, check=check)
+
+
+def git_project(root: Path) -> Path:
+    """A real git + DVC project in `root`, with everything committed."""
+    cli(["init", str(root)], root.parent)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "init", "--allow-empty"], root)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def example_project(tmp_path: Path) -> Path:
+    """A copy of the repository's example project in a fresh git + DVC repo."""
+    root = tmp_path / "example"
+    root.mkdir()
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    for name in ("params.yaml",):
+        shutil.copy(REPO / name, root / name)
+    git_project(root)
+    cli(["compile"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "compile"], root)
+    return root

@@ -1,0 +1,179 @@
+"""Data dependencies between steps: what a step reads, changes and hands on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.analysis import BUILTINS, analyse_block, literal_names, metric_names, strip_magics
+from mlops_nb.errors import NotebookError, PipelineError
+from mlops_nb.spec import build_spec
+from mlops_nb.tags import parse_notebook
+from tests.conftest import make_nb
+
+
+def block(src: str, funcs=None):
+    return analyse_block(src, funcs if funcs is not None else {}, {}, set())
+
+
+def spec_of(tmp_path: Path, cells, name="nb"):
+    path = make_nb(tmp_path / "notebooks" / f"{name}.ipynb", cells)
+    return build_spec([parse_notebook(path, f"notebooks/{name}.ipynb")], tmp_path)
+
+
+def test_reads_before_writes_are_inputs():
+    info = block("y = x + 1\nz = y\nx = 2")
+    assert info.inputs == {"x"}
+    assert {"x", "y", "z"} <= info.writes
+
+
+def test_method_call_and_item_assignment_change_a_name():
+    info = block("df['c'] = 1\nlst.append(3)\nmodel.fit(X, y)")
+    assert {"df", "lst", "model"} <= info.mutated
+    assert "X" not in info.mutated and "y" not in info.mutated
+
+
+def test_change_through_an_alias_changes_the_original():
+    aliases: dict[str, str] = {}
+    info = analyse_block("a = df\na['new'] = 1", {}, aliases, set())
+    assert "df" in info.mutated
+
+
+def test_module_calls_do_not_change_the_module():
+    imported: set[str] = set()
+    info = analyse_block("import numpy as np\nx = np.zeros(3)\nnp.random.seed(0)", {}, {},
+                         imported)
+    assert "np" not in info.mutated
+
+
+def test_functions_read_their_globals_when_called():
+    funcs: dict = {}
+    analyse_block("def score():\n    return model.predict(X_test)\n", funcs, {}, set())
+    info = block("s = score()", funcs)
+    assert {"model", "X_test", "score"} <= info.inputs
+
+
+def test_user_function_arguments_count_as_changed():
+    funcs: dict = {}
+    analyse_block("def clean(frame):\n    frame['a'] = 0\n", funcs, {}, set())
+    info = block("clean(df)", funcs)
+    assert "df" in info.mutated
+
+
+def test_magics_and_shell_escapes_do_not_crash():
+    src = "%matplotlib inline\n!ls -la\nfiles = !ls\n%time x = f(1)\ny = 2\nhelp?"
+    info = block(src)
+    assert {"files", "x", "y"} <= info.writes
+    assert "f" in info.inputs
+    assert strip_magics("%%bash\necho hi") == "\n"
+
+
+def test_comprehension_variables_are_not_inputs():
+    info = block("out = [i * k for i in range(3)]")
+    assert info.inputs - BUILTINS == {"k"}
+
+
+def test_parameters_cell_only_literals():
+    assert [n for n, _ in literal_names("A = 1\nB: float = -0.5\nC = [1, 'x']\n")] == [
+        "A", "B", "C"]
+    with pytest.raises(ValueError, match="line 2: the value of B is not a literal"):
+        literal_names("A = 1\nB = A * 2")
+    with pytest.raises(ValueError, match="line 1: only 'NAME = literal'"):
+        literal_names("import os")
+
+
+def test_metric_names():
+    assert metric_names("print(acc)\nprint(f1, loss)\nauc") == ["acc", "f1", "loss", "auc"]
+
+
+def test_names_flow_across_several_steps(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "x = 1\ny = 2"),
+        (["step:b"], "z = y + 1"),
+        (["step:c"], "w = x + z"),
+    ])
+    assert spec.step("a").outputs == ("x", "y")
+    assert spec.step("c").inputs == (("x", "a"), ("z", "b"))
+    assert spec.step("c").upstream == ("a", "b")
+
+
+def test_changed_name_is_read_from_the_step_that_changed_it(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "df = {'a': 1}"),
+        (["step:b"], "alias = df\nalias['b'] = 2"),
+        (["step:c"], "n = len(df)"),
+    ])
+    assert spec.step("c").inputs == (("df", "b"),)
+    assert "df" in spec.step("b").outputs
+
+
+def test_function_defined_in_a_step_is_copied_not_pickled(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "import math\ndef double(v):\n    return 2 * v\nbase = 3"),
+        (["step:b"], "r = double(base) + math.pi"),
+    ])
+    b = spec.step("b")
+    assert dict(b.copied_defs)["double"].startswith("def double")
+    assert dict(b.copied_defs)["math"] == "import math"
+    assert spec.step("a").outputs == ("base",)
+
+
+def test_parameters_reach_the_steps_that_use_them(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["pipeline-parameters"], "LR = 0.1\nSEED = 1"),
+        (["functions"], "def noise():\n    return SEED"),
+        (["step:a"], "x = LR"),
+        (["step:b"], "y = noise() + x"),
+    ])
+    assert spec.step("a").params == ("LR",)
+    assert spec.step("b").params == ("SEED",)
+
+
+def test_unknown_prev_names_the_nearest_step(tmp_path):
+    with pytest.raises(NotebookError, match="cell 2: 'prev:trian' names no step .*prev:train"):
+        spec_of(tmp_path, [(["step:train"], "x = 1"), (["step:test", "prev:trian"], "y = 1")])
+
+
+def test_cycle_lists_its_steps(tmp_path):
+    with pytest.raises(PipelineError, match="cycle.*a .*b "):
+        spec_of(tmp_path, [(["step:a", "prev:b"], "x = 1"), (["step:b"], "y = x")])
+
+
+def test_duplicate_step_across_notebooks(tmp_path):
+    p1 = make_nb(tmp_path / "notebooks/one.ipynb", [(["step:a"], "x = 1")])
+    p2 = make_nb(tmp_path / "notebooks/two.ipynb", [(["step:a"], "y = 1")])
+    with pytest.raises(NotebookError, match="two.ipynb cell 1: step 'a' is also defined in"
+                                            " notebooks/one.ipynb cell 1"):
+        build_spec([parse_notebook(p1, "notebooks/one.ipynb"),
+                    parse_notebook(p2, "notebooks/two.ipynb")], tmp_path)
+
+
+def test_prev_across_notebooks(tmp_path):
+    p1 = make_nb(tmp_path / "notebooks/one.ipynb", [(["step:a"], "x = 1")])
+    p2 = make_nb(tmp_path / "notebooks/two.ipynb", [(["step:b", "prev:a"], "y = 1")])
+    spec = build_spec([parse_notebook(p2, "notebooks/two.ipynb"),
+                       parse_notebook(p1, "notebooks/one.ipynb")], tmp_path)
+    assert [s.name for s in spec.steps] == ["a", "b"]
+
+
+def test_literal_data_files_become_dependencies(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/raw.csv").write_text("a\n1\n")
+    spec = spec_of(tmp_path, [
+        (["step:a"], "import pandas as pd\ndf = pd.read_csv('../data/raw.csv')\n"
+                     "df.to_csv('../data/clean.csv')"),
+        (["step:b"], "import pandas as pd\nd2 = pd.read_csv('../data/clean.csv')"),
+    ])
+    assert spec.step("a").data_deps == ("data/raw.csv",)
+    assert spec.step("b").upstream == ("a",)
+
+
+def test_syntax_error_names_the_cell(tmp_path):
+    with pytest.raises(NotebookError, match="cell 2: Python syntax error on line 1"):
+        spec_of(tmp_path, [(["step:a"], "x = 1"), ([], "y = (")])
+
+
+def test_metric_not_set_by_any_step(tmp_path):
+    with pytest.raises(NotebookError, match="cell 2: metric 'acc' is not set"):
+        spec_of(tmp_path, [(["step:a"], "x = 1"), (["pipeline-metrics"], "print(acc)")])

@@ -1,0 +1,92 @@
+"""Tag parsing: Kale's grammar, pass-through of foreign tags, and errors that name the cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.errors import NotebookError
+from mlops_nb.tags import parse_notebook
+from tests.conftest import make_nb
+
+
+def parse(tmp_path: Path, cells):
+    path = make_nb(tmp_path / "nb.ipynb", cells)
+    return parse_notebook(path, "notebooks/nb.ipynb")
+
+
+def test_sections_steps_and_continuation(tmp_path):
+    nb = parse(tmp_path, [
+        (["imports"], "import os"),
+        (["pipeline-parameters"], "N = 3"),
+        (["functions"], "def f(x):\n    return x"),
+        (["step:load"], "a = 1"),
+        ([], "b = a + 1"),
+        (["skip"], "print(b)"),
+        (["block:train", "prev:load", "hide-input"], "c = b * N"),
+        (["pipeline-metrics"], "print(c)"),
+    ])
+    assert [c.source for c in nb.imports] == ["import os"]
+    assert [c.source for c in nb.parameters] == ["N = 3"]
+    assert [s.name for s in nb.steps] == ["load", "train"]
+    assert [c.index for c in nb.steps[0].cells] == [4, 5]
+    assert nb.steps[1].prev == ("load",)
+    assert [c.source for c in nb.metrics] == ["print(c)"]
+
+
+def test_papermill_parameters_tag_and_several_prev(tmp_path):
+    nb = parse(tmp_path, [
+        (["parameters"], "N = 3"),
+        (["step:a"], "x = 1"),
+        (["step:b"], "y = 1"),
+        (["step:c", "prev:a", "prev:b"], "z = 1"),
+    ])
+    assert len(nb.parameters) == 1
+    assert nb.steps[2].prev == ("a", "b")
+
+
+def test_leading_untagged_cells_are_exploration(tmp_path):
+    nb = parse(tmp_path, [([], "explore = 1"), (["step:a"], "x = 1")])
+    assert [c.source for c in nb.steps[0].cells] == ["x = 1"]
+
+
+def test_kale_resource_tags_pass_through(tmp_path):
+    nb = parse(tmp_path, [(["step:a", "limit:nvidia.com/gpu:1", "annotation:x:y",
+                            "remove-cell", "skip-execution"], "x = 1")])
+    assert nb.steps[0].name == "a"
+
+
+@pytest.mark.parametrize("tag,hint", [
+    ("stp:train", "step:train"),
+    ("pipeline-paramters", "pipeline-parameters"),
+    ("functons", "functions"),
+    ("prv:a", "prev:a"),
+])
+def test_misspelled_tag_names_cell_and_nearest(tmp_path, tag, hint):
+    with pytest.raises(NotebookError) as err:
+        parse(tmp_path, [(["step:a"], "x = 1"), ([tag], "y = 2")])
+    msg = str(err.value)
+    assert "notebooks/nb.ipynb cell 2" in msg and f"did you mean '{hint}'" in msg
+
+
+def test_bad_step_name(tmp_path):
+    with pytest.raises(NotebookError, match="cell 1: invalid step name"):
+        parse(tmp_path, [(["step:Load-Data"], "x = 1")])
+
+
+def test_no_step_is_an_error(tmp_path):
+    with pytest.raises(NotebookError, match="no pipeline step"):
+        parse(tmp_path, [(["imports"], "import os"), ([], "x = 1")])
+
+
+def test_invalid_json(tmp_path):
+    path = tmp_path / "broken.ipynb"
+    path.write_text('{"cells": [')
+    with pytest.raises(NotebookError, match="broken.ipynb: not valid notebook JSON"):
+        parse_notebook(path, "broken.ipynb")
+
+
+def test_prev_outside_a_step(tmp_path):
+    with pytest.raises(NotebookError, match="cell 1: a 'prev:' tag must sit on a cell of a step"):
+        parse(tmp_path, [(["prev:a"], "x = 1"), (["step:a"], "y = 1")])
