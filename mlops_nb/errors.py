@@ -73,3 +73,53 @@ class ConfigError(MlopsNbError):
         self.line = line
         where = path if line is None else f"{path}:{line}" + (f":{column}" if column else "")
         super().__init__(f"{where}: {message}")
+
+
+class DataValidationError(MlopsNbError):
+    """Data broke its schema or drifted past a threshold (a blocking data check)."""
+
+    exit_code = 7
+
+    def __init__(self, name: str, problems: list[str], report: str | None = None) -> None:
+        self.name = name
+        self.problems = problems
+        self.report = report
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                           if len(problems) > 5 else "")
+        tail = f"; see {report}" if report else ""
+        super().__init__(f"data '{name}' failed validation: {shown}{tail}")
+
+
+class ModelBlockedError(MlopsNbError):
+    """A candidate model did not pass the gate and the pipeline was told to fail on it."""
+
+    exit_code = 8
+
+    def __init__(self, model: str, reasons: list[str]) -> None:
+        self.model = model
+        self.reasons = reasons
+        super().__init__(f"model '{model}' blocked by the gate: {'; '.join(reasons)}")
+
+
+class RegistryError(MlopsNbError):
+    """A model or version is unknown, unreadable, or cannot be stored."""
+
+    exit_code = 9
+
+
+class UnsafeModelError(RegistryError):
+    """A stored model would run code on load (a pickle) and loading it was not allowed."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.format = fmt
+        super().__init__(
+            f"{path} is a {fmt} file, which can run arbitrary code when loaded; refusing to"
+            " load it. Pass allow_pickle=True (CLI: --allow-pickle) only if you trust its origin"
+        )
+
+
+class LineageError(MlopsNbError):
+    """The lineage store cannot be read or written, or has no such record."""
+
+    exit_code = 10

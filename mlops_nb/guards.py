@@ -1,0 +1,232 @@
+"""One-call guards for a tagged notebook step: `validate_data`, `promote_if_better`, `record_run`.
+
+    from mlops_nb import guards
+    data_report = guards.validate_data(X_new, schema='iris.schema.yaml', reference=X_train)
+    decision = guards.promote_if_better(model, {'accuracy': acc}, name='iris',
+                                        eval_data=(X_test, y_test))
+
+A blocking data problem raises DataValidationError (exit code 7), which fails the step. A
+model that does not beat production is a normal outcome: the decision is returned and recorded
+(in the lineage store, with its reasons) and the model is not registered; pass
+`fail_if_blocked=True` to raise ModelBlockedError (exit code 8) instead. Both calls record the
+run in the lineage store when they end it. Paths are relative to the working directory, which in
+a step is the source notebook's folder; state goes under the project's `.mlops_nb/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlops_nb import gate as gate_mod
+from mlops_nb.errors import DataValidationError, MlopsNbError, ModelBlockedError, UsageError
+
+log = logging.getLogger(__name__)
+
+Scorer = Callable[[Any, Any, Any], float]
+
+
+def _step_context() -> tuple[Path, str | None]:
+    """The project root and the running step's name (None outside a step)."""
+    from mlops_nb import runtime
+    from mlops_nb.project import find_root
+
+    ctx = getattr(runtime, "_context", {}) or {}
+    if ctx.get("root"):
+        return Path(ctx["root"]), ctx.get("step")
+    return find_root(), None
+
+
+def _record(root: Path, step: str | None, status: str, note: str,
+            models: list[Any] | None = None, run: Any = None) -> str | None:
+    """Record the run in the lineage store; a lineage failure never hides the real outcome."""
+    from mlops_nb import lineage
+
+    try:
+        run = run or lineage.collect(root, status=status, current_step=step, note=note)
+        lineage.LineageStore(lineage.default_path(root)).record(run, models)
+        return str(run.run_id)
+    except MlopsNbError as exc:
+        log.warning("lineage not recorded: %s", exc)
+        return None
+
+
+def record_run(status: str = "completed", note: str = "") -> str | None:
+    """Record the pipeline's current state as a run (for pipelines without a promote step)."""
+    root, step = _step_context()
+    return _record(root, step, status, note)
+
+
+def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any = None,
+                  drift: Any = None, warn_only: bool = False, name: str = "data",
+                  report_dir: str | Path | None = None) -> dict[str, Any]:
+    """Check `data` (and `reference`) against a schema and for drift; returns the report.
+
+    `schema` is a YAML path (written from `reference`, else `data`, when it does not exist
+    yet: review and commit it) or a Schema. `drift` is a threshold, a mapping
+    {method, threshold, dataset_share, columns} or a DriftConfig. The JSON and HTML report go
+    to `report_dir`, by default the running step's output folder.
+    """
+    from mlops_nb import validation as v
+    from mlops_nb.project import Layout
+
+    schema_obj, schema_path = None, None
+    if isinstance(schema, (str, Path)):
+        path = Path(schema)
+        schema_path = str(schema)
+        if not path.exists():
+            schema_obj = v.schema_mod.infer(reference if reference is not None else data)
+            v.schema_mod.save(schema_obj, path)
+            log.warning("no schema at %s: inferred one from the data and wrote it; review and"
+                        " commit it", path.resolve())
+        else:
+            schema_obj = v.schema_mod.load(path)
+    elif schema is not None:
+        schema_obj = schema
+    cfg = drift if isinstance(drift, v.drift_mod.DriftConfig) else \
+        v.drift_mod.from_mapping(drift, "drift=")
+    report = v.check(data, schema=schema_obj, schema_path=schema_path, reference=reference,
+                     drift=cfg, warn_only=warn_only, name=name)
+    root, step = _step_context()
+    folder = Path(report_dir) if report_dir else (
+        Layout(root).step_outputs(step) if step else Path.cwd())
+    js, html = v.report_mod.write(report, folder, f"{name}_validation")
+    report["report_files"] = [str(js), str(html)]
+    for problem in report["problems"]:
+        log.warning("data '%s': %s", name, problem)
+    if report["blocking"]:
+        _record(root, step, "failed", f"data '{name}' failed validation")
+        raise DataValidationError(name, report["problems"], str(html))
+    return report
+
+
+def data_hash(*objs: Any) -> str:
+    """A content hash of DataFrames, Series and arrays (for 'the same evaluation data')."""
+    h = hashlib.sha256()
+    for obj in objs:
+        if hasattr(obj, "to_numpy") and hasattr(obj, "index"):
+            import pandas as pd
+
+            h.update(pd.util.hash_pandas_object(obj, index=True).to_numpy().tobytes())
+            cols = getattr(obj, "columns", [getattr(obj, "name", "")])
+            h.update(repr(list(map(str, cols))).encode())
+        else:
+            import numpy as np
+
+            arr = np.asarray(obj)
+            h.update(str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
+    return h.hexdigest()
+
+
+def _scorer(metric: str, scorers: dict[str, Scorer] | None) -> Scorer | None:
+    if scorers and metric in scorers:
+        return scorers[metric]
+    from sklearn.metrics import get_scorer
+
+    try:
+        return get_scorer(metric)  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+
+
+def _scored(model: Any, metrics: dict[str, Any], eval_data: tuple[Any, Any] | None,
+            scorers: dict[str, Scorer] | None) -> dict[str, Any]:
+    """Metrics of `model` on eval_data where a scorer exists, else the given ones."""
+    out = dict(metrics)
+    if eval_data is None:
+        return out
+    x, y = eval_data
+    for name in metrics:
+        fn = _scorer(name, scorers)
+        if fn is not None:
+            out[name] = float(fn(model, x, y))
+    return out
+
+
+def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
+                      eval_data: tuple[Any, Any] | None = None,
+                      gate: Any = None, min_delta: float = 0.0, min_relative: float = 0.0,
+                      floors: dict[str, float] | None = None, allow_tie: bool = False,
+                      scorers: dict[str, Scorer] | None = None,
+                      data_report: dict[str, Any] | None = None, promote: bool = True,
+                      fail_if_blocked: bool = False, allow_pickle: bool = False
+                      ) -> dict[str, Any]:
+    """Gate `model` against the production version of `name`; register and promote it if it passes.
+
+    The baseline is re-scored on `eval_data` (X, y) with the same scorers as the candidate
+    (sklearn scorer names, or `scorers`), so both are judged on the same data; without a
+    scorer the baseline's recorded metric is used. `gate` is a list of metric names or a
+    mapping name -> {direction, min_delta, min_relative, floor}; by default every metric.
+    Returns the decision as a dict (passed, promoted, version, reasons, checks, run_id).
+    """
+    from mlops_nb import lineage, registry
+
+    root, step = _step_context()
+    reg = registry.Registry(registry.default_root(root))
+    cfg = gate_mod.config_from(gate if gate is not None else list(metrics), min_delta=min_delta,
+                               min_relative=min_relative, floors=floors, allow_tie=allow_tie)
+    wanted = {r.name: metrics.get(r.name) for r in cfg.rules}
+    candidate = _scored(model, wanted, eval_data, scorers)
+    eval_hash = data_hash(*eval_data) if eval_data is not None else None
+    prod = reg.production(name)
+    decision: gate_mod.Decision
+    baseline: dict[str, Any] | None = None
+    if data_report is not None and data_report.get("status") == "fail":
+        decision = gate_mod.Decision(False, ("the data failed validation",), (), None)
+    elif prod is None:
+        decision = gate_mod.decide(candidate, None, cfg)
+    else:
+        try:
+            base_model = reg.load_model(name, prod.version, allow_pickle=allow_pickle)
+            baseline = _scored(base_model, {k: prod.metrics.get(k) for k in wanted}, eval_data,
+                               scorers)
+        except MlopsNbError as exc:
+            decision = gate_mod.unreadable_baseline(prod.ref, str(exc))
+        else:
+            decision = gate_mod.decide(candidate, baseline, cfg, baseline_name=prod.ref)
+            if eval_hash and prod.info.get("eval_data") not in (None, eval_hash) and any(
+                    _scorer(k, scorers) is None for k in wanted):
+                log.warning("%s was evaluated on other data; metrics without a scorer were"
+                            " compared with its recorded values", prod.ref)
+    run = lineage.collect(root, status="completed", current_step=step,
+                          note=f"gate {name}: {'passed' if decision.passed else 'blocked'}")
+    version = None
+    if decision.passed:
+        info = {"run_id": run.run_id, "git_commit": run.git_commit, "git_dirty": run.git_dirty,
+                "params": run.params, "eval_data": eval_hash,
+                "data": {p: h for s in run.steps for p, h in s.inputs.items()
+                         if not p.startswith("steps/")},
+                "code": {p: h for s in run.steps for p, h in s.inputs.items()
+                         if p.startswith("steps/")},
+                "decision": decision.to_dict(), "baseline_metrics": baseline}
+        mv = reg.register(name, model, candidate, info=info, allow_pickle=allow_pickle)
+        version = mv.version
+        if promote:
+            reg.promote(name, mv.version, reason="; ".join(decision.reasons))
+    outcome = "promoted" if decision.passed and promote else (
+        "registered" if decision.passed else "blocked")
+    event = lineage.ModelEvent(name, version, outcome, decision.reasons, candidate)
+    blocked_fail = fail_if_blocked and not decision.passed
+    if blocked_fail:
+        run = lineage.collect(root, status="failed", current_step=step, run_id=run.run_id,
+                              note=run.note)
+    run_id = _record(root, step, run.status, run.note, [event], run=run)
+    log.info("model %s: %s (%s)", name, outcome, "; ".join(decision.reasons))
+    if blocked_fail:
+        raise ModelBlockedError(name, list(decision.reasons))
+    return {**decision.to_dict(), "promoted": outcome == "promoted", "outcome": outcome,
+            "name": name, "version": version, "metrics": candidate, "run_id": run_id}
+
+
+def load_production(name: str, *, allow_pickle: bool = False) -> Any:
+    """The production model of `name` from the project's registry (for serving, batch)."""
+    from mlops_nb import registry
+
+    root, _ = _step_context()
+    reg = registry.Registry(registry.default_root(root))
+    if reg.production(name) is None:
+        raise UsageError(f"model '{name}' has no production version yet; run the pipeline")
+    return reg.load_model(name, "production", allow_pickle=allow_pickle)

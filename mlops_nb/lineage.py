@@ -1,0 +1,322 @@
+"""The lineage store: which data, code and parameters made which outputs, metrics and models.
+
+A run record is a snapshot of the project as the pipeline left it, read from what every runner
+(mlops-nb, DVC, Ploomber) shares: dvc.yaml's stages (deps, params, outs, metrics), the hashes in
+the outputs' meta.json, params.yaml, the executed notebooks' papermill timings and the git
+commit. It lives in SQLite (`.mlops_nb/lineage.db`, or $MLOPS_NB_LINEAGE) in WAL mode; a run
+and everything under it is written in one `BEGIN IMMEDIATE` transaction, so a killed writer
+leaves no half run and two writers wait for each other (busy timeout) instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.errors import LineageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs(
+  run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT NOT NULL,
+  git_commit TEXT, git_dirty INTEGER, params TEXT NOT NULL, note TEXT);
+CREATE TABLE IF NOT EXISTS steps(
+  run_id TEXT NOT NULL REFERENCES runs(run_id), step TEXT NOT NULL, position INTEGER,
+  status TEXT, started TEXT, finished TEXT, duration REAL, reused INTEGER,
+  PRIMARY KEY(run_id, step));
+CREATE TABLE IF NOT EXISTS artifacts(
+  run_id TEXT NOT NULL REFERENCES runs(run_id), step TEXT NOT NULL, role TEXT NOT NULL,
+  path TEXT NOT NULL, sha256 TEXT, PRIMARY KEY(run_id, step, role, path));
+CREATE TABLE IF NOT EXISTS metrics(
+  run_id TEXT NOT NULL REFERENCES runs(run_id), step TEXT NOT NULL, name TEXT NOT NULL,
+  value REAL, PRIMARY KEY(run_id, step, name));
+CREATE TABLE IF NOT EXISTS models(
+  run_id TEXT NOT NULL REFERENCES runs(run_id), name TEXT NOT NULL, version INTEGER,
+  decision TEXT NOT NULL, reasons TEXT NOT NULL, metrics TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS models_by_version ON models(name, version);
+CREATE INDEX IF NOT EXISTS runs_by_end ON runs(finished);
+"""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: str
+    status: str
+    started: str | None = None
+    finished: str | None = None
+    duration: float | None = None
+    inputs: dict[str, str | None] = field(default_factory=dict)  # path -> sha256
+    outputs: dict[str, str | None] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    status: str
+    started: str | None
+    finished: str
+    git_commit: str | None
+    git_dirty: bool
+    params: dict[str, Any]
+    steps: tuple[StepRecord, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    name: str
+    version: int | None  # None when the model was blocked (never registered)
+    decision: str  # promoted, registered or blocked
+    reasons: tuple[str, ...]
+    metrics: dict[str, Any]
+
+
+def default_path(project: Path) -> Path:
+    env = os.environ.get("MLOPS_NB_LINEAGE")
+    return Path(env).resolve() if env else project / ".mlops_nb" / "lineage.db"
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class LineageStore:
+    """One SQLite file; a connection per operation, so it is safe across processes."""
+
+    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise LineageError(f"cannot open the lineage store {self.path}: {exc}") from exc
+        try:
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA foreign_keys=ON")
+            con.executescript(SCHEMA)
+            con.row_factory = sqlite3.Row
+            yield con
+        except sqlite3.Error as exc:
+            raise LineageError(f"lineage store {self.path}: {exc}") from exc
+        finally:
+            con.close()
+
+    def record(self, run: RunRecord, models: list[ModelEvent] | None = None) -> None:
+        """Write a run, its steps, hashes, metrics and model events, all or nothing."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                            (run.run_id, run.started, run.finished, run.status, run.git_commit,
+                             int(run.git_dirty), json.dumps(run.params, default=str), run.note))
+                for table in ("steps", "artifacts", "metrics"):
+                    con.execute(f"DELETE FROM {table} WHERE run_id=?", (run.run_id,))
+                for pos, s in enumerate(run.steps):
+                    con.execute("INSERT INTO steps VALUES (?,?,?,?,?,?,?,?)",
+                                (run.run_id, s.step, pos, s.status, s.started, s.finished,
+                                 s.duration, None))
+                    rows = [(run.run_id, s.step, "input", p, h) for p, h in s.inputs.items()]
+                    rows += [(run.run_id, s.step, "output", p, h) for p, h in s.outputs.items()]
+                    con.executemany("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)", rows)
+                    con.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?)",
+                                    [(run.run_id, s.step, k, _float(v))
+                                     for k, v in s.metrics.items()])
+                for m in models or []:
+                    con.execute("INSERT INTO models VALUES (?,?,?,?,?,?,?)",
+                                (run.run_id, m.name, m.version, m.decision,
+                                 json.dumps(list(m.reasons)), json.dumps(m.metrics, default=str),
+                                 now))
+                _mark_reused(con, run.run_id)
+                con.execute("UPDATE runs SET started = COALESCE((SELECT MIN(started) FROM steps"
+                            " WHERE run_id=? AND NOT reused), started) WHERE run_id=?",
+                            (run.run_id, run.run_id))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM runs ORDER BY finished DESC, run_id DESC LIMIT ?",
+                               (limit,)).fetchall()
+            out = []
+            for r in rows:
+                d = dict(r)
+                d["params"] = json.loads(d["params"])
+                d["models"] = [_model_row(m) for m in con.execute(
+                    "SELECT * FROM models WHERE run_id=?", (r["run_id"],))]
+                d["steps"] = [dict(s) for s in con.execute(
+                    "SELECT step, status, duration, reused FROM steps WHERE run_id=?"
+                    " ORDER BY position", (r["run_id"],))]
+                out.append(d)
+            return out
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self._connect() as con:
+            r = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if r is None:
+                raise LineageError(f"no run {run_id!r} in {self.path}; see `mlops-nb runs`")
+            d = dict(r)
+            d["params"] = json.loads(d["params"])
+            d["steps"] = []
+            for s in con.execute("SELECT * FROM steps WHERE run_id=? ORDER BY position",
+                                 (run_id,)):
+                step = dict(s)
+                step.pop("run_id")
+                arts = con.execute("SELECT role, path, sha256 FROM artifacts WHERE run_id=?"
+                                   " AND step=? ORDER BY path", (run_id, s["step"])).fetchall()
+                step["inputs"] = {a["path"]: a["sha256"] for a in arts if a["role"] == "input"}
+                step["outputs"] = {a["path"]: a["sha256"] for a in arts if a["role"] == "output"}
+                step["metrics"] = {m["name"]: m["value"] for m in con.execute(
+                    "SELECT name, value FROM metrics WHERE run_id=? AND step=?",
+                    (run_id, s["step"]))}
+                d["steps"].append(step)
+            d["models"] = [_model_row(m) for m in con.execute(
+                "SELECT * FROM models WHERE run_id=?", (run_id,))]
+            return d
+
+    def model_run(self, name: str, version: int) -> str:
+        """The run that registered model NAME:VERSION."""
+        with self._connect() as con:
+            r = con.execute("SELECT run_id FROM models WHERE name=? AND version=? ORDER BY at"
+                            " LIMIT 1", (name, version)).fetchone()
+        if r is None:
+            raise LineageError(f"no run recorded model {name}:{version} in {self.path}")
+        return str(r["run_id"])
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _model_row(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["reasons"] = json.loads(d["reasons"])
+    d["metrics"] = json.loads(d["metrics"])
+    return d
+
+
+def _mark_reused(con: sqlite3.Connection, run_id: str) -> None:
+    """A step whose start time equals its start in an earlier run did not run again."""
+    con.execute(
+        "UPDATE steps SET reused = EXISTS (SELECT 1 FROM steps p JOIN runs r ON"
+        " r.run_id = p.run_id WHERE p.step = steps.step AND p.run_id != steps.run_id"
+        " AND p.started IS NOT NULL AND p.started = steps.started) WHERE run_id = ?",
+        (run_id,))
+
+
+# --- reading a run from the project -------------------------------------------------------
+
+
+def git_state(root: Path) -> tuple[str | None, bool]:
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                 timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    return commit, dirty
+
+
+def path_hash(path: Path) -> str | None:
+    """sha256 of a file, the recorded hash of a step output folder, or None when missing."""
+    from mlops_nb import artifacts
+
+    if path.is_dir():
+        meta = path / "meta.json"
+        if meta.exists():
+            try:
+                return str(json.loads(meta.read_text())["sha256"])
+            except (OSError, ValueError, KeyError):
+                return None
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}:{artifacts.sha256_file(f)}\n".encode())
+        return h.hexdigest()
+    return artifacts.sha256_file(path) if path.is_file() else None
+
+
+def _timings(executed: Path) -> dict[str, Any]:
+    try:
+        pm = json.loads(executed.read_text(encoding="utf-8"))["metadata"].get("papermill", {})
+    except (OSError, ValueError, KeyError):
+        return {"status": "not run"}
+    status = "failed" if pm.get("exception") else ("completed" if pm.get("end_time")
+                                                    else "running")
+    return {"status": status, "started": pm.get("start_time"), "finished": pm.get("end_time"),
+            "duration": pm.get("duration")}
+
+
+def lookup(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def collect(root: Path, *, status: str, current_step: str | None = None,
+            run_id: str | None = None, note: str = "") -> RunRecord:
+    """A run record of the project as it stands, from dvc.yaml, outputs and params.yaml."""
+    from ruamel.yaml import YAML
+
+    safe = YAML(typ="safe", pure=True)
+    def read(name: str) -> Any:
+        path = root / name
+        return (safe.load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+    try:  # no dvc.yaml (not compiled, interactive use): a run without steps
+        stages = read("dvc.yaml").get("stages") or {}
+        params_all = read("params.yaml")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise LineageError(f"cannot read the pipeline of {root}: {exc}; run"
+                           " `mlops-nb compile`") from exc
+    steps, params = [], {}
+    for name, stage in stages.items():
+        executed = f"outputs/{name}/{name}.ipynb"
+        t = _timings(root / executed)
+        if name == current_step:
+            t["status"] = status
+        deps = [str(d) for d in stage.get("deps") or []]
+        outs = [str(o) for o in stage.get("outs") or [] if str(o) != executed]
+        metrics: dict[str, float] = {}
+        for m in stage.get("metrics") or []:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads((root / str(m)).read_text())
+                metrics.update({k: v for k, v in data.items() if isinstance(v, (int, float))})
+            outs.append(str(m))
+        for p in stage.get("params") or []:
+            params[str(p)] = lookup(params_all, str(p))
+        steps.append(StepRecord(name, t["status"], t.get("started"), t.get("finished"),
+                                t.get("duration"), {d: path_hash(root / d) for d in deps},
+                                {o: path_hash(root / o) for o in outs}, metrics))
+    started = min((s.started for s in steps if s.started), default=None)
+    commit, dirty = git_state(root)
+    return RunRecord(run_id or new_run_id(), status, started,
+                     datetime.now(UTC).isoformat(timespec="seconds"), commit, dirty, params,
+                     tuple(steps), note)

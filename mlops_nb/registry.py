@@ -1,0 +1,249 @@
+"""The model registry: numbered versions of named models, each with a stage and its record.
+
+Layout: `<registry>/<name>/v<N>/` holds `model/` (written by artifacts.save: skops for
+scikit-learn, so loading runs no code) and `version.json` (stage, metrics, the data and code
+hashes, params, git commit, run id, the gate's decision, the stage history). The registry of a
+project is `.mlops_nb/registry/` (or $MLOPS_NB_REGISTRY). A version appears only complete
+(built aside, then renamed); stage changes hold a per-model file lock, and promoting one
+version to `production` archives the previous one, so at most one version is in production.
+
+Rule: a model that skops cannot hold is stored as a pickle only with `allow_pickle=True`, and a
+pickle is loaded only with `allow_pickle=True`; skops loads trust only scikit-learn, numpy and
+scipy types unless the caller names more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops_nb import artifacts
+from mlops_nb.errors import ArtifactError, RegistryError, UnsafeModelError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("candidate", "production", "archived")
+SAFE_MODULES = ("sklearn.", "numpy.", "scipy.")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    stage: str
+    created: str
+    metrics: dict[str, Any]
+    format: str
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)  # data, code, params, git, run, decision
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "stage": self.stage,
+                "created": self.created, "metrics": self.metrics, "format": self.format,
+                "path": str(self.path), **self.info}
+
+
+def default_root(project: Path) -> Path:
+    env = os.environ.get("MLOPS_NB_REGISTRY")
+    return Path(env).resolve() if env else project / ".mlops_nb" / "registry"
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """'iris:3' -> ('iris', '3'); 'iris@production' -> ('iris', 'production'); 'iris'."""
+    for sep in (":", "@"):
+        if sep in ref:
+            name, _, which = ref.partition(sep)
+            return name, which or None
+    return ref, None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Registry:
+    """A folder of versioned models; every method re-reads the disk (no cached state)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _model_dir(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise RegistryError(f"invalid model name {name!r}: use letters, digits, _ . -")
+        return self.root / name
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        import fcntl
+
+        folder = self._model_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def _read(self, name: str, folder: Path) -> ModelVersion:
+        try:
+            data = json.loads((folder / "version.json").read_text(encoding="utf-8"))
+            core = {k: data.pop(k) for k in ("version", "stage", "created", "metrics",
+                                             "format")}
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise RegistryError(f"{folder}/version.json is unreadable ({exc})") from exc
+        data.pop("name", None)
+        data.pop("path", None)
+        return ModelVersion(name, int(core["version"]), core["stage"], core["created"],
+                            core["metrics"], core["format"], folder, data)
+
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
+        out = []
+        for n in [name] if name else self.names():
+            folder = self._model_dir(n)
+            if not folder.is_dir():
+                continue
+            for v in sorted(folder.glob("v*"), key=lambda p: _vnum(p.name)):
+                if _vnum(v.name) > 0 and (v / "version.json").exists():
+                    out.append(self._read(n, v))
+        return out
+
+    def get(self, name: str, which: str | int | None = None) -> ModelVersion:
+        """A version by number, or 'production', 'latest' (None means production)."""
+        versions = self.versions(name)
+        if not versions:
+            raise RegistryError(f"no model named '{name}' in {self.root}")
+        if which is None or which == "production":
+            prod = [v for v in versions if v.stage == "production"]
+            if not prod:
+                raise RegistryError(f"model '{name}' has no production version")
+            return prod[-1]
+        if which == "latest":
+            return versions[-1]
+        try:
+            num = int(str(which).lstrip("v"))
+        except ValueError:
+            raise RegistryError(f"unknown version {which!r} of '{name}': use a number,"
+                                " 'production' or 'latest'") from None
+        for v in versions:
+            if v.version == num:
+                return v
+        raise RegistryError(f"model '{name}' has no version {num}; versions:"
+                            f" {', '.join(str(v.version) for v in versions)}")
+
+    def production(self, name: str) -> ModelVersion | None:
+        prod = [v for v in self.versions(name) if v.stage == "production"]
+        return prod[-1] if prod else None
+
+    def register(self, name: str, model: Any, metrics: dict[str, Any], *,
+                 info: dict[str, Any] | None = None, allow_pickle: bool = False
+                 ) -> ModelVersion:
+        """Store a new version in stage `candidate`; returns it."""
+        with self._lock(name):
+            folder = self._model_dir(name)
+            number = max((_vnum(p.name) for p in folder.glob("v*")), default=0) + 1
+            tmp = folder / f".v{number}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                meta = artifacts.save(model, tmp / "model")
+                if meta["format"] not in ("skops",) and not allow_pickle and \
+                        meta["format"] in ("pickle", "cloudpickle"):
+                    raise RegistryError(
+                        f"a {type(model).__name__} cannot be stored with skops; storing it as"
+                        " a pickle needs allow_pickle=True (pickles run code when loaded)")
+                record = {"name": name, "version": number, "stage": "candidate",
+                          "created": _now(), "metrics": dict(metrics), "format": meta["format"],
+                          "sha256": meta["sha256"], **(info or {}),
+                          "history": [{"stage": "candidate", "at": _now()}]}
+                _write_json(tmp / "version.json", record)
+                os.rename(tmp, folder / f"v{number}")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        log.info("registered %s:%d", name, number)
+        return self.get(name, number)
+
+    def set_stage(self, name: str, version: int, stage: str, reason: str = "") -> ModelVersion:
+        """Move a version to a stage; `production` archives the current production version."""
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        with self._lock(name):
+            target = self.get(name, version)
+            changes = [(target, stage)]
+            if stage == "production":
+                changes += [(v, "archived") for v in self.versions(name)
+                            if v.stage == "production" and v.version != version]
+            for mv, new in changes:
+                path = mv.path / "version.json"
+                data = json.loads(path.read_text(encoding="utf-8"))
+                data["stage"] = new
+                data.setdefault("history", []).append(
+                    {"stage": new, "at": _now(), **({"reason": reason} if reason else {}),
+                     **({"by": f"{name}:{version}"} if mv is not target else {})})
+                _write_json(path, data)
+        log.info("%s:%d -> %s", name, version, stage)
+        return self.get(name, version)
+
+    def promote(self, name: str, version: int, reason: str = "") -> ModelVersion:
+        return self.set_stage(name, version, "production", reason)
+
+    def load_model(self, name: str, which: str | int | None = None, *,
+                   allow_pickle: bool = False, trusted: list[str] | None = None) -> Any:
+        mv = self.get(name, which)
+        return load_model_file(mv.path / "model", allow_pickle=allow_pickle, trusted=trusted)
+
+
+def _vnum(name: str) -> int:
+    return int(name[1:]) if re.fullmatch(r"v\d+", name) else 0
+
+
+def load_model_file(folder: Path, *, allow_pickle: bool = False,
+                    trusted: list[str] | None = None) -> Any:
+    """Load a stored model after its hash check, refusing pickles unless allowed."""
+    try:
+        meta = artifacts.verify(folder)
+    except ArtifactError as exc:
+        raise RegistryError(str(exc)) from exc
+    fmt = meta.get("format")
+    if fmt in ("pickle", "cloudpickle") and not allow_pickle:
+        raise UnsafeModelError(str(folder / meta["file"]), fmt)
+    if fmt == "skops":
+        import skops.io as sio
+
+        path = folder / meta["file"]
+        needed = sio.get_untrusted_types(file=path)
+        allowed = set(trusted or [])
+        unsafe = [t for t in needed if not t.startswith(SAFE_MODULES) and t not in allowed]
+        if unsafe:
+            raise RegistryError(f"{path} needs types outside scikit-learn, numpy and scipy:"
+                                f" {', '.join(unsafe)}; pass trusted=[...] if you trust them")
+        return sio.load(path, trusted=list(needed))
+    try:
+        return artifacts.load(folder)
+    except ArtifactError as exc:
+        raise RegistryError(str(exc)) from exc
