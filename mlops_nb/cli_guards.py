@@ -189,7 +189,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs recorded yet")
     for r in runs:
         models = "; ".join(f"{m['name']}{':' + str(m['version']) if m['version'] else ''}"
-                           f" {m['decision']}" for m in r["models"]) or "-"
+                           f" {m['decision']}"
+                           + (f" ({m['reasons'][0]})" if m["decision"] == "blocked" else "")
+                           for m in r["models"]) or "-"
         ran = sum(1 for s in r["steps"] if not s["reused"])
         print(f"{r['run_id']}  {r['status']:<9} {r['finished']}  git"
               f" {(r['git_commit'] or '-')[:8]}  steps run {ran}/{len(r['steps'])}  {models}")

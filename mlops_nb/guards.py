@@ -198,7 +198,7 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
         info = {"run_id": run.run_id, "git_commit": run.git_commit, "git_dirty": run.git_dirty,
                 "params": run.params, "eval_data": eval_hash,
                 "data": {p: h for s in run.steps for p, h in s.inputs.items()
-                         if not p.startswith("steps/")},
+                         if not p.startswith("steps/") and not p.endswith(".ipynb")},
                 "code": {p: h for s in run.steps for p, h in s.inputs.items()
                          if p.startswith("steps/")},
                 "decision": decision.to_dict(), "baseline_metrics": baseline}

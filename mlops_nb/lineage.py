@@ -300,8 +300,12 @@ def collect(root: Path, *, status: str, current_step: str | None = None,
     for name, stage in stages.items():
         executed = f"outputs/{name}/{name}.ipynb"
         t = _timings(root / executed)
-        if name == current_step:
+        if name == current_step:  # the step taking the snapshot ends now
             t["status"] = status
+            now = datetime.now(UTC)
+            t["finished"] = now.isoformat()
+            with contextlib.suppress(TypeError, ValueError):
+                t["duration"] = (now - datetime.fromisoformat(t["started"])).total_seconds()
         deps = [str(d) for d in stage.get("deps") or []]
         outs = [str(o) for o in stage.get("outs") or [] if str(o) != executed]
         metrics: dict[str, float] = {}

@@ -148,6 +148,7 @@ def save(schema: Schema, path: Path) -> None:
 
     y = YAML()
     y.default_flow_style = None
+    y.width = 4096
     buf = io.StringIO()
     buf.write("# Data schema inferred by mlops_nb. Review it, edit ranges and domains, and"
               " commit it:\n# new data is validated against this file.\n")
