@@ -193,7 +193,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                            + (f" ({m['reasons'][0]})" if m["decision"] == "blocked" else "")
                            for m in r["models"]) or "-"
         ran = sum(1 for s in r["steps"] if not s["reused"])
-        print(f"{r['run_id']}  {r['status']:<9} {r['finished']}  git"
+        print(f"{r['run_id']}  {r['status']:<9} {r['finished'][:19]}  git"
               f" {(r['git_commit'] or '-')[:8]}  steps run {ran}/{len(r['steps'])}  {models}")
     return 0
 

@@ -7,6 +7,7 @@ and, against a baseline, at least one metric is strictly better (a tie is not an
 unless `allow_tie`). A NaN candidate metric fails; a NaN or missing baseline metric is
 reported and compared no further; with no baseline at all the floors alone decide. Direction
 defaults to `higher`, except for names that say loss, error, mae, mse, rmse (then `lower`).
+Differences within a relative 1e-9 count as equal (float noise).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from mlops_nb.errors import ConfigError
 
+TOLERANCE = 1e-9  # relative: float noise is neither an improvement nor a regression
 _LOWER_WORDS = ("loss", "error", "mae", "mse", "rmse", "mape", "logloss")
 
 
@@ -133,11 +135,13 @@ def _check(rule: MetricRule, cand: float | None, base: float | None,
                            f"{name}: the baseline has no usable value; not compared")
     delta = sign * (cand - base)
     need = max(rule.min_delta, rule.min_relative * abs(base))
-    ok = delta >= need if need > 0 else delta >= 0
-    verb = "better" if delta > 0 else ("worse" if delta < 0 else "equal")
+    tol = TOLERANCE * max(1.0, abs(base))  # 0.99 - 0.90 must meet a 0.09 requirement
+    ok = delta >= need - tol
+    better, worse = delta > tol, delta < -tol
+    verb = "better" if better else ("worse" if worse else "equal")
     reason = (f"{name}: {cand:.6g} vs {base:.6g} ({verb}, {delta:+.6g}"
               + (f", needs {need:+.6g})" if need > 0 else ")"))
-    return MetricCheck(name, cand, base, delta, ok, delta > 0 and ok, reason)
+    return MetricCheck(name, cand, base, delta, ok, better and ok, reason)
 
 
 def decide(candidate: dict[str, Any], baseline: dict[str, Any] | None, config: GateConfig,

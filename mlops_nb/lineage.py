@@ -153,7 +153,7 @@ class LineageStore:
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._connect() as con:
-            rows = con.execute("SELECT * FROM runs ORDER BY finished DESC, run_id DESC LIMIT ?",
+            rows = con.execute("SELECT * FROM runs ORDER BY finished DESC, rowid DESC LIMIT ?",
                                (limit,)).fetchall()
             out = []
             for r in rows:
@@ -322,5 +322,5 @@ def collect(root: Path, *, status: str, current_step: str | None = None,
     started = min((s.started for s in steps if s.started), default=None)
     commit, dirty = git_state(root)
     return RunRecord(run_id or new_run_id(), status, started,
-                     datetime.now(UTC).isoformat(timespec="seconds"), commit, dirty, params,
+                     datetime.now(UTC).isoformat(), commit, dirty, params,
                      tuple(steps), note)
