@@ -236,13 +236,19 @@ def load_model_file(folder: Path, *, allow_pickle: bool = False,
         import skops.io as sio
 
         path = folder / meta["file"]
-        needed = sio.get_untrusted_types(file=path)
+        try:
+            needed = sio.get_untrusted_types(file=path)
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+            raise RegistryError(f"{path} is not a readable skops file ({exc})") from exc
         allowed = set(trusted or [])
         unsafe = [t for t in needed if not t.startswith(SAFE_MODULES) and t not in allowed]
         if unsafe:
             raise RegistryError(f"{path} needs types outside scikit-learn, numpy and scipy:"
                                 f" {', '.join(unsafe)}; pass trusted=[...] if you trust them")
-        return sio.load(path, trusted=list(needed))
+        try:
+            return sio.load(path, trusted=list(needed))
+        except Exception as exc:  # noqa: BLE001 - a damaged file
+            raise RegistryError(f"{path} cannot be loaded ({exc})") from exc
     try:
         return artifacts.load(folder)
     except ArtifactError as exc:
