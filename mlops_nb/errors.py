@@ -115,7 +115,7 @@ class UnsafeModelError(RegistryError):
         self.format = fmt
         super().__init__(
             f"{path} is a {fmt} file, which can run arbitrary code when loaded; refusing to"
-            " load it. Pass allow_pickle=True (CLI: --allow-pickle) only if you trust its origin"
+            " load it. Pass allow_pickle=True only if you trust its origin"
         )
 
 
