@@ -63,6 +63,8 @@ def read(path: Path, display: str | None = None) -> dict[str, Any]:
 def group_values(data: dict[str, Any], group: str, names: list[str], shown: str
                  ) -> dict[str, Any]:
     """The values of `names` in one notebook's group, failing clearly on a missing one."""
+    if not names:
+        return {}
     section = data.get(group)
     if not isinstance(section, dict):
         raise ConfigError(shown, f"no mapping '{group}:' with the parameters of notebook"

@@ -45,7 +45,9 @@ def discover(root: Path, paths: list[str] | None = None) -> list[Path]:
                 raise UsageError(f"{p}: no such notebook")
     else:
         found = sorted((root / NOTEBOOKS).rglob("*.ipynb"))
-    found = [f for f in found if ".ipynb_checkpoints" not in f.parts]
+    # hidden files and folders (.ipynb_checkpoints, scratch copies) are never pipeline sources
+    found = [f for f in found if not any(part.startswith(".") for part in
+                                         f.relative_to(root).parts)]
     if not found:
         raise UsageError(f"no notebooks found under {NOTEBOOKS}/; add a tagged notebook there")
     return found
