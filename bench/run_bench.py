@@ -1,0 +1,279 @@
+"""The execution benchmark of issue 3: every way to run the same pipeline, against its floor.
+
+    python bench/run_bench.py [--runs N] [--variant logreg|forest|both] [--quick] [--out FILE]
+
+Builds the benchmark projects (bench/make_project.py) in a temporary folder, then runs every
+case in the same run, round-robin: each round runs each case once, in an order rotated from
+the previous round, so drift in machine speed spreads over all cases instead of landing on
+one. Each case is timed as a whole process (measure.py). The table reports medians, min-max,
+the ratio of medians to the floor measured in the same run, peak memory and PASS/FAIL against
+the issue's targets, and is written to bench/RESULTS.md with the command, date and machine.
+
+A case's untimed set-up puts the project in the state the case is about (DVC's lock matching
+the workspace before `dvc exp run`; everything up to date before the nothing-changed cases;
+no generated files before the 100-notebook compile), and a check of each run's output makes
+sure the case did what it claims (all four steps ran, only train+evaluate reran, nothing ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import make_project as mp
+import measure
+import report
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    limit: float
+    kind: str  # "ratio" (of medians, to the case's floor) or "seconds" (median)
+
+    def text(self) -> str:
+        return f"<= {self.limit:g}x" if self.kind == "ratio" else f"<= {self.limit:g} s"
+
+
+@dataclass
+class Case:
+    key: str
+    label: str
+    cwd: Path
+    command: Callable[[], list[str]]  # called per run: `dvc exp run` needs a fresh value
+    group: str  # variant name, or "cli" for the variant-independent cases
+    floor: str | None = None  # key of the case this one is a ratio to
+    target: Target | None = None
+    setup: list[list[str]] = field(default_factory=list)
+    before: Callable[[], None] | None = None  # untimed set-up done in Python
+    check: Callable[[measure.Sample, float], str | None] | None = None
+    samples: list[measure.Sample] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the case failed its checks
+    remarks: list[str] = field(default_factory=list)  # worth knowing, not a failure
+
+
+def _tool(env: dict[str, str], name: str) -> str:
+    found = shutil.which(name, path=env["PATH"])
+    if not found:
+        raise SystemExit(f"run_bench: `{name}` not found on PATH; activate the project venv")
+    return found
+
+
+def _step_params(project: Path, step: str) -> list[str]:
+    doc = json.loads((project / "steps" / f"{step}.ipynb").read_text())
+    return list(doc["metadata"].get("mlops_nb", {}).get("params", []))
+
+
+def _executed_notebooks_fresh(project: Path, steps: tuple[str, ...], since: float) -> str | None:
+    """Each step's executed notebook was rewritten by this run, with outputs and parameters."""
+    for step in steps:
+        path = project / "outputs" / step / f"{step}.ipynb"
+        if not path.exists() or path.stat().st_mtime < since:
+            return f"{path.relative_to(project)} not written by this run"
+        doc = json.loads(path.read_text())
+        cells = doc.get("cells", [])
+        injected = [c for c in cells
+                    if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+        if _step_params(project, step) and not injected:
+            return f"{path.relative_to(project)} has no injected-parameters cell"
+        if not any(c.get("outputs") for c in cells if c.get("cell_type") == "code"):
+            return f"{path.relative_to(project)} has no outputs"
+    return None
+
+
+def _ran_all(project: Path) -> Callable[[measure.Sample, float], str | None]:
+    def check(sample: measure.Sample, since: float) -> str | None:
+        return _executed_notebooks_fresh(project, mp.STEPS, since)
+    return check
+
+
+def _dvc_stages(sample: measure.Sample, since: float) -> str | None:
+    ran = sorted(set(_stage_names(sample.output)))
+    if ran != ["evaluate", "train"]:
+        return f"dvc exp run ran stages {ran}, expected only train and evaluate"
+    return None
+
+
+def _stage_names(output: str) -> list[str]:
+    prefix = "Running stage '"
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith(prefix)]
+
+
+def _nothing_ran(sample: measure.Sample, since: float) -> str | None:
+    if "ran 0," in sample.output:
+        return None
+    last = sample.output.strip().splitlines()[-1:]
+    return f"mlops-nb run did work: {last[0] if last else 'no output'}"
+
+
+def _all_up_to_date(sample: measure.Sample, since: float) -> str | None:
+    lines = [ln for ln in sample.output.splitlines() if ln.strip()]
+    stale = [ln for ln in lines if "up to date" not in ln]
+    return f"status not all up to date: {stale}" if stale or not lines else None
+
+
+def _steps_compiled(n: int) -> Callable[[measure.Sample, float], str | None]:
+    def check(sample: measure.Sample, since: float) -> str | None:
+        return None if f"{n} steps" in sample.output else f"compile did not report {n} steps"
+    return check
+
+
+def variant_cases(bp: mp.BenchProject, env: dict[str, str]) -> list[Case]:
+    v, project, floor = bp.variant, bp.project, bp.floor
+    py, mlops, dvc = sys.executable, _tool(env, "mlops-nb"), _tool(env, "dvc")
+    papermill, ploomber = _tool(env, "papermill"), _tool(env, "ploomber")
+    plain = " && ".join(f"'{py}' steps/{s}.py" for s in mp.STEPS)
+    params = v.params
+
+    def papermill_cmd(step: str) -> str:
+        ps = " ".join(f"-p {n} {params[n]!s}" for n in _step_params(project, step))
+        return (f"'{papermill}' steps/{step}.ipynb outputs/{step}/{step}.ipynb {ps}"
+                " -k python3 --no-progress-bar")
+
+    pm_chain = " && ".join(f"mkdir -p outputs/{s} && {papermill_cmd(s)}" for s in mp.STEPS)
+    values = iter(v.exp_values)
+    k = v.name
+    return [
+        Case(f"{k}.floor", "one plain `python script.py` (the floor)", floor,
+             lambda: [py, "script.py"], k),
+        Case(f"{k}.plain4", "4 plain Python processes passing files", floor,
+             lambda: ["sh", "-c", plain], k, floor=f"{k}.floor"),
+        Case(f"{k}.papermill", "4 notebooks through the papermill CLI", project,
+             lambda: ["sh", "-c", pm_chain], k, floor=f"{k}.floor", check=_ran_all(project)),
+        Case(f"{k}.ploomber", "`ploomber build --force`", project,
+             lambda: [ploomber, "build", "--force"], k, floor=f"{k}.floor",
+             target=Target(2.0, "ratio"), check=_ran_all(project)),
+        Case(f"{k}.dvc", "`dvc repro --force`", project,
+             lambda: [dvc, "repro", "--force"], k, floor=f"{k}.floor",
+             target=Target(2.0, "ratio"), check=_ran_all(project)),
+        Case(f"{k}.run", "`mlops-nb run -f` (whole pipeline, cold)", project,
+             lambda: [mlops, "run", "-f"], k, floor=f"{k}.floor",
+             target=Target(1.3, "ratio"), check=_ran_all(project)),
+        Case(f"{k}.floor_te", "floor of train + evaluate (one plain process)", floor,
+             lambda: [py, "train_evaluate.py"], k),
+        Case(f"{k}.exp", f"`dvc exp run -S {mp.NOTEBOOK_STEM}.{v.exp_param}=...`"
+             " (reruns train + evaluate)", project,
+             lambda: [dvc, "exp", "run", "-S", f"{mp.NOTEBOOK_STEM}.{v.exp_param}={next(values)}"],
+             k, floor=f"{k}.floor_te", target=Target(1.5, "ratio"),
+             setup=[[dvc, "commit", "-f", "-q"]], check=_dvc_stages),
+    ]
+
+
+def cli_cases(bp: mp.BenchProject, many: Path, n_steps: int, env: dict[str, str]) -> list[Case]:
+    """Cases that do not depend on the model: nothing to do, help, check, compile at scale."""
+    mlops, project = _tool(env, "mlops-nb"), bp.project
+    params_text = (many / "params.yaml").read_text()
+
+    def reset_many() -> None:
+        shutil.rmtree(many / "steps", ignore_errors=True)
+        for name in ("pipeline.yaml", "dvc.yaml", "env.yaml"):
+            (many / name).unlink(missing_ok=True)
+        (many / "params.yaml").write_text(params_text)
+
+    return [
+        Case("cli.noop_run", "nothing changed: `mlops-nb run`", project,
+             lambda: [mlops, "run"], "cli", target=Target(0.3, "seconds"),
+             setup=[[mlops, "run"]], check=_nothing_ran),
+        Case("cli.status", "nothing changed: `mlops-nb status`", project,
+             lambda: [mlops, "status"], "cli", target=Target(0.3, "seconds"),
+             setup=[[mlops, "run"]], check=_all_up_to_date),
+        Case("cli.help", "`mlops-nb --help`", project, lambda: [mlops, "--help"], "cli",
+             target=Target(0.3, "seconds")),
+        Case("cli.check", "`mlops-nb compile --check` (up to date)", project,
+             lambda: [mlops, "compile", "--check"], "cli", target=Target(0.3, "seconds")),
+        Case("cli.compile100", "`mlops-nb compile`: 100 notebooks x 30 cells, from scratch",
+             many, lambda: [mlops, "compile"], "cli", target=Target(2.0, "seconds"),
+             before=reset_many, check=_steps_compiled(n_steps)),
+    ]
+
+
+def run_case(case: Case, env: dict[str, str], log: Path) -> None:
+    try:
+        if case.before:
+            case.before()
+        for cmd in case.setup:
+            measure.run_quiet(cmd, case.cwd, env, log)
+    except RuntimeError as exc:
+        case.problems.append(str(exc))
+        return
+    known = len(case.problems)
+    since = time.time()
+    sample = measure.run(case.command(), case.cwd, env, log)
+    case.samples.append(sample)
+    if sample.returncode != 0:
+        case.problems.append(f"exit {sample.returncode}: {sample.output.strip()[-300:]}")
+    elif case.check and (problem := case.check(sample, since - 1)):
+        case.problems.append(problem)
+    if sample.survivors:  # a resident worker is allowed; its memory is not in peak MB
+        case.remarks += [f"left running (not in peak MB): `{cmd}`" for cmd in sample.survivors]
+    flag = "".join(f"\n    ! {msg[:160]}" for msg in case.problems[known:])
+    print(f"  {case.key:<18} {sample.seconds:7.2f} s  {sample.peak_mb:6.0f} MB{flag}", flush=True)
+
+
+def rotated(items: list[Case], by: int) -> list[Case]:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Benchmark every way to run the pipeline (issue 3).")
+    p.add_argument("--runs", type=int, help="runs of each case (default 5; --quick: 1)")
+    p.add_argument("--variant", choices=["logreg", "forest", "both"], default="both")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 1 run, logreg only, table printed, RESULTS.md untouched")
+    p.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    args = p.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 5)
+    variants = ["logreg"] if args.quick else (
+        ["logreg", "forest"] if args.variant == "both" else [args.variant])
+    out = args.out or (None if args.quick else BENCH / "RESULTS.md")
+    command = "python bench/run_bench.py" + (" " + " ".join(sys.argv[1:]) if argv is None
+                                             and sys.argv[1:] else "")
+
+    env = mp.bench_env()
+    work = Path(tempfile.mkdtemp(prefix="mlops-nb-bench-"))
+    log = work / "bench.log"
+    started = time.time()
+    load_before = os.getloadavg()
+    print(f"building projects in {work} (log: {log})", flush=True)
+    try:
+        built = [mp.build(work / v, v) for v in variants]
+        many = mp.build_many(work, 100, 30)
+        cases = {v: variant_cases(bp, env) for v, bp in zip(variants, built, strict=True)}
+        cases["cli"] = cli_cases(built[0], many, 400, env)
+        print(f"built in {time.time() - started:.0f} s; {runs} round(s)", flush=True)
+        for r in range(runs):
+            print(f"round {r + 1}/{runs}", flush=True)
+            for group in cases.values():
+                for case in rotated(group, r):
+                    run_case(case, env, log)
+        elapsed = time.time() - started
+        load_after = os.getloadavg()
+        all_cases = [c for group in cases.values() for c in group]
+        text = report.render(all_cases, command=command, runs=runs, elapsed=elapsed,
+                             load=(load_before, load_after), variants=variants, repo=REPO)
+        print(text)
+        if out:
+            out.write_text(text)
+            print(f"wrote {out}")
+        return 1 if any(c.problems for c in all_cases) else 0
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
