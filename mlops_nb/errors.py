@@ -123,3 +123,15 @@ class LineageError(MlopsNbError):
     """The lineage store cannot be read or written, or has no such record."""
 
     exit_code = 10
+
+
+def exit_code_of(error_name: str) -> int | None:
+    """The exit code of an mlops_nb error from its class name, as papermill reports a cell's
+    exception (`PapermillExecutionError.ename`), so a step failed by a guard can exit 7 or 8."""
+    pending: list[type[MlopsNbError]] = [MlopsNbError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == error_name:
+            return cls.exit_code
+        pending += cls.__subclasses__()
+    return None

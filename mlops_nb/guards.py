@@ -46,7 +46,9 @@ def _record(root: Path, step: str | None, status: str, note: str,
     from mlops_nb import lineage
 
     try:
-        run = run or lineage.collect(root, status=status, current_step=step, note=note)
+        if run is None:
+            return lineage.record_project_run(root, status, current_step=step, note=note,
+                                              models=models)
         lineage.LineageStore(lineage.default_path(root)).record(run, models)
         return str(run.run_id)
     except MlopsNbError as exc:

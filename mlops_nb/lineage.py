@@ -324,3 +324,11 @@ def collect(root: Path, *, status: str, current_step: str | None = None,
     return RunRecord(run_id or new_run_id(), status, started,
                      datetime.now(UTC).isoformat(), commit, dirty, params,
                      tuple(steps), note)
+
+
+def record_project_run(root: Path, status: str, *, current_step: str | None = None,
+                       note: str = "", models: list[ModelEvent] | None = None) -> str:
+    """Snapshot the project and record it as a run (for runners: a failed step, a finish)."""
+    run = collect(root, status=status, current_step=current_step, note=note)
+    LineageStore(default_path(root)).record(run, models)
+    return run.run_id

@@ -172,3 +172,13 @@ def test_cli_validate_data_infer_then_exit_7(frame, tmp_path, capsys):
     assert (tmp_path / "rep" / "new_validation.html").exists()
     assert main(["validate-data", str(tmp_path / "new.csv"), "--schema", schema,
                  "--warn-only"]) == 0
+
+
+def test_guard_errors_have_distinct_exit_codes_findable_by_name():
+    from mlops_nb.errors import exit_code_of
+
+    codes = {n: exit_code_of(n) for n in ("DataValidationError", "ModelBlockedError",
+                                          "RegistryError", "UnsafeModelError", "LineageError")}
+    assert codes == {"DataValidationError": 7, "ModelBlockedError": 8, "RegistryError": 9,
+                     "UnsafeModelError": 9, "LineageError": 10}
+    assert exit_code_of("StepFailed") == 5 and exit_code_of("ValueError") is None
