@@ -62,6 +62,23 @@ def record_run(status: str = "completed", note: str = "") -> str | None:
     return _record(root, step, status, note)
 
 
+def _frame(obj: Any, what: str) -> Any:
+    """A DataFrame from a DataFrame, Series, 2-D array or mapping of columns."""
+    if obj is None:
+        return None
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    if isinstance(obj, pd.Series):
+        return obj.to_frame()
+    try:
+        return pd.DataFrame(obj)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"validate_data: {what} must be a table (a DataFrame), got"
+                         f" {type(obj).__name__}") from exc
+
+
 def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any = None,
                   drift: Any = None, warn_only: bool = False, name: str = "data",
                   report_dir: str | Path | None = None) -> dict[str, Any]:
@@ -75,6 +92,7 @@ def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any 
     from mlops_nb import validation as v
     from mlops_nb.project import Layout
 
+    data, reference = _frame(data, "data"), _frame(reference, "reference")
     schema_obj, schema_path = None, None
     if isinstance(schema, (str, Path)):
         path = Path(schema)

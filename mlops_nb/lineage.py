@@ -152,6 +152,8 @@ class LineageStore:
                 raise
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        if not self.path.exists():  # reading never creates the store
+            return []
         with self._connect() as con:
             rows = con.execute("SELECT * FROM runs ORDER BY finished DESC, rowid DESC LIMIT ?",
                                (limit,)).fetchall()

@@ -161,11 +161,11 @@ def test_a_writer_killed_mid_run_leaves_no_half_run(tmp_path):
     db = tmp_path / "l.db"
     store = lineage.LineageStore(db, timeout=5)
     store.record(lineage.RunRecord("before", "completed", None, "t0", None, False, {}, ()))
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(db)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"  # the transaction is open now
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    with subprocess.Popen([sys.executable, "-c", KILLED, str(db)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout.readline().strip() == "ready"  # the transaction is open now
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
     assert [r["run_id"] for r in store.runs()] == ["before"]
     store.record(lineage.RunRecord("after", "completed", None, "t1", None, False, {}, ()))
     assert [r["run_id"] for r in store.runs()] == ["after", "before"]
@@ -177,7 +177,8 @@ def test_a_writer_killed_mid_run_leaves_no_half_run(tmp_path):
 def test_unopenable_store_is_a_lineage_error(tmp_path):
     (tmp_path / "not_a_dir").write_text("")
     with pytest.raises(LineageError) as err:
-        lineage.LineageStore(tmp_path / "not_a_dir" / "l.db").runs()
+        lineage.LineageStore(tmp_path / "not_a_dir" / "l.db").record(
+            lineage.RunRecord("r", "completed", None, "t", None, False, {}, ()))
     assert err.value.exit_code == 10
 
 

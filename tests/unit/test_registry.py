@@ -47,7 +47,7 @@ class Exploit:
         self.marker = marker
 
     def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+        return (exec, (f"with open({self.marker!r}, 'w') as f: f.write('pwned')",))
 
 
 def test_register_stores_skops_and_loads_the_same_model(reg, data):

@@ -182,3 +182,13 @@ def test_guard_errors_have_distinct_exit_codes_findable_by_name():
     assert codes == {"DataValidationError": 7, "ModelBlockedError": 8, "RegistryError": 9,
                      "UnsafeModelError": 9, "LineageError": 10}
     assert exit_code_of("StepFailed") == 5 and exit_code_of("ValueError") is None
+
+
+def test_guard_accepts_arrays_and_series_and_rejects_scalars(outside_step):
+    from mlops_nb.errors import UsageError
+
+    rep = guards.validate_data(np.arange(10.0).reshape(5, 2), schema="arr.yaml", name="arr")
+    assert rep["status"] == "pass" and rep["rows"] == 5
+    assert guards.validate_data(pd.Series([1, 2], name="s"), schema=None)["status"] == "pass"
+    with pytest.raises(UsageError, match="must be a table"):
+        guards.validate_data(3, schema=None)
