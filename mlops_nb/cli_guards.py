@@ -58,9 +58,10 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
         for c in drift["columns"]:
             stat = "-" if c["statistic"] is None else f"{float(c['statistic']):.4g}"
             psi = "-" if c["psi"] is None else f"{float(c['psi']):.4g}"
+            dist = "-" if c["distance"] is None else f"{float(c['distance']):.4g}"
             flag = {True: "DRIFT", False: "ok", None: "not checked"}[c["drifted"]]
             print(f"  {c['column']:<24} {c['method']:<14} {stat:>10} (threshold"
-                  f" {c['threshold']:g})  psi {psi:>8}  {flag}")
+                  f" {c['threshold']:g})  distance {dist:>8}  psi {psi:>8}  {flag}")
     for f in report.get("report_files", []):
         print(f"  report: {f}")
 

@@ -5,7 +5,8 @@ test: two-sample Kolmogorov-Smirnov for numeric columns, chi-square for categori
 when the p-value is below 0.05). A larger reference gets a distance: Wasserstein distance
 normalised by the reference's standard deviation for numeric columns, Jensen-Shannon distance for
 categorical and low-cardinality (at most 5 values) ones (drift when the distance reaches 0.1).
-PSI can be chosen per column or for all, and is always reported. The data set drifts when the
+PSI can be chosen per column or for all, and is always reported, as is the large-sample
+distance (so a small sample has both a test and a distance). The data set drifts when the
 share of drifted columns reaches `dataset_share` (0.5).
 
 A threshold is always explicit in the result: a column whose method has no usable threshold,
@@ -82,6 +83,8 @@ class ColumnDrift:
     reference_rows: int
     current_rows: int
     note: str = ""
+    distance: float | None = None  # always a distance, even when `method` is a test
+    distance_method: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (_finite(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -210,6 +213,11 @@ def column_drift(name: str, reference: Any, current: Any, cfg: DriftConfig) -> C
     else:
         r_arr, c_arr = ref.astype(str), cur.astype(str)
         counts = use_counts = _frequencies(r_arr, c_arr)
+    dist_method = default_method(kind, SMALL_SAMPLE + 1, int(ref.nunique()))
+    dist_counts = _frequencies(ref, cur) if numeric and dist_method == "jensenshannon" \
+        else counts
+    base["distance_method"] = dist_method
+    base["distance"] = _statistic(dist_method, kind, r_arr, c_arr, dist_counts)
     try:
         stat = _statistic(method, kind, r_arr, c_arr, use_counts)
     except ValueError as exc:

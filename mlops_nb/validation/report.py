@@ -101,7 +101,8 @@ def to_html(report: dict[str, Any]) -> str:
         parts.append(f"<h2>Drift</h2><p>share of drifted columns {drift['share_drifted']:.2f}"
                      f" (data set drifts at {drift['dataset_share']})</p>")
         parts.append("<table><tr><th>column</th><th>kind</th><th>method</th><th>statistic</th>"
-                     "<th>threshold</th><th>drifted</th><th>PSI</th><th>rows ref/cur</th>"
+                     "<th>threshold</th><th>drifted</th><th>distance</th><th>PSI</th>"
+                     "<th>rows ref/cur</th>"
                      "<th>note</th></tr>")
         for c in drift["columns"]:
             cls = " class='drift'" if c["drifted"] else ""
@@ -109,6 +110,7 @@ def to_html(report: dict[str, Any]) -> str:
                 f"<tr{cls}><td>{e(c['column'])}</td><td>{c['kind']}</td><td>{c['method']}</td>"
                 f"<td>{_fmt(c['statistic'])}</td><td>{_fmt(c['threshold'])}</td>"
                 f"<td>{'not checked' if c['drifted'] is None else c['drifted']}</td>"
+                f"<td>{_fmt(c['distance'])} {c['distance_method'] or ''}</td>"
                 f"<td>{_fmt(c['psi'])}</td>"
                 f"<td>{c['reference_rows']}/{c['current_rows']}</td><td>{e(c['note'])}</td></tr>")
         parts.append("</table>")

@@ -35,6 +35,9 @@ class Schema:
     columns: tuple[ColumnSchema, ...]
     min_rows: int = 1
     allow_extra_columns: bool = False
+    # what the data looked like when inferred (rows; per column nulls, distinct, mean, std):
+    # for people and drift reviews, never checked
+    statistics: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def column(self, name: str) -> ColumnSchema | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -91,6 +94,21 @@ def column_type(series: Any) -> str:
     return "category" if non_null.nunique() <= MAX_CATEGORIES else "string"
 
 
+def statistics(frame: Any) -> dict[str, Any]:
+    """Row count and per-column nulls, distinct values, and mean/std of numeric columns."""
+    from pandas.api import types as pt
+
+    per: dict[str, Any] = {}
+    for name in frame.columns:
+        s = frame[name]
+        entry: dict[str, Any] = {"nulls": int(s.isna().sum()), "distinct": int(s.nunique())}
+        if pt.is_numeric_dtype(s.dtype) and not pt.is_bool_dtype(s.dtype) and s.notna().any():
+            entry["mean"] = _plain(round(float(s.mean()), 6))
+            entry["std"] = _plain(round(float(s.std()), 6)) if s.notna().sum() > 1 else 0.0
+        per[str(name)] = entry
+    return {"rows": len(frame), "columns": per}
+
+
 def infer(frame: Any, *, min_rows: int = 1, max_categories: int = MAX_CATEGORIES) -> Schema:
     """The schema that `frame` satisfies: its types, nulls, ranges and domains."""
     cols = []
@@ -107,7 +125,7 @@ def infer(frame: Any, *, min_rows: int = 1, max_categories: int = MAX_CATEGORIES
         elif kind in ("category", "bool"):
             values = tuple(sorted((_plain(v) for v in s.dropna().unique()), key=str))
         cols.append(ColumnSchema(str(name), kind, nullable, lo, hi, values))
-    return Schema(tuple(cols), min_rows=min_rows)
+    return Schema(tuple(cols), min_rows=min_rows, statistics=statistics(frame))
 
 
 def to_dict(schema: Schema) -> dict[str, Any]:
@@ -119,8 +137,11 @@ def to_dict(schema: Schema) -> dict[str, Any]:
         if c.values is not None:
             entry["values"] = list(c.values)
         cols[c.name] = entry
-    return {"min_rows": schema.min_rows, "allow_extra_columns": schema.allow_extra_columns,
-            "columns": cols}
+    out = {"min_rows": schema.min_rows, "allow_extra_columns": schema.allow_extra_columns,
+           "columns": cols}
+    if schema.statistics:
+        out["statistics"] = schema.statistics
+    return out
 
 
 def from_dict(data: Any, where: str = "schema") -> Schema:
@@ -135,8 +156,10 @@ def from_dict(data: Any, where: str = "schema") -> Schema:
         cols.append(ColumnSchema(str(name), entry["type"], bool(entry.get("nullable", False)),
                                  entry.get("min"), entry.get("max"),
                                  tuple(values) if values is not None else None))
+    stats = data.get("statistics")
     return Schema(tuple(cols), min_rows=int(data.get("min_rows", 1)),
-                  allow_extra_columns=bool(data.get("allow_extra_columns", False)))
+                  allow_extra_columns=bool(data.get("allow_extra_columns", False)),
+                  statistics=stats if isinstance(stats, dict) else {})
 
 
 def save(schema: Schema, path: Path) -> None:

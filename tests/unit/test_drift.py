@@ -42,6 +42,8 @@ def test_one_sigma_shift_drifts(n, method):
     else:
         assert col.statistic < 1e-10  # a p-value
     assert col.psi > 0.25
+    assert col.distance_method == "wasserstein"  # a distance, also for small samples
+    assert col.distance == pytest.approx(1.0, abs=0.2)
 
 
 def test_categorical_methods_by_sample_size():
@@ -99,6 +101,7 @@ def test_raw_statistics_are_reported_even_without_drift():
     assert rep["status"] == "pass"
     assert isinstance(col["statistic"], float) and isinstance(col["psi"], float)
     assert col["threshold"] == 0.05
+    assert col["distance_method"] == "wasserstein" and 0 <= col["distance"] < 0.3
 
 
 def test_thresholds_are_configurable():

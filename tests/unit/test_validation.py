@@ -53,6 +53,10 @@ def test_infer_types_nulls_ranges_domains(frame):
     assert cols["ok"].type == "bool" and cols["ok"].values == (False, True)
     assert (cols["const"].min, cols["const"].max) == (7.0, 7.0)
     assert cols["empty"].nullable and cols["empty"].min is None
+    stats = s.statistics
+    assert stats["rows"] == 5 and stats["columns"]["age"] == {
+        "nulls": 0, "distinct": 5, "mean": 50.0, "std": pytest.approx(23.717082)}
+    assert stats["columns"]["empty"] == {"nulls": 5, "distinct": 0}
 
 
 def test_schema_yaml_round_trip_is_readable(frame, tmp_path):
