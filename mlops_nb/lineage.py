@@ -218,12 +218,13 @@ def _model_row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _mark_reused(con: sqlite3.Connection, run_id: str) -> None:
-    """A step whose start time equals its start in an earlier run did not run again."""
+    """A step whose start (or, without timings, end) equals that of an earlier run did not
+    run again."""
     con.execute(
-        "UPDATE steps SET reused = EXISTS (SELECT 1 FROM steps p JOIN runs r ON"
-        " r.run_id = p.run_id WHERE p.step = steps.step AND p.run_id != steps.run_id"
-        " AND p.started IS NOT NULL AND p.started = steps.started) WHERE run_id = ?",
-        (run_id,))
+        "UPDATE steps SET reused = EXISTS (SELECT 1 FROM steps p WHERE p.step = steps.step"
+        " AND p.run_id != steps.run_id AND COALESCE(p.started, p.finished) IS NOT NULL"
+        " AND COALESCE(p.started, p.finished) = COALESCE(steps.started, steps.finished))"
+        " WHERE run_id = ?", (run_id,))
 
 
 # --- reading a run from the project -------------------------------------------------------
@@ -264,14 +265,23 @@ def path_hash(path: Path) -> str | None:
 
 
 def _timings(executed: Path) -> dict[str, Any]:
+    """Status and timings of a step from its executed notebook (papermill's metadata when
+    there is some; else an error output means failed, and the file's mtime is its end)."""
     try:
-        pm = json.loads(executed.read_text(encoding="utf-8"))["metadata"].get("papermill", {})
-    except (OSError, ValueError, KeyError):
+        doc = json.loads(executed.read_text(encoding="utf-8"))
+        pm = doc.get("metadata", {}).get("papermill") or {}
+    except (OSError, ValueError, AttributeError):
         return {"status": "not run"}
-    status = "failed" if pm.get("exception") else ("completed" if pm.get("end_time")
-                                                    else "running")
-    return {"status": status, "started": pm.get("start_time"), "finished": pm.get("end_time"),
-            "duration": pm.get("duration")}
+    if pm.get("start_time"):
+        status = "failed" if pm.get("exception") else ("completed" if pm.get("end_time")
+                                                        else "running")
+        return {"status": status, "started": pm.get("start_time"),
+                "finished": pm.get("end_time"), "duration": pm.get("duration")}
+    failed = any(o.get("output_type") == "error" for c in doc.get("cells", [])
+                 for o in c.get("outputs", []))
+    mtime = datetime.fromtimestamp(executed.stat().st_mtime, UTC).isoformat()
+    return {"status": "failed" if failed else "completed", "started": None,
+            "finished": mtime, "duration": None}
 
 
 def lookup(data: Any, dotted: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -207,3 +208,22 @@ def test_cli_runs_and_lineage(project, monkeypatch, capsys):
     assert main(["lineage", "m:1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run"]["run_id"] == run.run_id
     assert main(["lineage", "m:5"]) == 9
+
+
+def test_executed_notebook_without_papermill_timings(project, tmp_path):
+    """Another runner's executed notebook: an error output means failed; mtime is the end."""
+    nb = project / "outputs/train/train.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "error", "ename": "DataValidationError", "evalue": "x"}]}],
+        "metadata": {}}))
+    (project / "outputs/load/load.ipynb").write_text('{"cells": [], "metadata": {}}')
+    store = lineage.LineageStore(tmp_path / "l.db")
+    first = lineage.collect(project, status="failed")
+    assert [s.status for s in first.steps] == ["completed", "failed"]
+    assert first.steps[0].finished and first.steps[0].started is None
+    store.record(first)
+    nb.write_text('{"cells": [], "metadata": {}}')
+    os.utime(nb, (1e9, 1e9))  # train ran again (a different end), load did not
+    store.record(lineage.collect(project, status="completed"))
+    assert [(s["step"], s["reused"]) for s in store.runs()[0]["steps"]] == [
+        ("load", 1), ("train", 0)]
