@@ -28,6 +28,7 @@ class Sample:
     returncode: int
     output: str
     cpu_seconds: float  # user + system time of the process and the children it waited for
+    other_cpu: float = 0.0  # CPU seconds used meanwhile by processes outside this command
     survivors: tuple[str, ...] = field(default=())
     survivor_mb: float = 0.0
 
@@ -75,6 +76,16 @@ with open(out, "w") as f:
 """
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds this machine's processes have run since boot (all cores).
+
+    Linux counts guest time inside user time, and steal is the hypervisor's, not ours.
+    """
+    t = psutil.cpu_times()
+    return sum(t) - sum(getattr(t, f, 0.0) for f in
+                        ("idle", "iowait", "guest", "guest_nice", "steal"))
+
+
 def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Sample:
     """Run cmd once; its output is appended to log and returned for checks."""
     token = f"{os.getpid()}-{time.monotonic_ns()}"
@@ -86,9 +97,11 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Sample:
         out.write(f"\n$ (cd {cwd} && {' '.join(cmd)})\n".encode())
         out.flush()
         offset = out.tell()
+        busy = _busy_cpu_seconds()
         subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, str(result), *cmd],
                        cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                        stderr=subprocess.STDOUT, check=True)
+        busy = _busy_cpu_seconds() - busy
     seconds_text, maxrss_kb, returncode, cpu_text = result.read_text().split()
     result.unlink()
     with open(log, "rb") as f:
@@ -103,8 +116,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Sample:
             survivors.append(" ".join(p.cmdline())[:120])
         except psutil.Error:
             continue
+    cpu = float(cpu_text)
     return Sample(float(seconds_text), int(maxrss_kb) / 1024, int(returncode), output,
-                  float(cpu_text), tuple(survivors), survivor_mb)
+                  cpu, max(0.0, busy - cpu), tuple(survivors), survivor_mb)
 
 
 def run_quiet(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:

@@ -60,6 +60,17 @@ def machine(repo: Path) -> list[str]:
     ]
 
 
+def _other_load(cases: list[Any]) -> str:
+    samples = [s for c in cases for s in c.samples]
+    wall = sum(s.seconds for s in samples)
+    if not wall:
+        return ""
+    share = sum(s.other_cpu for s in samples) / (wall * (psutil.cpu_count() or 1))
+    text = f"Other processes used {share:.0%} of the machine's CPU during the timed runs"
+    return text + (": wall times are inflated by the contention, CPU times much less."
+                   if share > 0.1 else ".")
+
+
 def _row(case: Any, by_key: dict[str, Any], notes: list[str]) -> str:
     if not case.samples:
         notes.append(f"{case.key}: never ran: {'; '.join(case.problems)}")
@@ -69,13 +80,15 @@ def _row(case: Any, by_key: dict[str, Any], notes: list[str]) -> str:
     med = statistics.median(secs)
     peak = statistics.median(s.peak_mb for s in case.samples)
     cpu = statistics.median(s.cpu_seconds for s in case.samples)
-    ratio_text, figure = "", med
+    ratio_text, cpu_text, figure = "", f"{cpu:.2f}", med
     if case.floor:
         floor = by_key[case.floor]
         if floor.samples:
             figure = med / _median(floor)
             ratio_text = f"{figure:.2f}x" + (" (of train+evaluate floor)"
                                              if case.floor.endswith("floor_te") else "")
+            floor_cpu = statistics.median(s.cpu_seconds for s in floor.samples)
+            cpu_text += f" ({cpu / floor_cpu:.2f}x)"
     elif case.key.endswith(".floor"):
         ratio_text = "1.00x"
     result = ""
@@ -91,11 +104,11 @@ def _row(case: Any, by_key: dict[str, Any], notes: list[str]) -> str:
             result = f"{result} [{len(notes)}]".strip()
     target = case.target.text() if case.target else ""
     return (f"| {case.label} | {len(secs)} | {med:.2f} | {min(secs):.2f}-{max(secs):.2f} | "
-            f"{ratio_text} | {cpu:.2f} | {peak:.0f} | {target} | {result} |")
+            f"{ratio_text} | {cpu_text} | {peak:.0f} | {target} | {result} |")
 
 
 def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
-           load: tuple[tuple[float, ...], tuple[float, ...]], variants: list[str],
+           loads: list[float], variants: list[str],
            repo: Path) -> str:
     by_key = {c.key: c for c in cases}
     notes: list[str] = []
@@ -106,7 +119,9 @@ def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {runs} run(s) of each"
         f" case, round-robin (each round runs every case once, order rotated per round);"
         f" whole benchmark {elapsed / 60:.1f} min  ",
-        f"Load average (1 min) before/after: {load[0][0]:.2f} / {load[1][0]:.2f}",
+        "Load average (1 min) at start, each round's start and end: "
+        + ", ".join(f"{x:.1f}" for x in loads) + "  ",
+        _other_load(cases),
         "",
         "Machine:",
         "",
@@ -116,8 +131,9 @@ def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
         " of the floor in the same run. Peak memory = median over runs of the largest"
         " process's peak resident set (ru_maxrss of the command and the children it waited"
         " for), in MB. CPU s = median user+system time of the command and the children it"
-        " waited for (less sensitive than wall time to other load on the machine; on 2 cores"
-        " it can exceed wall time). Targets are issue 3's and judge wall time.",
+        " waited for, and its ratio to the floor's (less sensitive than wall time to other"
+        " load on the machine; on 2 cores it can exceed wall time). Targets are issue 3's and"
+        " judge wall time.",
     ]
     for group in [*variants, "cli"]:
         rows = [c for c in cases if c.group == group]
