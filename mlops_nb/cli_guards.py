@@ -192,7 +192,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         models = "; ".join(f"{m['name']}{':' + str(m['version']) if m['version'] else ''}"
                            f" {m['decision']}"
                            + (f" ({m['reasons'][0]})" if m["decision"] == "blocked" else "")
-                           for m in r["models"]) or "-"
+                           for m in r["models"]) or r["note"] or "-"
         ran = sum(1 for s in r["steps"] if not s["reused"])
         print(f"{r['run_id']}  {r['status']:<9} {r['finished'][:19]}  git"
               f" {(r['git_commit'] or '-')[:8]}  steps run {ran}/{len(r['steps'])}  {models}")
