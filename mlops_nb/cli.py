@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(step: str, what: str) -> None:
         print(f"{step}: {what}", flush=True)
 
-    result = run(_root(args), args.steps or None, force=args.force, on_step=show)
+    result = run(_root(args), args.steps or None, force=args.force, engine=args.engine,
+                 on_step=show)
     print(f"ran {len(result.ran)}, up to date {len(result.skipped)}")
     return 0
 
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="compile and run the pipeline (or STEPs and what they need)")
     s.add_argument("steps", nargs="*")
     s.add_argument("-f", "--force", action="store_true", help="rerun steps that are up to date")
+    s.add_argument("--engine", choices=("fast", "papermill"), default="fast",
+                   help="fast: fork each step from one warm process (default); papermill:"
+                        " a kernel per step")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="show each step as up to date, changed or never run")

@@ -15,9 +15,11 @@ a step is the source notebook's folder; state goes under the project's `.mlops_n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +207,23 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
                                scorers)
         except MlopsNbError as exc:
             decision = gate_mod.unreadable_baseline(prod.ref, str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. the features changed since
+            decision = gate_mod.unreadable_baseline(
+                prod.ref, f"it cannot be scored on this evaluation data: {exc}")
         else:
             decision = gate_mod.decide(candidate, baseline, cfg, baseline_name=prod.ref)
             if eval_hash and prod.info.get("eval_data") not in (None, eval_hash) and any(
                     _scorer(k, scorers) is None for k in wanted):
                 log.warning("%s was evaluated on other data; metrics without a scorer were"
                             " compared with its recorded values", prod.ref)
-    run = lineage.collect(root, status="completed", current_step=step,
-                          note=f"gate {name}: {'passed' if decision.passed else 'blocked'}")
+    note = f"gate {name}: {'passed' if decision.passed else 'blocked'}"
+    try:
+        run = lineage.collect(root, status="completed", current_step=step, note=note)
+    except MlopsNbError as exc:  # an unreadable dvc.yaml must not lose the decision
+        log.warning("lineage snapshot incomplete: %s", exc)
+        git, dirty = lineage.git_state(root)
+        run = lineage.RunRecord(lineage.new_run_id(), "completed", None,
+                                datetime.now(UTC).isoformat(), git, dirty, {}, (), note)
     version = None
     if decision.passed:
         info = {"run_id": run.run_id, "git_commit": run.git_commit, "git_dirty": run.git_dirty,
@@ -231,8 +242,9 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
     event = lineage.ModelEvent(name, version, outcome, decision.reasons, candidate)
     blocked_fail = fail_if_blocked and not decision.passed
     if blocked_fail:
-        run = lineage.collect(root, status="failed", current_step=step, run_id=run.run_id,
-                              note=run.note)
+        run = dataclasses.replace(run, status="failed", steps=tuple(
+            dataclasses.replace(s, status="failed") if s.step == step else s
+            for s in run.steps))
     run_id = _record(root, step, run.status, run.note, [event], run=run)
     log.info("model %s: %s (%s)", name, outcome, "; ".join(decision.reasons))
     if blocked_fail:

@@ -140,9 +140,19 @@ class RunResult:
     skipped: tuple[str, ...]
 
 
+ENGINES = ("fast", "papermill")
+
+
 def run(root: Path, names: list[str] | None = None, *, force: bool = False,
-        on_step: Callable[[str, str], None] | None = None) -> RunResult:
-    """Compile, then run the selected steps that are not up to date."""
+        engine: str = "fast", on_step: Callable[[str, str], None] | None = None) -> RunResult:
+    """Compile, then run the selected steps that are not up to date.
+
+    engine "fast" forks each step from one warm process (fastrun.py); "papermill" starts a
+    kernel per step, as `dvc repro` does. Both write the same outputs and executed notebooks.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    warm = None
     result = compile_mod.compile_project(root)
     spec = result.spec
     layout = Layout(root)
@@ -166,7 +176,17 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
         steps_state.pop(step.name, None)
         _save_state(layout, state)
         try:
-            execute_step(root, step.name)
+            if engine == "papermill":
+                execute_step(root, step.name)
+            else:
+                if warm is None:
+                    from mlops_nb.fastrun import WarmRunner
+
+                    warm = WarmRunner(root)
+                nb = spec.notebook(step.notebook)
+                warm.warm(nb.imports, nb.path)
+                params = step_parameters(layout, step_meta(layout, step.name))
+                warm.run_step(step.name, nb.path, params)
         except MlopsNbError:
             if on_step:
                 on_step(step.name, "failed")

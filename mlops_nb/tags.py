@@ -86,7 +86,9 @@ def read_notebook_json(path: Path, display: str) -> dict:
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise NotebookError(display, "not a Jupyter notebook (no 'cells' list)")
     if nb.get("nbformat", 4) < 4:
-        raise NotebookError(display, "nbformat 3 notebooks are not supported; save it in JupyterLab")
+        raise NotebookError(
+            display, "nbformat 3 notebooks are not supported; save it again in JupyterLab"
+        )
     return nb
 
 

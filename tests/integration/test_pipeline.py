@@ -37,7 +37,7 @@ def test_dataflow_equals_top_to_bottom_run(tmp_path):
 
 def test_example_run_matches_reference_and_status(example_project):
     root = example_project
-    assert {l.split()[-1] for l in cli(["status"], root).stdout.splitlines()} == {"run"}
+    assert {ln.split()[-1] for ln in cli(["status"], root).stdout.splitlines()} == {"run"}
     cli(["run"], root)
     metrics = json.loads((root / "outputs/evaluate/metrics.json").read_text())
     ref = run_top_to_bottom(root / "notebooks/iris.ipynb",

@@ -170,3 +170,20 @@ def test_metric_without_scorer_uses_recorded_baseline(project, iris):
     guards.promote_if_better(fit(iris, 3), {"my_score": 0.5}, name="m", eval_data=iris)
     dec = guards.promote_if_better(fit(iris, 3), {"my_score": 0.6}, name="m", eval_data=iris)
     assert dec["promoted"] and dec["checks"][0]["baseline"] == 0.5
+
+
+def test_baseline_that_cannot_score_the_new_data_blocks(project, iris):
+    x, y = iris
+    guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    fewer = x.iloc[:, :3]
+    candidate = DecisionTreeClassifier(random_state=0).fit(fewer, y)
+    dec = guards.promote_if_better(candidate, {"accuracy": 0}, name="m", eval_data=(fewer, y))
+    assert dec["outcome"] == "blocked" and "cannot be scored" in dec["reasons"][0]
+
+
+def test_broken_dvc_yaml_does_not_lose_the_decision(project, iris):
+    (project / "dvc.yaml").write_text("stages: [unclosed\n")
+    dec = guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    assert dec["promoted"] and dec["run_id"]
+    runs = LineageStore(project / ".mlops_nb" / "lineage.db").runs()
+    assert runs[0]["models"][0]["decision"] == "promoted" and runs[0]["steps"] == []
