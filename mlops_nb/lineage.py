@@ -296,6 +296,7 @@ def collect(root: Path, *, status: str, current_step: str | None = None,
             run_id: str | None = None, note: str = "") -> RunRecord:
     """A run record of the project as it stands, from dvc.yaml, outputs and params.yaml."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     safe = YAML(typ="safe", pure=True)
     def read(name: str) -> Any:
@@ -305,7 +306,7 @@ def collect(root: Path, *, status: str, current_step: str | None = None,
     try:  # no dvc.yaml (not compiled, interactive use): a run without steps
         stages = read("dvc.yaml").get("stages") or {}
         params_all = read("params.yaml")
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, YAMLError) as exc:
         raise LineageError(f"cannot read the pipeline of {root}: {exc}; run"
                            " `mlops-nb compile`") from exc
     steps, params = [], {}
