@@ -81,6 +81,15 @@ def _frame(obj: Any, what: str) -> Any:
                          f" {type(obj).__name__}") from exc
 
 
+def _shown(path: Path, root: Path) -> str:
+    """A path relative to the project when inside it, so outputs do not depend on where the
+    clone lives."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any = None,
                   drift: Any = None, warn_only: bool = False, name: str = "data",
                   report_dir: str | Path | None = None) -> dict[str, Any]:
@@ -116,12 +125,12 @@ def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any 
     folder = Path(report_dir) if report_dir else (
         Layout(root).step_outputs(step) if step else Path.cwd())
     js, html = v.report_mod.write(report, folder, f"{name}_validation")
-    report["report_files"] = [str(js), str(html)]
+    report["report_files"] = [_shown(js, root), _shown(html, root)]
     for problem in report["problems"]:
         log.warning("data '%s': %s", name, problem)
     if report["blocking"]:
         _record(root, step, "failed", f"data '{name}' failed validation")
-        raise DataValidationError(name, report["problems"], str(html))
+        raise DataValidationError(name, report["problems"], report["report_files"][1])
     return report
 
 
