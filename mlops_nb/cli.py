@@ -6,7 +6,8 @@ code (a traceback only with --verbose). Heavy modules are imported inside the co
 
 Exit codes: 0 ok; 1 other mlops_nb error; 2 usage error; 3 a notebook, params.yaml or the
 pipeline is invalid; 4 generated files are stale (compile --check); 5 a step failed;
-6 a step output is missing or corrupted; 130 interrupted.
+6 a step output is missing or corrupted; 7-10 the guards (see guards); 11 another run
+holds the project; 12 a step timed out; 13 a step's process died; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{step}: {what}", flush=True)
 
     result = run(_root(args), args.steps or None, force=args.force, engine=args.engine,
-                 on_step=show)
+                 timeout=args.timeout, on_step=show)
     print(f"ran {len(result.ran)}, up to date {len(result.skipped)}")
     return 0
 
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("fast", "papermill"), default="fast",
                    help="fast: fork each step from one warm process (default); papermill:"
                         " a kernel per step")
+    s.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop a step that runs longer (exit 12); its notebook is kept")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="show each step as up to date, changed or never run")

@@ -135,3 +135,27 @@ def exit_code_of(error_name: str) -> int | None:
             return cls.exit_code
         pending += cls.__subclasses__()
     return None
+
+
+class LockError(MlopsNbError):
+    """Another run holds the project's run lock, or the lock file is unusable."""
+
+    exit_code = 11
+
+
+class StepTimedOut(StepFailed):
+    """A step ran longer than its timeout; its executed notebook is kept."""
+
+    exit_code = 12
+
+
+class StepCrashed(StepFailed):
+    """A step's process died (killed, out of memory, os._exit); its notebook is kept."""
+
+    exit_code = 13
+
+
+class Interrupted(MlopsNbError):
+    """The run was stopped by Ctrl-C or SIGTERM; nothing was recorded as done."""
+
+    exit_code = 130

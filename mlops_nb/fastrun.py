@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.errors import StepFailed
+from mlops_nb.errors import Interrupted, StepCrashed, StepFailed, StepTimedOut
 from mlops_nb.project import Layout
 
 ERROR_EXIT = 3
@@ -87,9 +87,28 @@ def _run_cells(shell: Any, doc: dict[str, Any], executed: Path) -> bool:
     return True
 
 
-def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path) -> int:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this child when the runner dies, even by kill -9."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the runner died before prctl took effect
+        os._exit(ERROR_EXIT)
+
+
+def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
+           timeout: float | None) -> int:
     os.setpgid(0, 0)  # its own process group: the runner can stop the whole step
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if timeout:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action ends the process
+        signal.setitimer(signal.ITIMER_REAL, timeout)
     os.environ["MLOPS_NB_ROOT"] = str(root)
     os.chdir(root)
     shell.user_ns.clear()
@@ -129,7 +148,8 @@ class WarmRunner:
         finally:
             os.chdir(cwd)
 
-    def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any]) -> Path:
+    def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
+                 timeout: float | None = None) -> Path:
         from mlops_nb.step import failure_cell
 
         executed = self.layout.executed(step)
@@ -139,11 +159,12 @@ class WarmRunner:
         rel = executed.relative_to(self.root).as_posix()
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
             code = ERROR_EXIT
             try:
-                code = _child(self.shell, doc, executed, self.root)
+                code = _child(self.shell, doc, executed, self.root, parent, timeout)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -152,18 +173,40 @@ class WarmRunner:
             _, status = os.waitpid(pid, 0)
         except KeyboardInterrupt:
             _stop_group(pid)
-            raise
+            mark_executed(executed, "interrupted")
+            raise Interrupted(f"step '{step}' was interrupted; nothing was recorded as done;"
+                              f" its notebook so far is {rel}") from None
         meta = {"source": source_notebook}
         if os.WIFSIGNALED(status):
-            sig = signal.Signals(os.WTERMSIG(status)).name
-            raise StepFailed(step, f"its process was killed by {sig}", rel)
+            sig = signal.Signals(os.WTERMSIG(status))
+            _stop_group(pid)  # whatever the step started dies with it
+            if sig == signal.SIGALRM:
+                mark_executed(executed, "timed out")
+                raise StepTimedOut(step, f"it ran longer than its timeout of {timeout:g} s",
+                                   rel)
+            mark_executed(executed, f"killed by {sig.name}")
+            raise StepCrashed(step, f"its process was killed by {sig.name} (out of memory?)",
+                              rel)
         code = os.WEXITSTATUS(status)
         if code == ERROR_EXIT:
             raise StepFailed(step, failure_cell(executed, meta) or "a cell raised", rel)
         if code != 0:
-            raise StepFailed(step, f"its process exited with code {code} (os._exit or a crash)"
-                             , rel)
+            mark_executed(executed, f"exited with code {code}")
+            raise StepCrashed(step, f"its process exited with code {code} (os._exit or a"
+                              " crash)", rel)
         return executed
+
+
+def mark_executed(executed: Path, status: str) -> None:
+    """Record in the executed notebook how the step ended, keeping what it has so far."""
+    try:
+        doc = json.loads(executed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    doc.setdefault("metadata", {}).setdefault("mlops_nb", {})["status"] = status
+    doc["cells"].append({"cell_type": "markdown", "id": "mlops-nb-status", "metadata": {},
+                         "source": [f"**mlops_nb: this step {status}.**"]})
+    _write(executed, doc)
 
 
 def _stop_group(pid: int) -> None:

@@ -12,7 +12,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,8 @@ ENGINES = ("fast", "papermill")
 
 
 def run(root: Path, names: list[str] | None = None, *, force: bool = False,
-        engine: str = "fast", on_step: Callable[[str, str], None] | None = None) -> RunResult:
+        engine: str = "fast", timeout: float | None = None,
+        on_step: Callable[[str, str], None] | None = None) -> RunResult:
     """Compile, then run the selected steps that are not up to date.
 
     engine "fast" forks each step from one warm process (fastrun.py); "papermill" starts a
@@ -152,8 +155,32 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
     """
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    from mlops_nb.lock import run_lock
+
+    with run_lock(Layout(root).state), _sigterm_as_interrupt():
+        return _run_locked(root, names, force=force, engine=engine, timeout=timeout,
+                           on_step=on_step)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run the way Ctrl-C does: the step's group stops, nothing is recorded."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str,
+                timeout: float | None, on_step: Callable[[str, str], None] | None
+                ) -> RunResult:
     warm = None
-    result = compile_mod.compile_project(root)
+    result = compile_mod.compile_project(root, refuse_hand_edits=True)
     spec = result.spec
     layout = Layout(root)
     state = load_state(layout)
@@ -177,7 +204,7 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
         _save_state(layout, state)
         try:
             if engine == "papermill":
-                execute_step(root, step.name)
+                execute_step(root, step.name, timeout=timeout)
             else:
                 if warm is None:
                     from mlops_nb.fastrun import WarmRunner
@@ -186,8 +213,8 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
                 nb = spec.notebook(step.notebook)
                 warm.warm(nb.imports, nb.path)
                 params = step_parameters(layout, step_meta(layout, step.name))
-                warm.run_step(step.name, nb.path, params)
-        except MlopsNbError:
+                warm.run_step(step.name, nb.path, params, timeout=timeout)
+        except (MlopsNbError, KeyboardInterrupt):
             if on_step:
                 on_step(step.name, "failed")
             raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb import artifacts
+from mlops_nb.errors import ArtifactError
 from mlops_nb.project import Layout
 
 _metrics: dict[str, float] = {}
@@ -41,6 +42,7 @@ def begin(step: str, notebook_dir: str) -> Path:
     _context.clear()
     _context.update(step=step, root=root)
     _metrics.clear()
+    _inside(Layout(root).step_outputs(step))
     clear_outputs(Layout(root), step)
     os.chdir(root / notebook_dir if notebook_dir else root)
     return root
@@ -70,14 +72,26 @@ def _layout() -> Layout:
     return Layout(_context["root"])
 
 
+def _inside(path: Path) -> Path:
+    """Refuse an output path that resolves outside the project (`..`, a symlink out)."""
+    root = Path(_context["root"]).resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root / "outputs"):
+        raise ArtifactError(
+            f"output {path} resolves to {resolved}, outside {root / 'outputs'}; remove the"
+            " symlink (outputs must stay inside the project)"
+        )
+    return path
+
+
 def load(producer: str, name: str) -> Any:
-    return artifacts.load(_layout().output(producer, name))
+    return artifacts.load(_inside(_layout().output(producer, name)))
 
 
 def save(step: str, values: dict[str, Any]) -> None:
     layout = _layout()
     for name, value in values.items():
-        artifacts.save(value, layout.output(step, name))
+        artifacts.save(value, _inside(layout.output(step, name)))
 
 
 def log_metric(name: str, value: Any) -> None:
@@ -93,7 +107,7 @@ def save_metrics(step: str, values: dict[str, Any]) -> None:
             out[k] = float(v) if not isinstance(v, (bool, int)) else v
         except (TypeError, ValueError):
             out[k] = str(v)
-    path = _layout().metrics(step)
+    path = _inside(_layout().metrics(step))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")

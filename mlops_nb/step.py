@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb import params as params_mod
-from mlops_nb.errors import MlopsNbError, StepFailed, UsageError
+from mlops_nb.compile.record import check_hand_edits
+from mlops_nb.errors import Interrupted, MlopsNbError, StepFailed, UsageError
 from mlops_nb.project import PARAMS, Layout, find_root
 
 
@@ -76,6 +77,12 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None) -> Path
         )
     except PapermillExecutionError:
         raise StepFailed(step, failure_cell(executed, meta) or "a cell raised", rel) from None
+    except KeyboardInterrupt:
+        from mlops_nb.fastrun import mark_executed
+
+        mark_executed(executed, "interrupted")
+        raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
+                          ) from None
     except Exception as exc:  # kernel died, timeout...: still name the step
         raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
     return executed
@@ -86,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m mlops_nb.step STEP", file=sys.stderr)
         return 2
+    from mlops_nb import watchdog
+
+    watchdog.start()
     try:
-        execute_step(find_root(), args[0])
+        root = find_root()
+        check_hand_edits(root, [f"steps/{args[0]}.ipynb"])
+        execute_step(root, args[0])
     except MlopsNbError as exc:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         return exc.exit_code

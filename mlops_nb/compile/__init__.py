@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlops_nb import params as params_mod
 from mlops_nb.compile.notebooks import GENERATED_BY, render_step
+from mlops_nb.compile.record import check_hand_edits, write_record
 from mlops_nb.compile.targets import render_dvc, render_ploomber
 from mlops_nb.errors import StaleError, UsageError
 from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STEPS
@@ -115,8 +116,13 @@ def _ensure_env_link(root: Path) -> bool:
     return True
 
 
-def compile_project(root: Path, paths: list[str] | None = None) -> CompileResult:
+def compile_project(root: Path, paths: list[str] | None = None, *,
+                    refuse_hand_edits: bool = False) -> CompileResult:
+    """Write the generated files; with refuse_hand_edits, stop if one was edited by hand."""
     spec, files = render(root, paths)
+    generated = {rel: text for rel, text in files.items() if rel != PARAMS}
+    if refuse_hand_edits:
+        check_hand_edits(root, expected=generated)
     written = []
     for rel, text in files.items():
         path = root / rel
@@ -130,6 +136,7 @@ def compile_project(root: Path, paths: list[str] | None = None) -> CompileResult
         removed.append(rel)
     if _ensure_env_link(root):
         written.append(ENV_LINK)
+    write_record(root, generated)
     return CompileResult(spec, tuple(written), tuple(removed))
 
 

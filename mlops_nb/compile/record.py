@@ -1,0 +1,76 @@
+"""What compile last wrote, so a hand edit of a generated file is caught before anything runs.
+
+compile records the sha256 of each generated file in .mlops_nb/compiled.json. A generated
+file whose bytes no longer match that record was edited by hand: running it would run
+something no notebook says, and compiling would silently discard the edit, so both `run` and
+a DVC stage stop with the file, line and column of the first difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from mlops_nb.errors import ConfigError
+from mlops_nb.project import STATE
+
+RECORD = "compiled.json"
+
+
+def _digest(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()
+
+
+def write_record(root: Path, files: dict[str, str]) -> None:
+    path = root / STATE / RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {rel: _digest(text.encode("utf-8")) for rel, text in sorted(files.items())}
+    tmp = path.with_name(f".{RECORD}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _record(root: Path) -> dict[str, str]:
+    try:
+        data = json.loads((root / STATE / RECORD).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_hand_edits(root: Path, only: list[str] | None = None,
+                     expected: dict[str, str] | None = None) -> None:
+    """Raise ConfigError for the first generated file edited since compile wrote it.
+
+    `expected` (what compile would write now) pinpoints the first differing line and column.
+    """
+    record = _record(root)
+    for rel, digest in record.items():
+        if only is not None and rel not in only:
+            continue
+        path = root / rel
+        try:
+            current = path.read_bytes()
+        except OSError:
+            continue  # missing files are regenerated, not edits
+        if _digest(current) == digest:
+            continue
+        line, col = 1, 1
+        if expected and rel in expected:
+            line, col = _first_difference(current.decode("utf-8", "replace"), expected[rel])
+        raise ConfigError(rel, "edited by hand since `mlops-nb compile` wrote it; generated"
+                               " files are not sources: move the change into the notebook or"
+                               " params.yaml, then run `mlops-nb compile` (it discards the"
+                               " edit)", line, col)
+
+
+def _first_difference(a: str, b: str) -> tuple[int, int]:
+    la, lb = a.split("\n"), b.split("\n")
+    for i, (x, y) in enumerate(zip(la, lb, strict=False)):
+        if x != y:
+            col = next((j for j, (p, q) in enumerate(zip(x, y, strict=False)) if p != q),
+                       min(len(x), len(y)))
+            return i + 1, col + 1
+    return min(len(la), len(lb)) + 1, 1
