@@ -22,7 +22,7 @@ from typing import Any
 from mlops_nb.errors import Interrupted, StepCrashed, StepFailed, StepTimedOut
 from mlops_nb.project import Layout
 
-ERROR_EXIT = 3
+ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
 
 
 def _injected_cell(parameters: dict[str, Any]) -> dict[str, Any]:

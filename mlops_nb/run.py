@@ -91,9 +91,17 @@ def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
 
 
 def _outputs_record(layout: Layout, step: StepSpec) -> dict[str, str]:
+    """Each output's recorded hash, with its data file's size and mtime: a cheap check that
+    catches changed bytes without hashing (a load still verifies the full hash)."""
     rec = {}
     for var in step.outputs:
-        rec[var] = read_meta(layout.output(step.name, var))["sha256"]
+        folder = layout.output(step.name, var)
+        meta = read_meta(folder)
+        try:
+            st = (folder / meta["file"]).stat()
+        except OSError:
+            raise ArtifactError(f"output {folder} lost its data file; rerun its step") from None
+        rec[var] = f"{meta['sha256']}:{st.st_size}:{st.st_mtime_ns}"
     return rec
 
 

@@ -1,0 +1,272 @@
+"""Fault injection: kills, interrupts, concurrent runs, corrupted state, full disks.
+
+Each test really does the fault (signals to real processes, a size-limited tmpfs where the
+machine allows mounting one) and checks that nothing partial is taken for finished.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlops_nb import artifacts
+from mlops_nb.errors import ArtifactError
+from tests.conftest import cli, git_project, make_nb, sh, tool_env
+
+pytestmark = pytest.mark.slow
+
+SLOW_STEP = [
+    (["step:first"], "x = 1"),
+    (["step:sleepy"], "import time, pathlib\ny = x\npathlib.Path('started').write_text('1')\n"
+                      "time.sleep(60)\npathlib.Path('finished').write_text('1')"),
+    (["step:after"], "z = y"),
+]
+
+
+def start_run(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mlops_nb", "run", *args], cwd=root,
+                            env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], limit: float = 60) -> None:
+    """Block until the step has really started (a file it writes), not a guessed delay."""
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "step never started"
+        time.sleep(0.05)
+
+
+def step_processes(marker: str) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if marker in line]
+
+
+@pytest.fixture
+def slow_project(project: Path) -> Path:
+    make_nb(project / "notebooks/slow.ipynb", SLOW_STEP)
+    git_project(project)
+    return project
+
+
+def test_kill_9_of_runner_kills_the_step_and_next_run_reruns_it(slow_project):
+    root = slow_project
+    proc = start_run(root)
+    wait_for(root / "notebooks/started", proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the forked step dies with its runner (PDEATHSIG): nothing writes 'finished' later
+    deadline = time.monotonic() + 10
+    while any(True for _ in _children_of(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(_children_of(root))
+    assert not (root / "notebooks/finished").exists()
+    assert "sleepy" not in json.loads((root / ".mlops_nb/state.json").read_text())["steps"]
+    status = cli(["status"], root).stdout
+    assert "sleepy  never run" in status and "first   up to date" in status
+
+
+def _children_of(root: Path):
+    """Processes whose working directory is inside the project (the step's process)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(root)):
+            yield int(pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_step_keeps_notebook_releases_lock(slow_project, sig):
+    root = slow_project
+    proc = start_run(root)
+    wait_for(root / "notebooks/started", proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "outputs/sleepy/sleepy.ipynb" in err
+    executed = json.loads((root / "outputs/sleepy/sleepy.ipynb").read_text())
+    assert executed["metadata"]["mlops_nb"]["status"] == "interrupted"
+    assert not list(_children_of(root))
+    assert "sleepy" not in json.loads((root / ".mlops_nb/state.json").read_text())["steps"]
+    # the lock is free again: a run starts (and is itself interrupted by the timeout)
+    res = cli(["run", "--timeout", "1"], root, check=False)
+    assert res.returncode == 12 and "timeout of 1 s" in res.stderr
+
+
+def test_second_run_fails_fast_naming_the_holder(slow_project):
+    root = slow_project
+    proc = start_run(root)
+    wait_for(root / "notebooks/started", proc)
+    try:
+        t0 = time.monotonic()
+        res = cli(["run"], root, check=False)
+        assert res.returncode == 11
+        assert f"another run holds this project (pid {proc.pid}" in res.stderr
+        assert time.monotonic() - t0 < 20
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_lock_of_a_dead_process_is_recovered_and_a_broken_one_explained(project):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = 1")])
+    git_project(project)
+    state = project / ".mlops_nb"
+    state.mkdir(exist_ok=True)
+    (state / "run.lock").write_text(json.dumps({"pid": 999999, "host": "gone",
+                                                "started": 0, "command": "mlops-nb run"}))
+    assert cli(["run"], project).returncode == 0
+    (state / "run.lock").unlink()
+    (state / "run.lock").mkdir()
+    res = cli(["run", "-f"], project, check=False)
+    assert res.returncode == 11 and "is a folder, not a lock file; remove it" in res.stderr
+
+
+def test_step_that_exits_its_process_gets_its_own_status(project):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = 1"),
+                                             (["step:die"], "import os\ny = x\nos._exit(3)")])
+    git_project(project)
+    res = cli(["run"], project, check=False)
+    assert res.returncode == 13
+    assert "its process exited with code 3" in res.stderr
+    meta = json.loads((project / "outputs/die/die.ipynb").read_text())["metadata"]["mlops_nb"]
+    assert meta["status"] == "exited with code 3"
+
+
+def test_tampered_output_is_refused_then_rebuilt(project):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = list(range(5))"),
+                                             (["step:b"], "y = sum(x)"),
+                                             (["pipeline-metrics"], "print(y)")])
+    git_project(project)
+    cli(["run"], project)
+    data = project / "outputs/a/x/data.json"
+    data.write_text("[1, 1, 1, 1, 1]")
+    with pytest.raises(ArtifactError, match="changed after its step wrote it"):
+        artifacts.load(project / "outputs/a/x")
+    assert "a  changed (outputs missing or changed)" in cli(["status"], project).stdout
+    out = cli(["run"], project).stdout
+    assert "a: done" in out and "b: done" in out
+    assert json.loads((project / "outputs/b/metrics.json").read_text()) == {"y": 10}
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True)
+    return res.returncode == 0
+
+
+def test_disk_full_keeps_earlier_output_and_records_nothing(tmp_path, monkeypatch):
+    disk = tmp_path / "disk"
+    mounted = _tmpfs(disk, "2M")
+    try:
+        if not mounted:  # no mount permission: simulate ENOSPC at the write call
+            real = os.fsync
+
+            def full(fd: int) -> None:
+                if os.fstat(fd).st_size > 100_000:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                real(fd)
+
+            monkeypatch.setattr(os, "fsync", full)
+        out = disk / "outputs" / "step" / "big"
+        artifacts.save(list(range(10)), out)
+        before = (out / "data.json").read_bytes()
+        big = b"x" * 3_000_000 if mounted else b"x" * 200_000
+        with pytest.raises(ArtifactError, match="cannot write output .*No space left"):
+            artifacts.save(big, out)
+        assert (out / "data.json").read_bytes() == before
+        assert artifacts.load(out) == list(range(10))
+        assert [p.name for p in out.parent.iterdir()] == ["big"]  # no temp folder left
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=False)
+
+
+PARAMS_BROKEN = {
+    "unclosed bracket": ("nb:\n  N: [1, 2\n", "params.yaml:3:1: invalid YAML"),
+    "tab": ("nb:\n\tN: 1\n", "params.yaml:2:1: a tab character"),
+    "duplicate key": ("nb:\n  N: 1\n  N: 2\n", "params.yaml:3:3: invalid YAML"),
+    "not a mapping": ("- 1\n- 2\n", "params.yaml:1:1: must be a mapping"),
+    "empty": ("", "params.yaml: no mapping 'nb:'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAMS_BROKEN))
+def test_broken_params_yaml_runs_nothing(project, case):
+    make_nb(project / "notebooks/nb.ipynb", [(["parameters"], "N = 1"),
+                                             (["step:a"], "x = N")])
+    git_project(project)
+    text, message = PARAMS_BROKEN[case]
+    (project / "params.yaml").write_text(text)
+    if case == "empty":  # compile would seed it; the DVC stage reads it as it is
+        cli(["compile"], project)
+        (project / "params.yaml").write_text(text)
+        res = sh([sys.executable, "-m", "mlops_nb.step", "a"], project, check=False)
+    else:
+        res = cli(["run"], project, check=False)
+    assert res.returncode == 3, res.stderr
+    assert message in res.stderr
+    assert not (project / "outputs").exists()
+
+
+def test_hand_edited_generated_file_is_refused_with_line_and_column(project):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = 1")])
+    git_project(project)
+    cli(["compile"], project)
+    dvc_yaml = project / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("python -m", "python3 -m"))
+    res = cli(["run"], project, check=False)
+    assert res.returncode == 3
+    assert "dvc.yaml:5:16: edited by hand" in res.stderr
+    assert not (project / "outputs").exists()
+    cli(["compile"], project)  # the documented way out: regenerate
+    assert cli(["run"], project).returncode == 0
+
+
+def test_outputs_symlinked_outside_the_project_are_refused(project, tmp_path):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = 1"), (["step:b"], "y = x")])
+    git_project(project)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (project / "outputs").symlink_to(outside)
+    res = cli(["run"], project, check=False)
+    assert res.returncode != 0
+    assert "outside" in res.stderr and "outputs must stay inside the project" in \
+        (project / "outputs/a/a.ipynb").read_text()
+    assert list(outside.rglob("meta.json")) == []
+
+
+def test_kill_9_of_dvc_repro_leaves_no_orphan_and_reruns(slow_project):
+    root = slow_project
+    cli(["compile"], root)
+    proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(root / "notebooks/started", proc, limit=120)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while step_processes("mlops_nb.step sleepy") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert step_processes("mlops_nb.step sleepy") == []
+    assert not (root / "notebooks/finished").exists()
+    shutil.rmtree(root / ".dvc" / "tmp", ignore_errors=True)  # DVC's own lock of the killed run
+    nb = root / "notebooks/slow.ipynb"
+    nb.write_text(nb.read_text().replace("time.sleep(60)", "time.sleep(0)"))
+    cli(["compile"], root)
+    out = sh(["dvc", "repro"], root).stdout
+    assert "Running stage 'sleepy'" in out
