@@ -21,7 +21,8 @@ cells = [
      "DRIFT_THRESHOLD = 0.05  # KS/chi-square p-value below 1000 rows, distance above\n"
      "DATA_WARN_ONLY = False\nMIN_IMPROVEMENT = 0.0\nACCURACY_FLOOR = 0.8\n"
      "FAIL_IF_BLOCKED = False"),
-    (["functions"], "FEATURES = ['sepal_length', 'sepal_width', 'petal_length', 'petal_width']\n\n\n"
+    (["functions"], "FEATURES = ['sepal_length', 'sepal_width', 'petal_length',"
+     " 'petal_width']\n\n\n"
      "def add_ratios(frame):\n    \"\"\"Ratio features that separate the species well.\"\"\"\n"
      "    frame['petal_ratio'] = frame['petal_length'] / frame['petal_width']\n"
      "    frame['sepal_ratio'] = frame['sepal_length'] / frame['sepal_width']\n"
@@ -84,7 +85,8 @@ if not schema_path.exists():
 
     FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     iris = load_iris(as_frame=True)
-    X = iris.frame.rename(columns=dict(zip(iris.feature_names, FEATURES)))[FEATURES]
+    X = iris.frame.rename(columns=dict(zip(iris.feature_names, FEATURES, strict=True)))
+    X = X[FEATURES]
     X["petal_ratio"] = X["petal_length"] / X["petal_width"]
     X["sepal_ratio"] = X["sepal_length"] / X["sepal_width"]
     schema_mod.save(schema_mod.infer(X, min_rows=10), schema_path)
