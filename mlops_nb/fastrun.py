@@ -19,72 +19,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.errors import Interrupted, StepCrashed, StepFailed, StepTimedOut
+from mlops_nb.cells import failure_of, make_shell, mark_executed, prepare_notebook, run_cells
+from mlops_nb.errors import (
+    Interrupted,
+    StepCrashed,
+    StepFailed,
+    StepTimedOut,
+    exit_code_of,
+)
 from mlops_nb.project import Layout
 
 ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
-
-
-def _injected_cell(parameters: dict[str, Any]) -> dict[str, Any]:
-    lines = ["# Parameters\n"] + [f"{k} = {v!r}\n" for k, v in parameters.items()]
-    return {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
-            "metadata": {"tags": ["injected-parameters"]}, "outputs": [], "source": lines}
-
-
-def prepare_notebook(doc: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """The notebook as papermill would run it: parameters injected after the parameters cell."""
-    cells = list(doc["cells"])
-    at = next((i + 1 for i, c in enumerate(cells)
-               if "parameters" in c.get("metadata", {}).get("tags", [])), 0)
-    cells.insert(at, _injected_cell(parameters))
-    return {**doc, "cells": cells}
-
-
-def _write(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _outputs(captured: Any, result: Any) -> list[dict[str, Any]]:
-    outs: list[dict[str, Any]] = []
-    if captured.stdout:
-        outs.append({"output_type": "stream", "name": "stdout", "text": captured.stdout})
-    if captured.stderr:
-        outs.append({"output_type": "stream", "name": "stderr", "text": captured.stderr})
-    for rich in captured.outputs:
-        outs.append({"output_type": "display_data", "data": dict(rich.data),
-                     "metadata": dict(rich.metadata or {})})
-    if result is not None and result.result is not None:
-        outs.append({"output_type": "execute_result", "execution_count": None,
-                     "data": {"text/plain": repr(result.result)}, "metadata": {}})
-    return outs
-
-
-def _run_cells(shell: Any, doc: dict[str, Any], executed: Path) -> bool:
-    """Run every code cell in `shell`; write the executed notebook after each; False on error."""
-    from IPython.utils.capture import capture_output
-
-    count = 0
-    for cell in doc["cells"]:
-        if cell.get("cell_type") != "code":
-            continue
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        count += 1
-        with capture_output(display=True) as captured:
-            result = shell.run_cell(source, store_history=False, silent=False)
-        cell["execution_count"] = count
-        cell["outputs"] = _outputs(captured, result)
-        err = result.error_before_exec or result.error_in_exec
-        if err is not None:
-            cell["outputs"].append({
-                "output_type": "error", "ename": type(err).__name__, "evalue": str(err),
-                "traceback": traceback.format_exception(type(err), err, err.__traceback__),
-            })
-            _write(executed, doc)
-            return False
-        _write(executed, doc)
-    return True
 
 
 def _die_with_parent(parent: int) -> None:
@@ -114,7 +59,7 @@ def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: 
     shell.user_ns.clear()
     shell.init_user_ns()
     try:
-        return 0 if _run_cells(shell, doc, executed) else ERROR_EXIT
+        return 0 if run_cells(shell, doc, executed) else ERROR_EXIT
     except BaseException:  # noqa: BLE001 - report, never fall back into the parent's code
         traceback.print_exc()
         return ERROR_EXIT
@@ -127,10 +72,7 @@ class WarmRunner:
         self.root = root
         self.layout = Layout(root)
         self._warmed: set[str] = set()
-        from IPython.core.interactiveshell import InteractiveShell
-
-        self.shell = InteractiveShell.instance(colors="NoColor")
-        self.shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
+        self.shell = make_shell()
 
     def warm(self, imports_source: str, key: str) -> None:
         """Import what a notebook's `imports` cell imports, once, before any fork."""
@@ -150,8 +92,6 @@ class WarmRunner:
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None) -> Path:
-        from mlops_nb.step import failure_cell
-
         executed = self.layout.executed(step)
         executed.parent.mkdir(parents=True, exist_ok=True)
         doc = json.loads(self.layout.step_notebook(step).read_text(encoding="utf-8"))
@@ -176,7 +116,6 @@ class WarmRunner:
             mark_executed(executed, "interrupted")
             raise Interrupted(f"step '{step}' was interrupted; nothing was recorded as done;"
                               f" its notebook so far is {rel}") from None
-        meta = {"source": source_notebook}
         if os.WIFSIGNALED(status):
             sig = signal.Signals(os.WTERMSIG(status))
             _stop_group(pid)  # whatever the step started dies with it
@@ -189,7 +128,7 @@ class WarmRunner:
                               rel)
         code = os.WEXITSTATUS(status)
         if code == ERROR_EXIT:
-            raise StepFailed(step, failure_cell(executed, meta) or "a cell raised", rel)
+            raise step_error(step, executed, source_notebook, rel)
         if code != 0:
             mark_executed(executed, f"exited with code {code}")
             raise StepCrashed(step, f"its process exited with code {code} (os._exit or a"
@@ -197,16 +136,12 @@ class WarmRunner:
         return executed
 
 
-def mark_executed(executed: Path, status: str) -> None:
-    """Record in the executed notebook how the step ended, keeping what it has so far."""
-    try:
-        doc = json.loads(executed.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    doc.setdefault("metadata", {}).setdefault("mlops_nb", {})["status"] = status
-    doc["cells"].append({"cell_type": "markdown", "id": "mlops-nb-status", "metadata": {},
-                         "source": [f"**mlops_nb: this step {status}.**"]})
-    _write(executed, doc)
+def step_error(step: str, executed: Path, source_notebook: str, rel: str) -> StepFailed:
+    """The failure of a step whose cell raised; a guard's error keeps its own exit code."""
+    where, ename = failure_of(executed, source_notebook)
+    err = StepFailed(step, where or "a cell raised", rel)
+    err.exit_code = exit_code_of(ename) or err.exit_code
+    return err
 
 
 def _stop_group(pid: int) -> None:

@@ -212,7 +212,7 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
         _save_state(layout, state)
         try:
             if engine == "papermill":
-                execute_step(root, step.name, timeout=timeout)
+                execute_step(root, step.name, timeout=timeout, engine="papermill")
             else:
                 if warm is None:
                     from mlops_nb.fastrun import WarmRunner

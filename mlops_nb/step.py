@@ -1,8 +1,9 @@
-"""Run one compiled step through papermill: `python -m mlops_nb.step NAME` (DVC's stage command).
+"""Run one compiled step: `python -m mlops_nb.step NAME` (DVC's stage command).
 
-The step's parameter values come from params.yaml and are injected by papermill, so the
-executed notebook (outputs/NAME/NAME.ipynb) records what it ran with. A failure names the
-step, the source notebook's cell and the executed notebook to open.
+The step's parameter values come from params.yaml and are injected as papermill does (an
+`injected-parameters` cell), so the executed notebook (outputs/NAME/NAME.ipynb) records what it
+ran with. A failure names the step, the source notebook's cell and the executed notebook to
+open; a guard's failure keeps its own exit code (7, 8).
 """
 
 from __future__ import annotations
@@ -40,52 +41,74 @@ def step_parameters(layout: Layout, meta: dict[str, Any]) -> dict[str, Any]:
     return params_mod.group_values(data, meta["group"], list(meta["params"]), PARAMS)
 
 
-def failure_cell(executed: Path, meta: dict[str, Any]) -> str:
-    """Where the executed notebook stopped, as '<source notebook> cell N' when known."""
-    try:
-        doc = json.loads(executed.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return ""
-    for cell in doc.get("cells", []):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                src = cell.get("metadata", {}).get("mlops_nb", {}).get("source_cell")
-                err = f"{out.get('ename')}: {out.get('evalue')}"
-                if src:
-                    return f"{meta['source']} cell {src}: {err}"
-                return f"generated code of the step: {err}"
-    return ""
+def execute_step(root: Path, step: str, *, timeout: float | None = None,
+                 engine: str | None = None) -> Path:
+    """Execute steps/STEP.ipynb in this process; returns the executed notebook's path.
 
-
-def execute_step(root: Path, step: str, *, timeout: float | None = None) -> Path:
-    """Execute steps/STEP.ipynb with papermill; returns the executed notebook's path."""
+    engine "inprocess" (default) runs the cells in an IPython shell of this process: a DVC
+    stage is a process of its own, so a kernel would only add start-up time and a TCP port
+    that can collide under load. "papermill" (or MLOPS_NB_ENGINE=papermill) starts a kernel
+    through papermill, as `ploomber build` does; both record the same executed notebook.
+    """
     layout = Layout(root)
     meta = step_meta(layout, step)
     parameters = step_parameters(layout, meta)
     executed = layout.executed(step)
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ["MLOPS_NB_ROOT"] = str(root)
+    rel = executed.relative_to(root).as_posix()
+    engine = engine or os.environ.get("MLOPS_NB_ENGINE", "inprocess")
+    if engine == "papermill":
+        _execute_papermill(layout, step, parameters, executed, meta, timeout)
+        return executed
+    if engine != "inprocess":
+        raise UsageError(f"unknown MLOPS_NB_ENGINE {engine!r}: use inprocess or papermill")
+    from mlops_nb.cells import make_shell, prepare_notebook, run_cells
+    from mlops_nb.fastrun import step_error
+
+    doc = prepare_notebook(json.loads(layout.step_notebook(step).read_text("utf-8")),
+                           parameters)
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)
+        ok = run_cells(make_shell(), doc, executed)
+    except KeyboardInterrupt:
+        from mlops_nb.cells import mark_executed
+
+        mark_executed(executed, "interrupted")
+        raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
+                          ) from None
+    finally:
+        os.chdir(cwd)
+    if not ok:
+        raise step_error(step, executed, meta["source"], rel)
+    return executed
+
+
+def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], executed: Path,
+                       meta: dict[str, Any], timeout: float | None) -> None:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    rel = executed.relative_to(root).as_posix()
+    from mlops_nb.fastrun import step_error
+
+    rel = executed.relative_to(layout.root).as_posix()
     try:
         pm.execute_notebook(
             str(layout.step_notebook(step)), str(executed), parameters=parameters,
-            cwd=str(root), progress_bar=False, kernel_name="python3",
+            cwd=str(layout.root), progress_bar=False, kernel_name="python3",
             execution_timeout=timeout, request_save_on_cell_execute=True,
         )
     except PapermillExecutionError:
-        raise StepFailed(step, failure_cell(executed, meta) or "a cell raised", rel) from None
+        raise step_error(step, executed, meta["source"], rel) from None
     except KeyboardInterrupt:
-        from mlops_nb.fastrun import mark_executed
+        from mlops_nb.cells import mark_executed
 
         mark_executed(executed, "interrupted")
         raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
                           ) from None
     except Exception as exc:  # kernel died, timeout...: still name the step
         raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
-    return executed
 
 
 def main(argv: list[str] | None = None) -> int:
