@@ -21,7 +21,7 @@ from typing import Any
 
 from mlops_nb import compile as compile_mod
 from mlops_nb.artifacts import read_meta
-from mlops_nb.errors import ArtifactError, MlopsNbError, UsageError
+from mlops_nb.errors import ArtifactError, Interrupted, MlopsNbError, UsageError
 from mlops_nb.project import Layout
 from mlops_nb.spec import PipelineSpec, StepSpec
 from mlops_nb.step import execute_step, step_meta, step_parameters
@@ -144,6 +144,20 @@ def select(spec: PipelineSpec, names: list[str] | None) -> list[StepSpec]:
     return [s for s in spec.steps if s.name in wanted]
 
 
+def record_failure(root: Path, step: str, exc: BaseException) -> None:
+    """Record a failed or interrupted run in the lineage store; never masks the failure."""
+    status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+    if getattr(exc, "exit_code", None) in (7, 8):
+        return  # a guard stopped the step and recorded the run itself
+    try:
+        from mlops_nb.lineage import record_project_run
+
+        record_project_run(root, status, current_step=step, note=str(exc)[:500])
+    except Exception:  # noqa: BLE001 - the step's own error is what the user must see
+        log.warning("could not record the %s run of step %s in the lineage store", status,
+                    step, exc_info=True)
+
+
 @dataclass(frozen=True)
 class RunResult:
     ran: tuple[str, ...]
@@ -222,9 +236,10 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
                 warm.warm(nb.imports, nb.path)
                 params = step_parameters(layout, step_meta(layout, step.name))
                 warm.run_step(step.name, nb.path, params, timeout=timeout)
-        except (MlopsNbError, KeyboardInterrupt):
+        except (MlopsNbError, KeyboardInterrupt) as exc:
             if on_step:
                 on_step(step.name, "failed")
+            record_failure(root, step.name, exc)
             raise
         steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step)}
         _save_state(layout, state)

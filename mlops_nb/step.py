@@ -122,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = find_root()
         check_hand_edits(root, [f"steps/{args[0]}.ipynb"])
-        execute_step(root, args[0])
+        try:
+            execute_step(root, args[0])
+        except (MlopsNbError, KeyboardInterrupt) as exc:
+            from mlops_nb.run import record_failure
+
+            record_failure(root, args[0], exc)
+            raise
+    except KeyboardInterrupt:
+        return 130
     except MlopsNbError as exc:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         return exc.exit_code
