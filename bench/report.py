@@ -6,6 +6,7 @@ when its figure meets the target and every run of it did what it claims (its che
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import statistics
 import subprocess
@@ -32,6 +33,14 @@ def _median(case: Any) -> float:
 def _git(repo: Path, *args: str) -> str:
     res = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     return res.stdout.strip()
+
+
+def code_digest(repo: Path) -> str:
+    """A hash of the package's source as it is on disk now (committed or not)."""
+    h = hashlib.sha256()
+    for path in sorted((repo / "mlops_nb").rglob("*.py")):
+        h.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def machine(repo: Path) -> list[str]:
@@ -108,8 +117,7 @@ def _row(case: Any, by_key: dict[str, Any], notes: list[str]) -> str:
 
 
 def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
-           loads: list[float], variants: list[str],
-           repo: Path) -> str:
+           loads: list[float], variants: list[str], repo: Path, code: tuple[str, str]) -> str:
     by_key = {c.key: c for c in cases}
     notes: list[str] = []
     out = [
@@ -119,13 +127,16 @@ def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {runs} run(s) of each"
         f" case, round-robin (each round runs every case once, order rotated per round);"
         f" whole benchmark {elapsed / 60:.1f} min  ",
-        "Load average (1 min) at start, each round's start and end: "
+        "Load average (1 min) before building, at each round's start, at the end: "
         + ", ".join(f"{x:.1f}" for x in loads) + "  ",
         _other_load(cases),
         "",
         "Machine:",
         "",
         *machine(repo),
+        f"- mlops_nb source digest: {code[0]}" + (
+            "" if code[0] == code[1] else f" at the start, {code[1]} at the end: the package"
+            " changed during the run, so these figures mix versions"),
         "",
         "Wall time of the whole process (spawn to exit), in seconds. Ratio = median / median"
         " of the floor in the same run. Peak memory = median over runs of the largest"

@@ -121,9 +121,10 @@ def _all_up_to_date(sample: measure.Sample, since: float) -> str | None:
     return f"status not all up to date: {stale}" if stale else None
 
 
-def _steps_compiled(n: int) -> Callable[[measure.Sample, float], str | None]:
+def _steps_compiled(project: Path, n: int) -> Callable[[measure.Sample, float], str | None]:
     def check(sample: measure.Sample, since: float) -> str | None:
-        return None if f"{n} steps" in sample.output else f"compile did not report {n} steps"
+        found = len(list((project / "steps").glob("*.ipynb")))
+        return None if found == n else f"compile wrote {found} step notebooks, expected {n}"
     return check
 
 
@@ -195,10 +196,11 @@ def cli_cases(bp: mp.BenchProject, many: Path, n_steps: int, env: dict[str, str]
         Case("cli.help", "`mlops-nb --help`", project, lambda: [mlops, "--help"], "cli",
              target=Target(0.3, "seconds")),
         Case("cli.check", "`mlops-nb compile --check` (up to date)", project,
-             lambda: [mlops, "compile", "--check"], "cli", target=Target(0.3, "seconds")),
+             lambda: [mlops, "compile", "--check"], "cli", target=Target(0.3, "seconds"),
+             setup=[[mlops, "compile"]]),
         Case("cli.compile100", "`mlops-nb compile`: 100 notebooks x 30 cells, from scratch",
              many, lambda: [mlops, "compile"], "cli", target=Target(2.0, "seconds"),
-             before=reset_many, check=_steps_compiled(n_steps)),
+             before=reset_many, check=_steps_compiled(many, n_steps)),
     ]
 
 
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     log = work / "bench.log"
     started = time.time()
     loads = [os.getloadavg()[0]]
+    code_at_start = report.code_digest(REPO)
     print(f"building projects in {work} (log: {log})", flush=True)
     try:
         built = [mp.build(work / v, v) for v in variants]
@@ -270,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(os.getloadavg()[0])
         all_cases = [c for group in cases.values() for c in group]
         text = report.render(all_cases, command=command, runs=runs, elapsed=elapsed,
-                             loads=loads, variants=variants, repo=REPO)
+                             loads=loads, variants=variants, repo=REPO,
+                             code=(code_at_start, report.code_digest(REPO)))
         print(text)
         if out:
             out.write_text(text)
