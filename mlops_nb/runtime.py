@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,11 @@ def begin(step: str, notebook_dir: str) -> Path:
     _metrics.clear()
     _inside(Layout(root).step_outputs(step))
     clear_outputs(Layout(root), step)
-    os.chdir(root / notebook_dir if notebook_dir else root)
+    folder = root / notebook_dir if notebook_dir else root
+    os.chdir(folder)
+    # as in Jupyter, modules beside the notebook are importable (`import helpers`)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
     return root
 
 

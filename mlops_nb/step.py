@@ -42,7 +42,7 @@ def step_parameters(layout: Layout, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def execute_step(root: Path, step: str, *, timeout: float | None = None,
-                 engine: str | None = None) -> Path:
+                 engine: str | None = None, shell: Any = None) -> Path:
     """Execute steps/STEP.ipynb in this process; returns the executed notebook's path.
 
     engine "inprocess" (default) runs the cells in an IPython shell of this process: a DVC
@@ -71,7 +71,7 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None,
     cwd = os.getcwd()
     try:
         os.chdir(root)
-        ok = run_cells(make_shell(), doc, executed)
+        ok = run_cells(shell if shell is not None else make_shell(), doc, executed)
     except KeyboardInterrupt:
         from mlops_nb.cells import mark_executed
 
@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         root = find_root()
         check_hand_edits(root, [f"steps/{args[0]}.ipynb"])
         try:
+            from mlops_nb import worker
+
+            code = worker.hand_over(root, args[0])
+            if code is not None:
+                return code
             execute_step(root, args[0])
         except (MlopsNbError, KeyboardInterrupt) as exc:
             from mlops_nb.run import record_failure

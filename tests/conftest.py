@@ -28,6 +28,7 @@ def tool_env(**extra: str) -> dict[str, str]:
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
         GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
         PYTHONWARNINGS="ignore",
+        MLOPS_NB_WORKER_IDLE="30",  # warm workers of temp projects go away soon after
     )
     env.update(extra)
     return env

@@ -16,10 +16,13 @@ from mlops_nb.spec import NotebookSpec, StepSpec
 GENERATED_BY = "mlops-nb compile"
 
 
-def _cell(source: str, tags: tuple[str, ...] = (), source_cell: int | None = None) -> dict:
+def _cell(source: str, tags: tuple[str, ...] = (), source_cell: int | None = None,
+          role: str | None = None) -> dict:
     meta: dict = {"tags": list(tags)} if tags else {}
     if source_cell is not None:
         meta["mlops_nb"] = {"source_cell": source_cell}
+    if role is not None:  # lets a warm worker import a notebook's imports ahead of time
+        meta["mlops_nb"] = {"role": role}
     return {"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": [],
             "source": source.splitlines(keepends=True)}
 
@@ -49,7 +52,7 @@ def render_step(step: StepSpec, nb: NotebookSpec) -> str:
         ),
     ]
     if nb.imports.strip():
-        cells.append(_cell(nb.imports))
+        cells.append(_cell(nb.imports, role="imports"))
     if nb.functions.strip():
         cells.append(_cell(nb.functions))
     loads = [src for _, src in step.copied_defs]

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 SLOW_STEP = [
     (["step:first"], "x = 1"),
-    (["step:sleepy"], "import time, pathlib\ny = x\npathlib.Path('started').write_text('1')\n"
+    (["step:sleepy"], "import os, time, pathlib\ny = x\n"
+                      "pathlib.Path('started').write_text(str(os.getpid()))\n"
                       "time.sleep(60)\npathlib.Path('finished').write_text('1')"),
     (["step:after"], "z = y"),
 ]
@@ -45,6 +46,14 @@ def wait_for(path: Path, proc: subprocess.Popen[str], limit: float = 60) -> None
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "step never started"
         time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def step_processes(marker: str) -> list[int]:
@@ -257,11 +266,14 @@ def test_kill_9_of_dvc_repro_leaves_no_orphan_and_reruns(slow_project):
     proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(root / "notebooks/started", proc, limit=120)
+    step_pid = int((root / "notebooks/started").read_text())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 15
-    while step_processes("mlops_nb.step sleepy") and time.monotonic() < deadline:
+    while (_alive(step_pid) or step_processes("mlops_nb.step sleepy")) \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not _alive(step_pid), "the step's process outlived dvc"
     assert step_processes("mlops_nb.step sleepy") == []
     assert not (root / "notebooks/finished").exists()
     shutil.rmtree(root / ".dvc" / "tmp", ignore_errors=True)  # DVC's own lock of the killed run

@@ -1,0 +1,61 @@
+"""The warm worker that `dvc repro` stages hand their steps to."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git_project, make_nb, sh
+
+pytestmark = pytest.mark.slow
+
+WHO = ("import os, pathlib\n"
+       "pathlib.Path(f'ran-{STEP}').write_text(open(f'/proc/{os.getppid()}/cmdline').read())")
+
+
+def _project(root: Path, helper_value: int) -> None:
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    (root / "notebooks/helper.py").write_text(f"VALUE = {helper_value}\n")
+    make_nb(root / "notebooks/nb.ipynb", [
+        (["imports"], "import helper"),
+        (["step:a"], f"STEP = 'a'\n{WHO}\nx = helper.VALUE"),
+        (["step:b"], f"STEP = 'b'\n{WHO}\ny = x + helper.VALUE"),
+        (["step:c"], f"STEP = 'c'\n{WHO}\nz = y"),
+        (["pipeline-metrics"], "print(z)"),
+    ])
+
+
+def _metric(root: Path) -> int:
+    return json.loads((root / "outputs/c/metrics.json").read_text())["z"]
+
+
+def test_later_stages_run_in_the_warm_worker_and_edits_are_picked_up(project):
+    _project(project, 1)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    sh(["dvc", "repro"], project)
+    assert _metric(project) == 2
+    # the first stage ran itself and started the worker; the next ones were forked by it
+    assert "mlops_nb.worker" in (project / "notebooks/ran-c").read_text()
+    (project / "notebooks/helper.py").write_text("VALUE = 5\n")
+    sh(["dvc", "repro", "--force"], project)
+    assert _metric(project) == 10  # the worker retired instead of serving the old module
+
+
+def test_a_step_that_kills_its_process_leaves_the_worker_serving(project):
+    _project(project, 1)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    sh(["dvc", "repro"], project)
+    nb = project / "notebooks/nb.ipynb"
+    nb.write_text(nb.read_text().replace("y = x + helper.VALUE", "import os\\nos._exit(4)"))
+    sh(["mlops-nb", "compile"], project)
+    res = sh(["dvc", "repro"], project, check=False)
+    assert res.returncode != 0 and "failed to reproduce 'b'" in res.stderr
+    nb.write_text(nb.read_text().replace("import os\\nos._exit(4)", "y = x + 100"))
+    sh(["mlops-nb", "compile"], project)
+    sh(["dvc", "repro"], project)
+    assert _metric(project) == 101
+    assert "mlops_nb.worker" in (project / "notebooks/ran-c").read_text()
