@@ -64,6 +64,8 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
                 meta: dict[str, Any] = {"format": "parquet", "file": "data.parquet"}
                 if isinstance(obj, pd.Series):
                     meta["series_name"] = _json_name(obj.name)
+                if _parquet_exact(frame):
+                    return meta
                 check = _read_parquet(folder / "data.parquet", meta)
                 if check.equals(obj) and list(map(str, check.dtypes)) == list(
                         map(str, obj.dtypes if isinstance(obj, pd.DataFrame) else [obj.dtype])):
@@ -102,6 +104,20 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
         fmt = "cloudpickle"
     (folder / "data.pkl").write_bytes(payload)
     return {"format": fmt, "file": "data.pkl"}
+
+
+def _parquet_exact(frame: Any) -> bool:
+    """True when Parquet is known to round-trip the frame exactly, so no read-back is needed:
+    unique string column names, numeric/bool/datetime/category columns, a plain index."""
+    import pandas as pd
+
+    cols = frame.columns
+    if not (all(type(c) is str for c in cols) and cols.is_unique):
+        return False
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+        return False
+    return all(dt.kind in "biufMm" or isinstance(dt, pd.CategoricalDtype)
+               for dt in frame.dtypes)
 
 
 def _json_name(name: Any) -> Any:

@@ -19,7 +19,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.cells import failure_of, make_shell, mark_executed, prepare_notebook, run_cells
+from mlops_nb.cells import (
+    failure_of,
+    make_shell,
+    mark_executed,
+    prepare_notebook,
+    run_cells,
+    warm_serializers,
+)
 from mlops_nb.errors import (
     Interrupted,
     StepCrashed,
@@ -72,6 +79,7 @@ class WarmRunner:
         self.root = root
         self.layout = Layout(root)
         self._warmed: set[str] = set()
+        self._serializers_warm = False
         self.shell = make_shell()
 
     def warm(self, imports_source: str, key: str) -> None:
@@ -110,6 +118,11 @@ class WarmRunner:
                 sys.stderr.flush()
                 os._exit(code)
         try:
+            if not self._serializers_warm:
+                # the first step is already running on the other core: import what saving
+                # outputs needs (skops alone ~0.6 s) meanwhile, for the steps after it
+                self._serializers_warm = True
+                warm_serializers()
             _, status = os.waitpid(pid, 0)
         except KeyboardInterrupt:
             _stop_group(pid)

@@ -142,6 +142,9 @@ def _warm(root: Path, doc: dict[str, Any], warmed: set[str]) -> None:
             pass
         finally:
             os.chdir(here)
+        from mlops_nb.cells import warm_serializers
+
+        warm_serializers()
         return
 
 
