@@ -17,6 +17,8 @@ import re
 import symtable
 from dataclasses import dataclass, field
 
+from mlops_nb.magics import parse, strip_magics
+
 BUILTINS = frozenset(dir(builtins)) | {"get_ipython", "display", "In", "Out", "exit", "quit"}
 # Calls that never change their arguments, though they take them: common reads.
 PURE_CALLS = frozenset(
@@ -31,37 +33,6 @@ WRITE_CALLS = re.compile(
     r"^(to_csv|to_parquet|to_json|to_pickle|to_excel|to_feather|to_hdf|to_html|to_latex|"
     r"to_markdown|savefig|save|savez|savez_compressed|savetxt|dump|write_text|write_bytes)$"
 )
-CELL_MAGIC_PYTHON = ("%%time", "%%timeit", "%%capture", "%%prun")
-
-
-def strip_magics(source: str) -> str:
-    """Rewrite IPython syntax to Python with the same name bindings, keeping line numbers."""
-    lines = source.split("\n")
-    if lines and lines[0].lstrip().startswith("%%"):
-        if lines[0].strip().startswith(CELL_MAGIC_PYTHON):
-            lines[0] = ""
-        else:  # %%bash, %%writefile...: the cell is not Python
-            return "\n" * (len(lines) - 1)
-    out = []
-    for line in lines:
-        stripped = line.lstrip()
-        indent = line[: len(line) - len(stripped)]
-        m = re.match(r"^([A-Za-z_][\w, ]*)\s*=\s*[!%]", stripped)
-        if m:
-            out.append(f"{indent}{m.group(1).strip()} = None")
-        elif stripped.startswith(("%time ", "%timeit ", "%prun ")):
-            out.append(indent + stripped.split(" ", 1)[1])
-        elif stripped.startswith(("%", "!")) or (stripped.endswith("?") and "#" not in stripped):
-            out.append(indent + "pass")
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
-def parse(source: str) -> ast.Module:
-    return ast.parse(strip_magics(source))
-
-
 @dataclass
 class FuncInfo:
     """Globals a function (or class) reads and changes when it is called."""
@@ -380,49 +351,3 @@ def analyse_block(
         if not isinstance(stmt, CONDITIONAL):
             definite |= stores
     return info
-
-
-def literal_names(source: str, path: str = "<cell>") -> list[tuple[str, ast.AST]]:
-    """`NAME = literal` pairs of a parameters cell; raises ValueError naming the bad line."""
-    tree = parse(source)
-    out: list[tuple[str, ast.AST]] = []
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-            continue  # a docstring or a bare string comment
-        if isinstance(stmt, ast.Pass):
-            continue
-        target = None
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            target = stmt.targets[0]
-        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-            target = stmt.target
-        if not isinstance(target, ast.Name):
-            raise ValueError(
-                f"line {stmt.lineno}: only 'NAME = literal' assignments are allowed in a"
-                " parameters cell; move other code to a step or the 'functions' cell"
-            )
-        value = stmt.value
-        assert value is not None
-        try:
-            ast.literal_eval(value)
-        except ValueError:
-            raise ValueError(
-                f"line {stmt.lineno}: the value of {target.id} is not a literal"
-                " (number, string, bool, None, list, dict); compute it in a step instead"
-            ) from None
-        out.append((target.id, value))
-    return out
-
-
-def metric_names(source: str) -> list[str]:
-    """Names in a `pipeline-metrics` cell: `print(name)` lines (Kale) or bare names."""
-    names = []
-    for stmt in parse(source).body:
-        if not isinstance(stmt, ast.Expr):
-            continue
-        v = stmt.value
-        if isinstance(v, ast.Call) and _call_name(v.func) == "print":
-            names += [a.id for a in v.args if isinstance(a, ast.Name)]
-        elif isinstance(v, ast.Name):
-            names.append(v.id)
-    return names

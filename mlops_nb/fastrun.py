@@ -90,7 +90,7 @@ class WarmRunner:
         namespace: dict[str, Any] = {}
         cwd = os.getcwd()
         try:
-            from mlops_nb.analysis import strip_magics
+            from mlops_nb.magics import strip_magics
 
             exec(compile(strip_magics(imports_source), "<imports>", "exec"), namespace)
         except BaseException:  # noqa: BLE001 - the step itself will report it properly

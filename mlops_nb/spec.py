@@ -8,12 +8,14 @@ keeps notebook order where the edges allow, so generated files are stable.
 
 from __future__ import annotations
 
+import ast
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_nb import analysis
+from mlops_nb import analysis, sections
 from mlops_nb.errors import NotebookError, PipelineError
+from mlops_nb.magics import strip_magics
 from mlops_nb.tags import Cell, ParsedNotebook
 
 # Folders whose files are never a step's data dependency (generated or tool state).
@@ -94,16 +96,16 @@ def _params(nb: ParsedNotebook) -> tuple[tuple[str, str], ...]:
     out: dict[str, str] = {}
     for cell in nb.parameters:
         try:
-            pairs = analysis.literal_names(cell.source)
+            pairs = sections.literal_names(cell.source)
         except SyntaxError as exc:
             raise NotebookError(nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}",
                                 cell.index) from None
         except ValueError as exc:
             raise NotebookError(nb.path, str(exc), cell.index) from None
-        src = analysis.strip_magics(cell.source)
+        src = strip_magics(cell.source)
         for name, node in pairs:
-            seg = analysis.ast.get_source_segment(src, node)
-            out[name] = seg if seg is not None else repr(analysis.ast.literal_eval(node))
+            seg = ast.get_source_segment(src, node)
+            out[name] = seg if seg is not None else repr(ast.literal_eval(node))
     return tuple(out.items())
 
 
@@ -200,7 +202,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             order.append(d)
             drafts[decl.name] = d
         for cell in nb.metrics:
-            for m in analysis.metric_names(cell.source):
+            for m in sections.metric_names(cell.source):
                 producer = next((o for o in reversed(order) if m in o.info.writes), None)
                 if producer is None:
                     raise NotebookError(

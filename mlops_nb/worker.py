@@ -135,7 +135,7 @@ def _warm(root: Path, doc: dict[str, Any], warmed: set[str]) -> None:
         here = os.getcwd()
         try:
             os.chdir(folder)
-            from mlops_nb.analysis import strip_magics
+            from mlops_nb.magics import strip_magics
 
             exec(compile(strip_magics(src), "<imports>", "exec"), {})  # noqa: S102
         except BaseException:  # noqa: BLE001 - the step reports its own import errors

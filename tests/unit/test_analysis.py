@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb.analysis import BUILTINS, analyse_block, literal_names, metric_names, strip_magics
+from mlops_nb.analysis import BUILTINS, analyse_block
 from mlops_nb.errors import NotebookError, PipelineError
+from mlops_nb.magics import strip_magics
+from mlops_nb.sections import literal_names, metric_names
 from mlops_nb.spec import build_spec
 from mlops_nb.tags import parse_notebook
 from tests.conftest import make_nb

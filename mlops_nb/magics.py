@@ -1,0 +1,41 @@
+"""IPython syntax in cells, rewritten to plain Python for analysis.
+
+The rule: the rewrite keeps line numbers and the names a line binds (`files = !ls` still
+binds `files`), so the analyser sees what the kernel will do and never crashes on `%`, `!` or
+`?`. Cell magics whose body is Python (`%%time`) keep the body; others (`%%bash`) have none.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+CELL_MAGIC_PYTHON = ("%%time", "%%timeit", "%%capture", "%%prun")
+
+
+def strip_magics(source: str) -> str:
+    """Rewrite IPython syntax to Python with the same name bindings, keeping line numbers."""
+    lines = source.split("\n")
+    if lines and lines[0].lstrip().startswith("%%"):
+        if lines[0].strip().startswith(CELL_MAGIC_PYTHON):
+            lines[0] = ""
+        else:  # %%bash, %%writefile...: the cell is not Python
+            return "\n" * (len(lines) - 1)
+    out = []
+    for line in lines:
+        stripped = line.lstrip()
+        indent = line[: len(line) - len(stripped)]
+        m = re.match(r"^([A-Za-z_][\w, ]*)\s*=\s*[!%]", stripped)
+        if m:
+            out.append(f"{indent}{m.group(1).strip()} = None")
+        elif stripped.startswith(("%time ", "%timeit ", "%prun ")):
+            out.append(indent + stripped.split(" ", 1)[1])
+        elif stripped.startswith(("%", "!")) or (stripped.endswith("?") and "#" not in stripped):
+            out.append(indent + "pass")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def parse(source: str) -> ast.Module:
+    return ast.parse(strip_magics(source))
