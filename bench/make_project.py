@@ -221,9 +221,16 @@ def train_evaluate_script(variant: Variant) -> str:
             f"{code['train']}{code['evaluate']}")
 
 
-def bench_env() -> dict[str, str]:
-    """The environment every benchmarked command runs in: venv first on PATH, no analytics."""
+SESSION = "MLOPS_NB_BENCH_SESSION"  # marks every process the benchmark starts (measure.py)
+
+
+def bench_env(session: str = "") -> dict[str, str]:
+    """The environment every benchmarked command runs in: venv first on PATH, no analytics.
+
+    `session` marks the processes, so those that outlive their command can be found.
+    """
     env = dict(os.environ)
+    env[SESSION] = session or f"make_project-{os.getpid()}"
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
     env.update(DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", PYTHONHASHSEED="0")
@@ -233,8 +240,8 @@ def bench_env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
-    res = subprocess.run(cmd, cwd=cwd, env=bench_env(), capture_output=True, text=True)
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed in {cwd} (exit {res.returncode}):\n"
                            f"{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
@@ -252,15 +259,16 @@ class BenchProject:
     floor: Path
 
 
-def build(dest: Path, variant_name: str) -> BenchProject:
+def build(dest: Path, variant_name: str, env: dict[str, str] | None = None) -> BenchProject:
     """Write the project and its floors under dest; compile, run once, commit the baseline."""
+    env = env or bench_env()
     variant = VARIANTS[variant_name]
     dest.mkdir(parents=True, exist_ok=True)
     project, floor = dest / "project", dest / "floor"
     bindir = Path(sys.executable).parent
-    _run([str(bindir / "mlops-nb"), "init", str(project)], dest)
+    _run([str(bindir / "mlops-nb"), "init", str(project)], dest, env)
     nbformat.write(bench_notebook(variant), str(project / "notebooks" / f"{NOTEBOOK_STEM}.ipynb"))
-    _run([str(bindir / "mlops-nb"), "compile"], project)
+    _run([str(bindir / "mlops-nb"), "compile"], project, env)
     (floor / "steps").mkdir(parents=True, exist_ok=True)
     (floor / "script.py").write_text(floor_script(variant))
     for step in STEPS:
@@ -269,10 +277,10 @@ def build(dest: Path, variant_name: str) -> BenchProject:
     # One real run of each path makes the data train_evaluate.py reads and dvc.lock for the
     # baseline commit; it also warms the page cache before anything is timed.
     for step in STEPS:
-        _run([sys.executable, str(floor / "steps" / f"{step}.py")], floor)
-    _run([sys.executable, "-m", "dvc", "repro", "-q"], project)
-    _run(GIT + ["add", "-A"], project)
-    _run(GIT + ["commit", "-q", "-m", "benchmark baseline"], project)
+        _run([sys.executable, str(floor / "steps" / f"{step}.py")], floor, env)
+    _run([sys.executable, "-m", "dvc", "repro", "-q"], project, env)
+    _run(GIT + ["add", "-A"], project, env)
+    _run(GIT + ["commit", "-q", "-m", "benchmark baseline"], project, env)
     return BenchProject(variant, project, floor)
 
 
@@ -306,11 +314,13 @@ def many_notebook(index: int, n_cells: int) -> nbformat.NotebookNode:
     return _notebook(cells, f"# Generated notebook {k}")
 
 
-def build_many(dest: Path, n_notebooks: int = 100, n_cells: int = 30) -> Path:
+def build_many(dest: Path, n_notebooks: int = 100, n_cells: int = 30,
+               env: dict[str, str] | None = None) -> Path:
     """A project of n_notebooks generated notebooks (not compiled: the benchmark times that)."""
+    env = env or bench_env()
     project = dest / "many"
     bindir = Path(sys.executable).parent
-    _run([str(bindir / "mlops-nb"), "init", str(project)], dest)
+    _run([str(bindir / "mlops-nb"), "init", str(project)], dest, env)
     for i in range(n_notebooks):
         nbformat.write(many_notebook(i, n_cells), str(project / "notebooks" / f"nb{i:03d}.ipynb"))
     return project

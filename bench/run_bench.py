@@ -31,6 +31,7 @@ from pathlib import Path
 import make_project as mp
 import measure
 import report
+import yaml
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -55,7 +56,7 @@ class Case:
     floor: str | None = None  # key of the case this one is a ratio to
     target: Target | None = None
     setup: list[list[str]] = field(default_factory=list)
-    before: Callable[[], None] | None = None  # untimed set-up done in Python
+    before: Callable[[], object] | None = None  # untimed set-up done in Python
     check: Callable[[measure.Sample, float], str | None] | None = None
     samples: list[measure.Sample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the case failed its checks
@@ -134,14 +135,17 @@ def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = Fals
     py, mlops, dvc = sys.executable, _tool(env, "mlops-nb"), _tool(env, "dvc")
     papermill, ploomber = _tool(env, "papermill"), _tool(env, "ploomber")
     plain = " && ".join(f"'{py}' steps/{s}.py" for s in mp.STEPS)
-    params = v.params
 
-    def papermill_cmd(step: str) -> str:
-        ps = " ".join(f"-p {n} {params[n]!s}" for n in _step_params(project, step))
-        return (f"'{papermill}' steps/{step}.ipynb outputs/{step}/{step}.ipynb {ps}"
-                " -k python3 --no-progress-bar")
+    def papermill_chain() -> list[str]:
+        """papermill per step, with the values params.yaml holds now (as the others use)."""
+        params = yaml.safe_load((project / "params.yaml").read_text())[mp.NOTEBOOK_STEM]
+        runs = []
+        for s in mp.STEPS:
+            ps = " ".join(f"-p {n} {params[n]!s}" for n in _step_params(project, s))
+            runs.append(f"mkdir -p outputs/{s} && '{papermill}' steps/{s}.ipynb"
+                        f" outputs/{s}/{s}.ipynb {ps} -k python3 --no-progress-bar")
+        return ["sh", "-c", " && ".join(runs)]
 
-    pm_chain = " && ".join(f"mkdir -p outputs/{s} && {papermill_cmd(s)}" for s in mp.STEPS)
     values = iter(v.exp_values)
     k = v.name
     cases = [
@@ -150,13 +154,16 @@ def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = Fals
         Case(f"{k}.plain4", "4 plain Python processes passing files", floor,
              lambda: ["sh", "-c", plain], k, floor=f"{k}.floor"),
         Case(f"{k}.papermill", "4 notebooks through the papermill CLI", project,
-             lambda: ["sh", "-c", pm_chain], k, floor=f"{k}.floor", check=_ran_all(project)),
+             papermill_chain, k, floor=f"{k}.floor", check=_ran_all(project)),
         Case(f"{k}.ploomber", "`ploomber build --force`", project,
              lambda: [ploomber, "build", "--force"], k, floor=f"{k}.floor",
              target=Target(2.0, "ratio"), check=_ran_all(project)),
         Case(f"{k}.dvc", "`dvc repro --force`", project,
              lambda: [dvc, "repro", "--force"], k, floor=f"{k}.floor",
              target=Target(2.0, "ratio"), check=_ran_all(project)),
+        Case(f"{k}.dvc_cold", "`dvc repro --force`, no warm process left by earlier runs",
+             project, lambda: [dvc, "repro", "--force"], k, floor=f"{k}.floor",
+             before=lambda: measure.stop_residents(env[mp.SESSION]), check=_ran_all(project)),
         Case(f"{k}.run", "`mlops-nb run -f` (whole pipeline, cold)", project,
              lambda: [mlops, "run", "-f"], k, floor=f"{k}.floor",
              target=Target(1.3, "ratio"), check=_ran_all(project)),
@@ -218,11 +225,14 @@ def run_case(case: Case, env: dict[str, str], log: Path) -> None:
     sample = measure.run(case.command(), case.cwd, env, log)
     case.samples.append(sample)
     if sample.returncode != 0:
-        case.problems.append(f"exit {sample.returncode}: {sample.output.strip()[-300:]}")
+        tail = [ln.strip() for ln in sample.output.splitlines() if ln.strip()][-3:]
+        case.problems.append(f"exit {sample.returncode}: {' / '.join(tail)[-400:]}")
     elif case.check and (problem := case.check(sample, since)):
         case.problems.append(problem)
-    if sample.survivors:  # a resident worker is allowed; its memory is not in peak MB
-        case.remarks += [f"left running (not in peak MB): `{cmd}`" for cmd in sample.survivors]
+    # A resident worker is allowed (issue 3 suggests one); its work is counted in the row.
+    case.remarks += [f"left a process running: `{cmd}`" for cmd in sample.started]
+    case.remarks += [f"handed work to a resident process started earlier: `{cmd}` (its CPU"
+                     " time and peak memory are counted in this row)" for cmd in sample.used]
     flag = "".join(f"\n    ! {msg[:160]}" for msg in case.problems[known:])
     print(f"  {case.key:<18} {sample.seconds:7.2f} s  {sample.peak_mb:6.0f} MB{flag}", flush=True)
 
@@ -249,16 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/run_bench.py" + (" " + " ".join(sys.argv[1:]) if argv is None
                                              and sys.argv[1:] else "")
 
-    env = mp.bench_env()
     work = Path(tempfile.mkdtemp(prefix="mlops-nb-bench-"))
+    env = mp.bench_env(session=str(work))
     log = work / "bench.log"
     started = time.time()
     loads = [os.getloadavg()[0]]
     code_at_start = report.code_digest(REPO)
     print(f"building projects in {work} (log: {log})", flush=True)
     try:
-        built = [mp.build(work / v, v) for v in variants]
-        many = mp.build_many(work, 100, 30)
+        built = [mp.build(work / v, v, env) for v in variants]
+        many = mp.build_many(work, 100, 30, env)
         cases = {v: variant_cases(bp, env, imports=(i == 0))
                  for i, (v, bp) in enumerate(zip(variants, built, strict=True))}
         cases["cli"] = cli_cases(built[0], many, 400, env)
@@ -281,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {out}")
         return 1 if any(c.problems for c in all_cases) else 0
     finally:
+        stopped = measure.stop_residents(env[mp.SESSION])
+        if stopped:
+            print(f"stopped {len(stopped)} process(es) the benchmark's commands left running")
         if args.keep:
             print(f"kept {work}")
         else:
