@@ -140,11 +140,13 @@ def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
         "",
         "Wall time of the whole process (spawn to exit), in seconds. Ratio = median / median"
         " of the floor in the same run. Peak memory = median over runs of the largest"
-        " process's peak resident set (ru_maxrss of the command and the children it waited"
-        " for), in MB. CPU s = median user+system time of the command and the children it"
-        " waited for, and its ratio to the floor's (less sensitive than wall time to other"
-        " load on the machine; on 2 cores it can exceed wall time). Targets are issue 3's and"
-        " judge wall time.",
+        " process's peak resident set, in MB: ru_maxrss of the command and the children it"
+        " waited for, or the high-water mark of a resident warm worker the command handed"
+        " work to. CPU s = median user+system time of the command, the children it waited"
+        " for and the resident workers' work during it, and its ratio to the floor's (less"
+        " sensitive than wall time to other load on the machine; on 2 cores it can exceed wall"
+        " time). Targets are issue 3's and judge wall time. A warm worker left by an earlier"
+        " command is used as a user would meet it; the `no warm process` row stops it first.",
     ]
     for group in [*variants, "cli"]:
         rows = [c for c in cases if c.group == group]
