@@ -16,4 +16,5 @@ dvc exp run -S iris.N_ESTIMATORS=10 -S iris.MAX_DEPTH=2
 echo "== dvc exp run (more, deeper trees)"
 dvc exp run -S iris.N_ESTIMATORS=300 -S iris.MAX_DEPTH=8
 echo "== dvc exp show"
-dvc exp show --no-pager --md
+# the parameter and metric columns (dependency hashes dropped for width)
+dvc exp show --no-pager --md --drop '^(outputs|steps|notebooks)/'
