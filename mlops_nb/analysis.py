@@ -291,6 +291,8 @@ def analyse_block(
             stores = {stmt.name}
         elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
             stores = {(a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*"}
+            if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+                stores.add(f"*{stmt.module}")  # names unknown here: copied to later steps
         else:
             scanner.visit(stmt)
             stores = scanner.stores

@@ -96,7 +96,16 @@ def load(producer: str, name: str) -> Any:
 def save(step: str, values: dict[str, Any]) -> None:
     layout = _layout()
     for name, value in values.items():
-        artifacts.save(value, _inside(layout.output(step, name)))
+        try:
+            artifacts.save(value, _inside(layout.output(step, name)))
+        except ArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unpicklable objects and the like
+            raise ArtifactError(
+                f"step '{step}' cannot hand '{name}' ({type(value).__name__}) to later steps:"
+                f" {type(exc).__name__}: {exc}; make it a file the step writes, or rebuild it"
+                " in the step that uses it"
+            ) from exc
 
 
 def log_metric(name: str, value: Any) -> None:

@@ -197,7 +197,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             for name in info.code_defs:
                 src = info.def_sources.get(name, "")
                 all_defs[name] = src
-                if src.lstrip().startswith(("class ", "@")) and "class " in src:
+                if name.startswith("*") or (src.lstrip().startswith(("class ", "@"))
+                                            and "class " in src):
                     class_defs[name] = src
             order.append(d)
             drafts[decl.name] = d

@@ -74,3 +74,22 @@ def test_edited_code_is_picked_up(project):
     out = cli(["run"], project).stdout
     assert "a: done" in out and "b: done" in out
     assert json.loads((project / "outputs/b/metrics.json").read_text()) == {"w": 11}
+
+
+def test_log_metric_and_an_unpicklable_output(project):
+    make_nb(project / "notebooks/nb.ipynb", [
+        (["step:a"], "import mlops_nb\nmlops_nb.log_metric('rows', 3)\n"
+                     "gen = (i for i in range(3))"),
+        (["step:b"], "n = sum(gen)"),
+    ])
+    git_project(project)
+    res = cli(["run"], project, check=False)
+    assert res.returncode == 6  # an output that cannot be written
+    assert "step 'a' cannot hand 'gen' (generator) to later steps" in res.stderr
+    make_nb(project / "notebooks/nb.ipynb", [
+        (["step:a"], "import mlops_nb\nmlops_nb.log_metric('rows', 3)\nvals = [1, 2]"),
+        (["step:b"], "n = sum(vals)"),
+    ])
+    cli(["run"], project)
+    assert json.loads((project / "outputs/a/metrics.json").read_text()) == {"rows": 3}
+    assert "outputs/a/metrics.json" in (project / "dvc.yaml").read_text()

@@ -179,3 +179,11 @@ def test_syntax_error_names_the_cell(tmp_path):
 def test_metric_not_set_by_any_step(tmp_path):
     with pytest.raises(NotebookError, match="cell 2: metric 'acc' is not set"):
         spec_of(tmp_path, [(["step:a"], "x = 1"), (["pipeline-metrics"], "print(acc)")])
+
+
+def test_star_import_in_a_step_reaches_later_steps(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "from math import *\nx = sqrt(4)"),
+        (["step:b"], "y = floor(x)"),
+    ])
+    assert dict(spec.step("b").copied_defs)["*math"] == "from math import *"
