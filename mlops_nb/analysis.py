@@ -17,6 +17,7 @@ import re
 import symtable
 from dataclasses import dataclass, field
 
+from mlops_nb.aliasing import AliasGroups, links
 from mlops_nb.magics import parse, strip_magics
 
 BUILTINS = frozenset(dir(builtins)) | {"get_ipython", "display", "In", "Out", "exit", "quit"}
@@ -246,13 +247,13 @@ CONDITIONAL = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.Match)
 def analyse_block(
     source: str,
     known_funcs: dict[str, FuncInfo],
-    aliases: dict[str, str],
+    aliases: AliasGroups,
     imported: set[str],
 ) -> BlockInfo:
     """Analyse one block of top-level code in order.
 
-    `known_funcs` (functions visible so far) and `aliases` (name -> name of the object it is
-    bound to) carry state across blocks in notebook order and are updated in place;
+    `known_funcs` (functions visible so far) and `aliases` (which names may share an object)
+    carry state across blocks in notebook order and are updated in place;
     `imported` collects names bound by import statements.
     """
     tree = parse(source)
@@ -261,14 +262,6 @@ def analyse_block(
     definite: set[str] = set()
     user_funcs = set(known_funcs)
 
-    def expand(names: set[str]) -> set[str]:
-        """A change to one name of an alias group changes all of them."""
-        out = set(names)
-        for n in names:
-            root = aliases.get(n, n)
-            out.add(root)
-            out.update(a for a, r in aliases.items() if r == root)
-        return out
 
     for stmt in tree.body:
         for node in ast.walk(stmt):
@@ -314,24 +307,25 @@ def analyse_block(
             queue.extend(n for n in fi.reads if n in known_funcs)
         reads = set(loads) | extra_reads
         mutated = {m for m in mutated if m not in imported or m in stores}
-        mutated = expand(mutated)
-        info.inputs |= {n for n in reads | mutated if n not in definite}
+        # alias bookkeeping before expanding changes: rebinding leaves a group, then the
+        # statement's own links (`for d in data:` ...) join groups
+        linked = links(stmt)
+        for name in stores:
+            aliases.unlink(name)
+        for a, b in linked:
+            aliases.link(a, b)
+        mutated = aliases.expand(mutated)
+        bound_first: set[str] = set()
+        if isinstance(stmt, (ast.For, ast.AsyncFor)):  # the loop binds its target first
+            iter_loads = {n.id for n in ast.walk(stmt.iter) if isinstance(n, ast.Name)}
+            bound_first = {n.id for n in ast.walk(stmt.target)
+                           if isinstance(n, ast.Name)} - iter_loads
+        info.inputs |= {n for n in reads | mutated if n not in definite | bound_first}
         info.mutated |= mutated
         writes = stores | extra_writes | mutated
         info.writes |= writes
         info.literals |= scanner.literals
         info.written_literals |= scanner.written
-        # alias bookkeeping: `a = b` binds a to b's object; rebinding breaks the link
-        for name in stores:
-            aliases.pop(name, None)
-            for a in [a for a, r in aliases.items() if r == name]:
-                del aliases[a]
-        if (isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name)
-                and all(isinstance(t, ast.Name) for t in stmt.targets)):
-            root = aliases.get(stmt.value.id, stmt.value.id)
-            for t in stmt.targets:
-                if isinstance(t, ast.Name) and t.id != root:
-                    aliases[t.id] = root
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             # an import in a step reaches later steps as a copy of the statement
             seg = ast.get_source_segment(strip_magics(source), stmt)

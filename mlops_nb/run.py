@@ -77,9 +77,10 @@ def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
     meta = step_meta(layout, step.name)
     h.update(json.dumps(step_parameters(layout, meta), sort_keys=True, default=str).encode())
     for var, producer in step.inputs:
-        if var in spec.step(producer).outputs:
+        art = spec.step(producer).artifact_for(var)
+        if art is not None:
             try:
-                h.update(read_meta(layout.output(producer, var))["sha256"].encode())
+                h.update(read_meta(layout.output(producer, art))["sha256"].encode())
             except ArtifactError:
                 h.update(b"missing")
     for dep in step.data_deps:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ast
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_nb import analysis, sections
+from mlops_nb.aliasing import AliasGroups
 from mlops_nb.errors import NotebookError, PipelineError
 from mlops_nb.magics import strip_magics
 from mlops_nb.tags import Cell, ParsedNotebook
@@ -43,12 +44,22 @@ class StepSpec:
     notebook: str  # NotebookSpec.path
     cells: tuple[Cell, ...]
     inputs: tuple[tuple[str, str], ...]  # (variable, producing step)
-    outputs: tuple[str, ...]
+    outputs: tuple[str, ...]  # artifact names: a variable, or a bundle "a+b" (see below)
     params: tuple[str, ...]
     upstream: tuple[str, ...]
     data_deps: tuple[str, ...]  # project-relative files read by literal path
     metrics: tuple[str, ...]
     copied_defs: tuple[tuple[str, str], ...]  # (name, source) of earlier steps' defs
+    # outputs that may share objects (`data = [train_df, test_df]`) are saved together as one
+    # artifact, so a later step gets them back sharing the same objects, as in one kernel
+    bundles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def artifact_for(self, var: str) -> str | None:
+        """The output artifact that holds `var`, or None if this step does not hand it on."""
+        for name, members in self.bundles:
+            if var in members:
+                return name
+        return var if var in self.outputs else None
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def _block(cells: tuple[Cell, ...]) -> str:
     return "\n".join(c.source for c in cells)
 
 
-def _analyse(nb: ParsedNotebook, cells: tuple[Cell, ...], funcs: dict, aliases: dict,
+def _analyse(nb: ParsedNotebook, cells: tuple[Cell, ...], funcs: dict, aliases: AliasGroups,
              imported: set[str]) -> analysis.BlockInfo:
     merged = analysis.BlockInfo()
     for cell in cells:  # cell by cell, so a syntax error names its cell
@@ -122,6 +133,7 @@ class _Draft:
     data_deps: set[str]
     metrics: list[str]
     copied: dict[str, str]
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
@@ -147,7 +159,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         params = params_by_nb[nb.path] = _params(nb)
         param_names = {p for p, _ in params}
         funcs: dict = {}
-        aliases: dict[str, str] = {}
+        aliases = AliasGroups()
         imported: set[str] = set()
         pre = _analyse(nb, nb.imports + nb.functions, funcs, aliases, imported)
         global_params = pre.inputs & param_names
@@ -200,6 +212,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                 if name.startswith("*") or (src.lstrip().startswith(("class ", "@"))
                                             and "class " in src):
                     class_defs[name] = src
+            d.groups = {n: frozenset(aliases.members(n)) for n in info.writes}
             order.append(d)
             drafts[decl.name] = d
         for cell in nb.metrics:
@@ -228,11 +241,12 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             notebook=d.nb.path,
             cells=d.cells,
             inputs=tuple(sorted(d.inputs.items())),
-            outputs=tuple(sorted(d.outputs)),
+            outputs=tuple(sorted(_artifacts(d))),
             params=tuple(p for p, _ in params_by_nb[d.nb.path] if p in d.params),
             upstream=tuple(sorted(d.upstream)),
             data_deps=tuple(sorted(d.data_deps)),
             metrics=tuple(d.metrics),
+            bundles=_bundles(d),
             copied_defs=tuple(sorted(((k, v) for k, v in d.copied.items() if v),
                                      key=lambda kv: (not kv[1].startswith(("import", "from")),
                                                      kv[0]))),
@@ -240,6 +254,24 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         for d in ordered
     )
     return PipelineSpec(tuple(nb_specs), steps)
+
+
+def _bundles(d: _Draft) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Groups of two or more outputs that may share objects at the end of the step."""
+    seen: dict[str, tuple[str, ...]] = {}
+    for var in sorted(d.outputs):
+        members = tuple(sorted(d.groups.get(var, frozenset({var})) & d.outputs))
+        if len(members) > 1:
+            seen["+".join(members)] = members
+    return tuple(sorted(seen.items()))
+
+
+def _artifacts(d: _Draft) -> set[str]:
+    names = set(d.outputs)
+    for name, members in _bundles(d):
+        names -= set(members)
+        names.add(name)
+    return names
 
 
 def _project_file(root: Path, nb_dir: Path, lit: str) -> str | None:

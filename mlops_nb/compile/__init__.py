@@ -66,7 +66,7 @@ def render(root: Path, paths: list[str] | None = None) -> tuple[PipelineSpec, di
     spec = build_spec(parsed, root)
     files: dict[str, str] = {}
     for step in spec.steps:
-        files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook))
+        files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook), spec)
     files[PIPELINE] = render_ploomber(spec)
     files[DVC_YAML] = render_dvc(spec)
     params_path = root / PARAMS

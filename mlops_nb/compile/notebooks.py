@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from mlops_nb.spec import NotebookSpec, StepSpec
+from mlops_nb.spec import NotebookSpec, PipelineSpec, StepSpec
 
 GENERATED_BY = "mlops-nb compile"
 
@@ -35,7 +35,27 @@ def has_metrics(step: StepSpec) -> bool:
     return bool(step.metrics) or any("log_metric" in c.source for c in step.cells)
 
 
-def render_step(step: StepSpec, nb: NotebookSpec) -> str:
+def _load_lines(step: StepSpec, spec: PipelineSpec, copied: set[str]) -> list[str]:
+    """Code that loads the step's inputs; a bundle is loaded once so its objects stay shared."""
+    lines: list[str] = []
+    bundles_done: set[tuple[str, str]] = set()
+    for var, producer in step.inputs:
+        if var in copied:
+            continue
+        art = spec.step(producer).artifact_for(var) or var
+        if art == var:
+            lines.append(f"{var} = _mlops_nb.load({producer!r}, {var!r})")
+        elif (producer, art) not in bundles_done:
+            bundles_done.add((producer, art))
+            needed = [v for v, p in step.inputs if p == producer and v not in copied
+                      and spec.step(p).artifact_for(v) == art]
+            lines.append(f"_bundle = _mlops_nb.load({producer!r}, {art!r})")
+            lines += [f"{v} = _bundle[{v!r}]" for v in needed]
+            lines.append("del _bundle")
+    return lines
+
+
+def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
     upstream = repr(list(step.upstream)) if step.upstream else "None"
     params = dict(nb.params)
     param_lines = "".join(f"{p} = {params[p]}\n" for p in step.params)
@@ -57,14 +77,16 @@ def render_step(step: StepSpec, nb: NotebookSpec) -> str:
         cells.append(_cell(nb.functions))
     loads = [src for _, src in step.copied_defs]
     copied = {name for name, _ in step.copied_defs}
-    loads += [f"{var} = _mlops_nb.load({producer!r}, {var!r})"
-              for var, producer in step.inputs if var not in copied]
+    loads += _load_lines(step, spec, copied)
     if loads:
         cells.append(_cell("\n".join(loads)))
     cells += [_cell(c.source, source_cell=c.index) for c in step.cells]
     tail = []
     if step.outputs:
-        mapping = ", ".join(f"{v!r}: {v}" for v in step.outputs)
+        bundles = dict(step.bundles)
+        mapping = ", ".join(
+            f"{a!r}: {{{', '.join(f'{m!r}: {m}' for m in bundles[a])}}}" if a in bundles
+            else f"{a!r}: {a}" for a in step.outputs)
         tail.append(f"_mlops_nb.save({step.name!r}, {{{mapping}}})")
     if has_metrics(step):
         mapping = ", ".join(f"{m!r}: {m}" for m in step.metrics)

@@ -37,10 +37,9 @@ def render_dvc(spec: PipelineSpec) -> str:
         lines.append(f"  {step.name}:")
         lines.append(f"    cmd: python -m mlops_nb.step {step.name}")
         deps = [rel_step_notebook(step.name)]
-        deps += sorted({rel_output(p, v) for v, p in step.inputs
-                        if v in spec.step(p).outputs})
-        deps += [rel_executed(u) for u in step.upstream
-                 if not any(p == u for v, p in step.inputs if v in spec.step(p).outputs)]
+        arts = {(p, a) for v, p in step.inputs if (a := spec.step(p).artifact_for(v))}
+        deps += sorted(rel_output(p, a) for p, a in arts)
+        deps += [rel_executed(u) for u in step.upstream if not any(p == u for p, _ in arts)]
         deps += list(step.data_deps)
         lines.append("    deps:")
         lines += [f"    - {_q(d)}" for d in deps]
@@ -66,8 +65,9 @@ def render_ploomber(spec: PipelineSpec) -> str:
         lines.append("  static_analysis: disable")
         lines.append("  product:")
         lines.append(f"    nb: {_q(rel_executed(step.name))}")
-        for v in step.outputs:
-            lines.append(f"    {v}: {_q(rel_output(step.name, v))}")
+        for v in step.outputs:  # "nb" and "metrics" are taken by the notebook and metrics
+            key = f"{v}_" if v in ("nb", "metrics") else v
+            lines.append(f"    {_q(key)}: {_q(rel_output(step.name, v))}")
         if has_metrics(step):
             lines.append(f"    metrics: {_q(rel_metrics(step.name))}")
         if step.params:

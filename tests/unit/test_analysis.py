@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_nb.aliasing import AliasGroups
 from mlops_nb.analysis import BUILTINS, analyse_block
 from mlops_nb.errors import NotebookError, PipelineError
 from mlops_nb.magics import strip_magics
@@ -16,7 +17,7 @@ from tests.conftest import make_nb
 
 
 def block(src: str, funcs=None):
-    return analyse_block(src, funcs if funcs is not None else {}, {}, set())
+    return analyse_block(src, funcs if funcs is not None else {}, AliasGroups(), set())
 
 
 def spec_of(tmp_path: Path, cells, name="nb"):
@@ -37,28 +38,27 @@ def test_method_call_and_item_assignment_change_a_name():
 
 
 def test_change_through_an_alias_changes_the_original():
-    aliases: dict[str, str] = {}
-    info = analyse_block("a = df\na['new'] = 1", {}, aliases, set())
+    info = analyse_block("a = df\na['new'] = 1", {}, AliasGroups(), set())
     assert "df" in info.mutated
 
 
 def test_module_calls_do_not_change_the_module():
     imported: set[str] = set()
-    info = analyse_block("import numpy as np\nx = np.zeros(3)\nnp.random.seed(0)", {}, {},
-                         imported)
+    src = "import numpy as np\nx = np.zeros(3)\nnp.random.seed(0)"
+    info = analyse_block(src, {}, AliasGroups(), imported)
     assert "np" not in info.mutated
 
 
 def test_functions_read_their_globals_when_called():
     funcs: dict = {}
-    analyse_block("def score():\n    return model.predict(X_test)\n", funcs, {}, set())
+    analyse_block("def score():\n    return model.predict(X_test)\n", funcs, AliasGroups(), set())
     info = block("s = score()", funcs)
     assert {"model", "X_test", "score"} <= info.inputs
 
 
 def test_user_function_arguments_count_as_changed():
     funcs: dict = {}
-    analyse_block("def clean(frame):\n    frame['a'] = 0\n", funcs, {}, set())
+    analyse_block("def clean(frame):\n    frame['a'] = 0\n", funcs, AliasGroups(), set())
     info = block("clean(df)", funcs)
     assert "df" in info.mutated
 
@@ -187,3 +187,23 @@ def test_star_import_in_a_step_reaches_later_steps(tmp_path):
         (["step:b"], "y = floor(x)"),
     ])
     assert dict(spec.step("b").copied_defs)["*math"] == "from math import *"
+
+
+def test_change_through_a_container_and_a_loop_changes_its_members(tmp_path):
+    # Kale's Titanic example: the frames are changed through the list that holds them
+    spec = spec_of(tmp_path, [
+        (["step:load"], "train_df = {'a': 1}\ntest_df = {'a': 2}"),
+        (["step:prep"], "data = [train_df, test_df]\nfor dataset in data:\n"
+                        "    dataset['b'] = dataset['a'] * 2"),
+        (["step:use"], "s = train_df['b'] + test_df['b']"),
+    ])
+    assert spec.step("use").inputs == (("test_df", "prep"), ("train_df", "prep"))
+
+
+def test_rebinding_leaves_the_alias_group(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "df = {'x': 1}"),
+        (["step:b"], "view = df\nview = {'y': 2}\nview['z'] = 3"),
+        (["step:c"], "n = len(df) + len(view)"),
+    ])
+    assert dict(spec.step("c").inputs)["df"] == "a"

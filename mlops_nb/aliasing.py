@@ -1,0 +1,100 @@
+"""Which names may refer to the same object, so a change through one changes the others.
+
+The rule: may-alias groups, kept conservatively. `a = b`, `a = [b, c]` (a container holding
+them), `a = b[k]` or `a = b.attr` (a part of b), `for a in b:`, `b.append(a)`, `b[k] = a` all
+put a and b in one group; rebinding a name to a new object takes it out of its group. A change
+to any member then counts as a change to every member: Kale's Titanic example changes
+`train_df` through `for dataset in [train_df, test_df]: dataset[...] = ...`.
+"""
+
+from __future__ import annotations
+
+import ast
+
+CONTAINER_ADDS = frozenset({"append", "extend", "insert", "add", "update", "setdefault",
+                            "appendleft", "extendleft"})
+
+
+class AliasGroups:
+    """Mutable may-alias groups of names, carried in notebook order across cells."""
+
+    def __init__(self) -> None:
+        self._group: dict[str, set[str]] = {}
+
+    def members(self, name: str) -> set[str]:
+        return set(self._group.get(name, {name}))
+
+    def unlink(self, name: str) -> None:
+        group = self._group.pop(name, None)
+        if group is not None:
+            group.discard(name)
+
+    def link(self, a: str, b: str) -> None:
+        if a == b:
+            return
+        ga = self._group.get(a) or {a}
+        gb = self._group.get(b) or {b}
+        if ga is gb:
+            return
+        merged = ga | gb
+        for n in merged:
+            self._group[n] = merged
+
+    def expand(self, names: set[str]) -> set[str]:
+        out: set[str] = set()
+        for n in names:
+            out |= self.members(n)
+        return out
+
+
+def _names_in(node: ast.AST) -> list[str]:
+    """Names whose objects an expression may hand over by reference (not computed values)."""
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [n for e in node.elts for n in _names_in(e)]
+    if isinstance(node, ast.Dict):
+        return [n for v in node.values for n in _names_in(v)]
+    if isinstance(node, ast.Starred):
+        return _names_in(node.value)
+    if isinstance(node, (ast.Subscript, ast.Attribute)):
+        return _names_in(node.value)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and node.func.attr in ("items", "values", "keys", "__iter__"):
+        return _names_in(node.func.value)
+    return []
+
+
+def _base(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def links(stmt: ast.stmt) -> list[tuple[str, str]]:
+    """The (name, name) pairs a top-level statement may make share an object."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(stmt, ast.Assign):
+        for target in stmt.targets:
+            if isinstance(target, (ast.Tuple, ast.List)) and isinstance(stmt.value, (
+                    ast.Tuple, ast.List)) and len(target.elts) == len(stmt.value.elts):
+                for t, v in zip(target.elts, stmt.value.elts, strict=True):
+                    pairs += [(n, m) for n in _names_in(t) if isinstance(t, ast.Name)
+                              for m in _names_in(v)]
+            elif isinstance(target, ast.Name):
+                pairs += [(target.id, m) for m in _names_in(stmt.value)]
+            elif isinstance(target, (ast.Subscript, ast.Attribute)):
+                base = _base(target)
+                if base:
+                    pairs += [(base, m) for m in _names_in(stmt.value)]
+    for node in ast.walk(stmt):
+        if isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, (
+                ast.Name, ast.Tuple, ast.List)):
+            targets = [t.id for t in ast.walk(node.target) if isinstance(t, ast.Name)]
+            pairs += [(t, m) for t in targets for m in _names_in(node.iter)]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in CONTAINER_ADDS:
+            base = _base(node.func.value)
+            if base:
+                pairs += [(base, m) for a in node.args for m in _names_in(a)]
+    return pairs
