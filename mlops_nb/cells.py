@@ -39,6 +39,9 @@ def make_shell() -> Any:
 
     shell = InteractiveShell.instance(colors="NoColor")
     shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
+    # `%matplotlib inline` asks for a GUI event loop, which a shell without a kernel lacks;
+    # the inline back end needs none: figures arrive as display data, as in Jupyter
+    shell.enable_gui = lambda gui=None: None
     return shell
 
 

@@ -151,6 +151,12 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                 )
             owner[decl.name] = (nb.path, decl.first_cell)
 
+    groups: dict[str, str] = {}
+    for nb in notebooks:
+        if nb.stem in groups:
+            raise NotebookError(nb.path, f"its parameter group '{nb.stem}' is also that of"
+                                         f" {groups[nb.stem]}; rename one of the notebooks")
+        groups[nb.stem] = nb.path
     drafts: dict[str, _Draft] = {}
     nb_specs = []
     writers: dict[str, str] = {}  # project-relative path -> step writing it

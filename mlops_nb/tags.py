@@ -68,7 +68,15 @@ class ParsedNotebook:
 
     @property
     def stem(self) -> str:
-        return Path(self.path).stem
+        """The notebook's parameter group in params.yaml: its file stem, made a plain name
+        (`01-explore.ipynb` -> `nb_01_explore`) so DVC keys and Ploomber placeholders work."""
+        return group_name(Path(self.path).stem)
+
+
+def group_name(stem: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", stem)
+    # Ploomber's env refuses top-level keys that start with "_" (and jinja a leading digit)
+    return f"nb_{name}" if not name or name[0].isdigit() or name[0] == "_" else name
 
 
 def read_notebook_json(path: Path, display: str) -> dict:

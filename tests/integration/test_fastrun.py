@@ -93,3 +93,21 @@ def test_log_metric_and_an_unpicklable_output(project):
     cli(["run"], project)
     assert json.loads((project / "outputs/a/metrics.json").read_text()) == {"rows": 3}
     assert "outputs/a/metrics.json" in (project / "dvc.yaml").read_text()
+
+
+def test_matplotlib_inline_and_seaborn_plots_are_recorded(project):
+    make_nb(project / "notebooks/01-plots.ipynb", [
+        (["imports"], "%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+                      "import seaborn as sns\nimport pandas as pd"),
+        (["pipeline-parameters"], "N = 5"),
+        (["step:make"], "df = pd.DataFrame({'x': range(N), 'y': [v * v for v in range(N)]})\n"
+                        "fig, ax = plt.subplots()\nax.plot(df.x, df.y)\nplt.show()"),
+        (["step:draw"], "sns.scatterplot(data=df, x='x', y='y')\ntotal = int(df.y.sum())"),
+        (["pipeline-metrics"], "print(total)"),
+    ])
+    git_project(project)
+    cli(["run"], project)
+    assert "nb_01_plots:\n  N: 5" in (project / "params.yaml").read_text()
+    assert json.loads((project / "outputs/draw/metrics.json").read_text()) == {"total": 30}
+    executed = (project / "outputs/make/make.ipynb").read_text()
+    assert '"image/png"' in executed

@@ -90,3 +90,11 @@ def test_invalid_json(tmp_path):
 def test_prev_outside_a_step(tmp_path):
     with pytest.raises(NotebookError, match="cell 1: a 'prev:' tag must sit on a cell of a step"):
         parse(tmp_path, [(["prev:a"], "x = 1"), (["step:a"], "y = 1")])
+
+
+@pytest.mark.parametrize("stem,group", [("iris", "iris"), ("01-explore", "nb_01_explore"),
+                                        ("my notebook", "my_notebook"), ("_x", "nb__x")])
+def test_parameter_group_is_a_plain_name(stem, group):
+    from mlops_nb.tags import group_name
+
+    assert group_name(stem) == group
