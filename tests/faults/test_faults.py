@@ -282,3 +282,23 @@ def test_kill_9_of_dvc_repro_leaves_no_orphan_and_reruns(slow_project):
     cli(["compile"], root)
     out = sh(["dvc", "repro"], root).stdout
     assert "Running stage 'sleepy'" in out
+
+
+def test_tampered_dvc_cache_is_refused_not_served(project):
+    """DVC restores a tampered cache file without a word; the step reading it refuses it."""
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = list(range(5))"),
+                                             (["step:b"], "y = sum(x)")])
+    git_project(project)
+    cli(["compile"], project)
+    sh(["dvc", "repro"], project)
+    meta = json.loads((project / "outputs/a/x/meta.json").read_text())
+    cache = next(p for p in (project / ".dvc/cache").rglob("*")
+                 if p.is_file() and artifacts.sha256_file(p) == meta["sha256"])
+    cache.chmod(0o644)
+    cache.write_text("[9, 9, 9, 9, 9]")  # a corrupted cache entry, then a fresh checkout
+    shutil.rmtree(project / "outputs/a/x")
+    sh(["dvc", "checkout", "outputs/a/x"], project, check=False)
+    res = sh(["dvc", "repro", "--force", "-s", "b"], project, check=False)
+    assert res.returncode != 0
+    assert "changed after its step wrote it" in res.stderr + res.stdout
+    assert not (project / "outputs/b/y").exists()
