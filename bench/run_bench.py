@@ -1,6 +1,7 @@
 """The execution benchmark of issue 3: every way to run the same pipeline, against its floor.
 
     python bench/run_bench.py [--runs N] [--variant logreg|forest|both] [--quick] [--out FILE]
+                              [--only CASE,...] [--keep]
 
 Builds the benchmark projects (bench/make_project.py) in a temporary folder, then runs every
 case in the same run, round-robin: each round runs each case once, in an order rotated from
@@ -237,6 +238,19 @@ def run_case(case: Case, env: dict[str, str], log: Path) -> None:
     print(f"  {case.key:<18} {sample.seconds:7.2f} s  {sample.peak_mb:6.0f} MB{flag}", flush=True)
 
 
+def select(cases: dict[str, list[Case]], names: set[str]) -> dict[str, list[Case]]:
+    """Keep the named cases (key without its group) and the floors they are ratios to."""
+    by_key = {c.key: c for group in cases.values() for c in group}
+    known = {k.split(".", 1)[1] for k in by_key}
+    if names - known:
+        raise SystemExit(f"run_bench: no case named {', '.join(sorted(names - known))};"
+                         f" cases are: {', '.join(sorted(known))}")
+    keep = {c.key for c in by_key.values() if c.key.split(".", 1)[1] in names}
+    keep |= {floor for k in keep if (floor := by_key[k].floor)}
+    picked = {g: [c for c in group if c.key in keep] for g, group in cases.items()}
+    return {g: group for g, group in picked.items() if group}
+
+
 def rotated(items: list[Case], by: int) -> list[Case]:
     by %= len(items)
     return items[by:] + items[:by]
@@ -251,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="smoke test: 1 run, logreg only, table printed, RESULTS.md untouched")
     p.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
     p.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    p.add_argument("--only", help="comma-separated cases to run, e.g. run,dvc,noop_run (their"
+                   " floors come along): the part after the dot in RESULTS.md's last table")
     args = p.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     variants = ["logreg"] if args.quick else (
@@ -272,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = {v: variant_cases(bp, env, imports=(i == 0))
                  for i, (v, bp) in enumerate(zip(variants, built, strict=True))}
         cases["cli"] = cli_cases(built[0], many, 400, env)
+        if args.only:
+            cases = select(cases, set(args.only.split(",")))
         print(f"built in {time.time() - started:.0f} s; {runs} round(s)", flush=True)
         for r in range(runs):
             print(f"round {r + 1}/{runs}", flush=True)
