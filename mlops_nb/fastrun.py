@@ -62,6 +62,7 @@ def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: 
         signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action ends the process
         signal.setitimer(signal.ITIMER_REAL, timeout)
     os.environ["MLOPS_NB_ROOT"] = str(root)
+    os.environ["MLOPS_NB_RUNNER"] = "fast"
     os.chdir(root)
     shell.user_ns.clear()
     shell.init_user_ns()

@@ -113,12 +113,43 @@ def _outputs_intact(layout: Layout, step: StepSpec, recorded: dict[str, str]) ->
         return False
 
 
+DONE = ".mlops_nb-done.json"
+
+
+def record_done(root: Path, name: str) -> None:
+    """Write the step's done marker (its fingerprint and outputs) at the end of a step that
+    DVC or Ploomber ran; a step that fails never gets one (its outputs folder is cleared)."""
+    try:
+        spec, _ = compile_mod.render(root)
+        layout = Layout(root)
+        step = spec.step(name)
+        rec = {"fingerprint": fingerprint(layout, step, spec),
+               "outputs": _outputs_record(layout, step)}
+        path = layout.step_outputs(name) / DONE
+        tmp = path.with_name(f".{DONE}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(rec, sort_keys=True))
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - a missing marker only means "not known up to date"
+        log.warning("could not record step %s as done", name, exc_info=True)
+
+
+def _recorded(layout: Layout, state: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """What is known of the step's last success: mlops-nb run's state, else its marker."""
+    if name in state:
+        return dict(state[name])
+    try:
+        data = json.loads((layout.step_outputs(name) / DONE).read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 def statuses(root: Path, spec: PipelineSpec) -> list[StepStatus]:
     layout = Layout(root)
     state = load_state(layout).get("steps", {})
     out = []
     for step in spec.steps:
-        rec = state.get(step.name)
+        rec = _recorded(layout, state, step.name)
         if rec is None:
             out.append(StepStatus(step.name, NEVER_RUN))
         elif not _outputs_intact(layout, step, rec.get("outputs", {})):
@@ -211,7 +242,7 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     ran, skipped = [], []
     rerun: set[str] = set()
     for step in select(spec, names):
-        rec = steps_state.get(step.name)
+        rec = _recorded(layout, steps_state, step.name)
         fp = fingerprint(layout, step, spec)
         fresh = (not force and rec is not None and rec.get("fingerprint") == fp
                  and not rerun & set(step.upstream)

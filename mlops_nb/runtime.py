@@ -108,6 +108,18 @@ def save(step: str, values: dict[str, Any]) -> None:
             ) from exc
 
 
+def end(step: str) -> None:
+    """Mark the step done for `mlops-nb status`, whichever tool ran it (DVC, Ploomber).
+
+    `mlops-nb run` records its own state, so its fast path skips this.
+    """
+    if os.environ.get("MLOPS_NB_RUNNER") == "fast":
+        return
+    from mlops_nb.run import record_done
+
+    record_done(Path(_context["root"]), step)
+
+
 def log_metric(name: str, value: Any) -> None:
     """Record a metric of the running step (also callable as mlops_nb.log_metric)."""
     _metrics[name] = value

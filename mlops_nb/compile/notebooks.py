@@ -91,8 +91,8 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
     if has_metrics(step):
         mapping = ", ".join(f"{m!r}: {m}" for m in step.metrics)
         tail.append(f"_mlops_nb.save_metrics({step.name!r}, {{{mapping}}})")
-    if tail:
-        cells.append(_cell("\n".join(tail)))
+    tail.append(f"_mlops_nb.end({step.name!r})")
+    cells.append(_cell("\n".join(tail)))
     # Always the project environment's own kernel: a source notebook may name a kernel
     # (a conda env, a Kale image) that does not exist where the pipeline runs.
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
