@@ -63,7 +63,7 @@ def _base_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _call_name(func: ast.AST) -> str | None:
+def call_name(func: ast.AST) -> str | None:
     if isinstance(func, ast.Name):
         return func.id
     if isinstance(func, ast.Attribute):
@@ -161,7 +161,7 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
-        name = _call_name(node.func)
+        name = call_name(node.func)
         args = list(node.args) + [k.value for k in node.keywords]
         if isinstance(node.func, ast.Attribute):
             base = _base_name(node.func.value)

@@ -9,11 +9,12 @@ notebook after every cell, so a crash keeps everything up to the failing cell.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
+
+from mlops_nb import atomic
 
 
 def warm_serializers() -> None:
@@ -61,9 +62,7 @@ def prepare_notebook(doc: dict[str, Any], parameters: dict[str, Any]) -> dict[st
 
 
 def write_notebook(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
 def _outputs(captured: Any, result: Any) -> list[dict[str, Any]]:

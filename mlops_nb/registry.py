@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import artifacts
+from mlops_nb import artifacts, atomic
 from mlops_nb.errors import ArtifactError, RegistryError, UnsafeModelError
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 class Registry:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_nb import atomic
 from mlops_nb import compile as compile_mod
 from mlops_nb.artifacts import read_meta
 from mlops_nb.errors import ArtifactError, Interrupted, MlopsNbError, UsageError
@@ -53,9 +53,7 @@ def load_state(layout: Layout) -> dict[str, Any]:
 def _save_state(layout: Layout, state: dict[str, Any]) -> None:
     path = _state_path(layout)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".state.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(state, indent=1, sort_keys=True))
 
 
 def _file_digest(path: Path) -> str:
@@ -126,9 +124,7 @@ def record_done(root: Path, name: str) -> None:
         rec = {"fingerprint": fingerprint(layout, step, spec),
                "outputs": _outputs_record(layout, step)}
         path = layout.step_outputs(name) / DONE
-        tmp = path.with_name(f".{DONE}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(rec, sort_keys=True))
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(rec, sort_keys=True))
     except Exception:  # noqa: BLE001 - a missing marker only means "not known up to date"
         log.warning("could not record step %s as done", name, exc_info=True)
 

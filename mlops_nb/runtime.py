@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import artifacts
+from mlops_nb import artifacts, atomic
 from mlops_nb.errors import ArtifactError
 from mlops_nb.project import Layout
 
@@ -135,6 +135,4 @@ def save_metrics(step: str, values: dict[str, Any]) -> None:
             out[k] = str(v)
     path = _inside(_layout().metrics(step))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")

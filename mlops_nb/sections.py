@@ -8,15 +8,8 @@ from __future__ import annotations
 
 import ast
 
+from mlops_nb.analysis import call_name
 from mlops_nb.magics import parse
-
-
-def _call_name(func: ast.AST) -> str | None:
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return None
 
 
 def literal_names(source: str, path: str = "<cell>") -> list[tuple[str, ast.AST]]:
@@ -58,7 +51,7 @@ def metric_names(source: str) -> list[str]:
         if not isinstance(stmt, ast.Expr):
             continue
         v = stmt.value
-        if isinstance(v, ast.Call) and _call_name(v.func) == "print":
+        if isinstance(v, ast.Call) and call_name(v.func) == "print":
             names += [a.id for a in v.args if isinstance(a, ast.Name)]
         elif isinstance(v, ast.Name):
             names.append(v.id)

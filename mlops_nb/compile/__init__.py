@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_nb import atomic
 from mlops_nb import params as params_mod
 from mlops_nb.compile.notebooks import GENERATED_BY, render_step
 from mlops_nb.compile.record import check_hand_edits, write_record
@@ -97,13 +98,6 @@ def _stale_steps(root: Path, wanted: dict[str, str]) -> list[str]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _ensure_env_link(root: Path) -> bool:
     link = root / ENV_LINK
     if link.is_symlink() and os.readlink(link) == PARAMS:
@@ -128,7 +122,7 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
         path = root / rel
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
-        _write_atomic(path, text)
+        atomic.write_text(path, text)
         written.append(rel)
     removed = []
     for rel in _stale_steps(root, files):

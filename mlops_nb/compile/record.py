@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from mlops_nb import atomic
 from mlops_nb.errors import ConfigError
 from mlops_nb.project import STATE
 
@@ -27,9 +27,7 @@ def write_record(root: Path, files: dict[str, str]) -> None:
     path = root / STATE / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {rel: _digest(text.encode("utf-8")) for rel, text in sorted(files.items())}
-    tmp = path.with_name(f".{RECORD}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _record(root: Path) -> dict[str, str]:

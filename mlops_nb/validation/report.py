@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops_nb import atomic
 from mlops_nb.validation.drift import DriftResult
 from mlops_nb.validation.schema import Anomaly
 
@@ -57,9 +57,7 @@ def build(name: str, rows: int, anomalies: list[Anomaly], drift: DriftResult | N
 
 def _atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
 
 
 def _fmt(v: Any) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_nb import atomic
 from mlops_nb.errors import ConfigError
 
 TYPES = ("int", "float", "bool", "category", "string", "datetime")
@@ -165,7 +166,6 @@ def from_dict(data: Any, where: str = "schema") -> Schema:
 def save(schema: Schema, path: Path) -> None:
     """Write the schema as YAML (atomically), with a header saying it may be edited."""
     import io
-    import os
 
     from ruamel.yaml import YAML
 
@@ -177,9 +177,7 @@ def save(schema: Schema, path: Path) -> None:
               " commit it:\n# new data is validated against this file.\n")
     y.dump(to_dict(schema), buf)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, buf.getvalue())
 
 
 def load(path: Path) -> Schema:
