@@ -192,18 +192,18 @@ def _function_effects(source_tree: ast.Module, text: str) -> dict[str, FuncInfo]
         table = symtable.symtable(text, "<cell>", "exec")
     except SyntaxError:
         return result
-    by_name = {}
+    by_name: dict[str, symtable.SymbolTable] = {}
     for child in table.get_children():
         by_name.setdefault(child.get_name(), child)
     for stmt in source_tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            child = by_name.get(stmt.name)
-            if child is None:
+            found = by_name.get(stmt.name)
+            if found is None:
                 continue
             info = FuncInfo()
-            _collect_globals(child, info)
+            _collect_globals(found, info)
             # in-place changes of globals inside the body (x.append(...), x[k] = v)
-            local_names = _local_names(child)
+            local_names = _local_names(found)
             for node in ast.walk(stmt):
                 target: ast.AST | None = None
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
@@ -271,8 +271,7 @@ def analyse_block(
                         imported.add((alias.asname or alias.name).split(".")[0])
         info.imported = set(imported)
         scanner = _Scanner(known_funcs, user_funcs, imported)
-        is_def = isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        if is_def:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             for dec in stmt.decorator_list:
                 scanner.visit(dec)
             if not isinstance(stmt, ast.ClassDef):
@@ -312,8 +311,8 @@ def analyse_block(
         linked = links(stmt)
         for name in stores:
             aliases.unlink(name)
-        for a, b in linked:
-            aliases.link(a, b)
+        for left, right in linked:
+            aliases.link(left, right)
         mutated = aliases.expand(mutated)
         bound_first: set[str] = set()
         if isinstance(stmt, (ast.For, ast.AsyncFor)):  # the loop binds its target first
@@ -333,7 +332,7 @@ def analyse_block(
                 info.code_defs.add(name)
                 if seg is not None:
                     info.def_sources[name] = seg
-        elif is_def:
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             info.code_defs.add(stmt.name)
             seg = ast.get_source_segment(strip_magics(source), stmt, padded=False)
             if seg is not None:

@@ -39,10 +39,11 @@ def make_shell() -> Any:
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance(colors="NoColor")
-    shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
+    if shell.display_formatter is not None:
+        shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
     # `%matplotlib inline` asks for a GUI event loop, which a shell without a kernel lacks;
     # the inline back end needs none: figures arrive as display data, as in Jupyter
-    shell.enable_gui = lambda gui=None: None
+    shell.enable_gui = lambda gui=None: None  # type: ignore[method-assign]
     return shell
 
 

@@ -31,7 +31,7 @@ def literal_names(source: str, path: str = "<cell>") -> list[tuple[str, ast.AST]
                 f"line {stmt.lineno}: only 'NAME = literal' assignments are allowed in a"
                 " parameters cell; move other code to a step or the 'functions' cell"
             )
-        value = stmt.value
+        value = stmt.value  # type: ignore[attr-defined]  # Assign or AnnAssign here
         assert value is not None
         try:
             ast.literal_eval(value)

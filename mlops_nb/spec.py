@@ -221,13 +221,13 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             d.groups = {n: frozenset(aliases.members(n)) for n in info.writes}
             order.append(d)
             drafts[decl.name] = d
-        for cell in nb.metrics:
-            for m in sections.metric_names(cell.source):
+        for mcell in nb.metrics:
+            for m in sections.metric_names(mcell.source):
                 producer = next((o for o in reversed(order) if m in o.info.writes), None)
                 if producer is None:
                     raise NotebookError(
                         nb.path, f"metric '{m}' is not set by any step of this notebook",
-                        cell.index)
+                        mcell.index)
                 if m not in producer.metrics:
                     producer.metrics.append(m)
 

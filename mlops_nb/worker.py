@@ -198,13 +198,13 @@ def _wait(pid: int, conn: socket.socket) -> int:
     pidfd = os.pidfd_open(pid)
     try:
         while True:
-            ready, _, _ = select.select([pidfd, conn], [], [])
+            ready, _, _ = select.select([pidfd, conn.fileno()], [], [])
             if pidfd in ready:
                 _, status = os.waitpid(pid, 0)
                 if os.WIFSIGNALED(status):
                     return 128 + os.WTERMSIG(status)
                 return os.WEXITSTATUS(status)
-            if conn in ready and not conn.recv(1, socket.MSG_PEEK):  # stage gone
+            if conn.fileno() in ready and not conn.recv(1, socket.MSG_PEEK):  # stage gone
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -81,7 +81,7 @@ def render(root: Path, paths: list[str] | None = None) -> tuple[PipelineSpec, di
 
 def _stale_steps(root: Path, wanted: dict[str, str]) -> list[str]:
     """Generated step notebooks that no step produces any more."""
-    out = []
+    out: list[str] = []
     folder = root / STEPS
     if not folder.is_dir():
         return out

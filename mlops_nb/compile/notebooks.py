@@ -113,6 +113,6 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    for i, cell in enumerate(doc["cells"]):
+    for i, cell in enumerate(cells):
         cell["id"] = f"{step.name[:40]}-{i}"
     return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
