@@ -5,6 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
+# lint and types first: cheap, and they fail for reasons a test would not show
+.venv/bin/ruff check mlops_nb tests || exit 1
+.venv/bin/mypy mlops_nb || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
