@@ -15,8 +15,9 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,16 +106,33 @@ class LineageStore:
             raise LineageError(f"cannot open the lineage store {self.path}: {exc}") from exc
         try:
             con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-            con.execute("PRAGMA journal_mode=WAL")
+            # switching to WAL and creating the schema can meet another process doing the
+            # same at the first use: SQLite then answers "locked" without waiting, so retry
+            self._retry(lambda: con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                        or con.execute("PRAGMA journal_mode=WAL"))
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA foreign_keys=ON")
-            con.executescript(SCHEMA)
+            self._retry(lambda: con.executescript(SCHEMA))
             con.row_factory = sqlite3.Row
             yield con
         except sqlite3.Error as exc:
             raise LineageError(f"lineage store {self.path}: {exc}") from exc
         finally:
             con.close()
+
+    def _retry(self, action: Callable[[], object]) -> None:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                action()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def record(self, run: RunRecord, models: list[ModelEvent] | None = None) -> None:
         """Write a run, its steps, hashes, metrics and model events, all or nothing."""
