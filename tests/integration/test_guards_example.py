@@ -88,7 +88,7 @@ def test_data_outside_the_schema_fails_the_validate_step(example):
     schema.write_text(schema.read_text().replace("max: 6.9", "max: 5.0"))  # petal_length
     before = len(runs(root))
     res = sh([sys.executable, "-m", "mlops_nb.step", "validate"], root, check=False)
-    assert res.returncode != 0 and "DataValidationError" in res.stderr
+    assert res.returncode == 7 and "DataValidationError" in res.stderr  # a guard's own code
     assert "petal_length" in res.stderr
     report = json.loads((root / "outputs/validate/iris_split_validation.json").read_text())
     assert report["status"] == "fail" and report["blocking"]
