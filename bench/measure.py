@@ -91,9 +91,21 @@ def _cmdline(proc: psutil.Process) -> str:
         return "?"
 
 
-def stop_residents(session: str, grace: float = 5.0) -> list[str]:
-    """End the resident processes this benchmark's commands left behind, by pid."""
-    procs = residents(session)
+def _inside(proc: psutil.Process, folder: Path) -> bool:
+    """The process works for `folder`: its cwd or one of its arguments lies inside it."""
+    base = str(folder.resolve())
+    try:
+        places = [proc.cwd(), *proc.cmdline()]
+    except psutil.Error:
+        return False
+    return any(p == base or p.startswith(base + os.sep) for p in places)
+
+
+def stop_residents(session: str, under: Path | None = None, grace: float = 5.0) -> list[str]:
+    """End the resident processes this benchmark's commands left behind (those working for
+    the project `under`, or all), by pid."""
+    procs = {pid: p for pid, p in residents(session).items()
+             if under is None or _inside(p, under)}
     for proc in procs.values():
         try:
             proc.send_signal(signal.SIGTERM)
