@@ -1,7 +1,5 @@
 """`python -m mlops_nb` is the `mlops-nb` command."""
 
-import sys
+from mlops_nb.cli import entry
 
-from mlops_nb.cli import main
-
-sys.exit(main())
+entry()
