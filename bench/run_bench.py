@@ -38,6 +38,15 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
 
+def _portable(cmd: str) -> str:
+    """A command line as RESULTS.md may show it: no absolute path of this machine."""
+    import re
+    import tempfile
+
+    cmd = cmd.replace(str(REPO) + "/", "")
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/[^/\s]+", "<tmp>", cmd)
+
+
 @dataclass(frozen=True)
 class Target:
     limit: float
@@ -232,9 +241,10 @@ def run_case(case: Case, env: dict[str, str], log: Path) -> None:
     elif case.check and (problem := case.check(sample, since)):
         case.problems.append(problem)
     # A resident worker is allowed (issue 3 suggests one); its work is counted in the row.
-    case.remarks += [f"left a process running: `{cmd}`" for cmd in sample.started]
-    case.remarks += [f"handed work to a resident process started earlier: `{cmd}` (its CPU"
-                     " time and peak memory are counted in this row)" for cmd in sample.used]
+    case.remarks += [f"left a process running: `{_portable(cmd)}`" for cmd in sample.started]
+    case.remarks += [f"handed work to a resident process started earlier: `{_portable(cmd)}`"
+                     " (its CPU time and peak memory are counted in this row)"
+                     for cmd in sample.used]
     flag = "".join(f"\n    ! {msg[:160]}" for msg in case.problems[known:])
     print(f"  {case.key:<18} {sample.seconds:7.2f} s  {sample.peak_mb:6.0f} MB{flag}", flush=True)
 
