@@ -104,8 +104,6 @@ def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]]) -> str 
     if not changed:
         return None
     buf = io.StringIO()
-    if existing and existing.strip() and not existing.lstrip().startswith(("#", "\n")):
-        pass
     y.dump(doc, buf)
     text = buf.getvalue()
     if existing and existing.strip() and existing.lstrip().startswith("#") \

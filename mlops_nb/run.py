@@ -83,7 +83,10 @@ def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
                 h.update(b"missing")
     for dep in step.data_deps:
         h.update(f"{dep}={_file_digest(layout.root / dep)}".encode())
-    for u in step.upstream:  # explicit order edges: rerun when the upstream reran
+    producers = {p for _, p in step.inputs}
+    for u in step.upstream:  # order-only edges (prev:, files): rerun when the upstream reran
+        if u in producers:
+            continue  # data edges are covered by the input hashes above, as in DVC
         h.update(str(layout.executed(u).stat().st_mtime_ns if layout.executed(u).exists()
                      else 0).encode())
     return h.hexdigest()
@@ -236,12 +239,10 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     state = load_state(layout)
     steps_state = state.setdefault("steps", {})
     ran, skipped = [], []
-    rerun: set[str] = set()
     for step in select(spec, names):
         rec = _recorded(layout, steps_state, step.name)
         fp = fingerprint(layout, step, spec)
         fresh = (not force and rec is not None and rec.get("fingerprint") == fp
-                 and not rerun & set(step.upstream)
                  and _outputs_intact(layout, step, rec.get("outputs", {})))
         if fresh:
             skipped.append(step.name)
@@ -271,7 +272,6 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
             raise
         steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step)}
         _save_state(layout, state)
-        rerun.add(step.name)
         ran.append(step.name)
         if on_step:
             on_step(step.name, "done")

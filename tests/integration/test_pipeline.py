@@ -88,13 +88,18 @@ def test_dvc_repro_and_ploomber_give_same_artifacts(example_project):
     assert (root / "dag.html").exists()
 
 
-def test_edit_one_step_reruns_it_and_downstream_only(example_project):
-    root = example_project
-    sh(["dvc", "repro"], root)
+def edit_train_step(root: Path) -> None:
+    """Change the train step's code in the source notebook and recompile."""
     nb = root / "notebooks/iris.ipynb"
     nb.write_text(nb.read_text().replace("max_depth=MAX_DEPTH,", "max_depth=MAX_DEPTH, "
                                                                   "min_samples_leaf=2,"))
     cli(["compile"], root)
+
+
+def test_edit_one_step_reruns_it_and_downstream_only(example_project):
+    root = example_project
+    sh(["dvc", "repro"], root)
+    edit_train_step(root)
     out = sh(["dvc", "repro"], root).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert {"train", "evaluate"} <= ran and not ran & {"load", "prepare"}
@@ -108,10 +113,7 @@ def test_edit_one_step_reruns_it_and_downstream_only(example_project):
 def test_ploomber_reruns_edited_step_and_downstream(example_project):
     root = example_project
     sh(["ploomber", "build"], root)
-    nb = root / "notebooks/iris.ipynb"
-    nb.write_text(nb.read_text().replace("max_depth=MAX_DEPTH,", "max_depth=MAX_DEPTH, "
-                                                                  "min_samples_leaf=2,"))
-    cli(["compile"], root)
+    edit_train_step(root)
     out = sh(["ploomber", "build"], root).stdout
     ran = {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
     assert {"train", "evaluate"} <= ran and not ran & {"load", "prepare"}
