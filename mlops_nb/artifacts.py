@@ -60,7 +60,7 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
         if isinstance(obj, (pd.DataFrame, pd.Series)):
             try:
                 frame = obj.to_frame(name="__series__") if isinstance(obj, pd.Series) else obj
-                frame.to_parquet(folder / "data.parquet")
+                frame.to_parquet(folder / "data.parquet", **_parquet_options(frame))
                 meta: dict[str, Any] = {"format": "parquet", "file": "data.parquet"}
                 if isinstance(obj, pd.Series):
                     meta["series_name"] = _json_name(obj.name)
@@ -106,15 +106,32 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
     return {"format": fmt, "file": "data.pkl"}
 
 
+def _parquet_options(frame: Any) -> dict[str, Any]:
+    """Dictionary-encode only the columns it suits (text, categories, booleans).
+
+    Parquet's default tries a dictionary for every column and gives up on high-cardinality
+    numbers only after building one: for 80k x 20 floats that is 0.14 s of a 0.04 s write.
+    """
+    cols = frame.columns
+    if not all(type(c) is str for c in cols):
+        return {}
+    return {"use_dictionary": [c for c, dt in zip(cols, frame.dtypes, strict=True)
+                               if dt.kind not in "iufcMm"]}
+
+
 def _parquet_exact(frame: Any) -> bool:
     """True when Parquet is known to round-trip the frame exactly, so no read-back is needed:
-    unique string column names, numeric/bool/datetime/category columns, a plain index."""
+    unique string column names, numeric/bool/datetime/category columns, and an index that is
+    a range or integer/datetime labels (train_test_split's shuffled rows keep theirs)."""
     import pandas as pd
 
     cols = frame.columns
     if not (all(type(c) is str for c in cols) and cols.is_unique):
         return False
-    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+    index = frame.index
+    if isinstance(index, pd.MultiIndex) or not (index.name is None or type(index.name) is str):
+        return False
+    if not isinstance(index, pd.RangeIndex) and index.dtype.kind not in "iuM":
         return False
     return all(dt.kind in "biufMm" or isinstance(dt, pd.CategoricalDtype)
                for dt in frame.dtypes)

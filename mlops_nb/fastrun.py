@@ -25,7 +25,7 @@ from mlops_nb.cells import (
     mark_executed,
     prepare_notebook,
     run_cells,
-    warm_serializers,
+    serializer_warmup,
 )
 from mlops_nb.errors import (
     Interrupted,
@@ -80,7 +80,7 @@ class WarmRunner:
         self.root = root
         self.layout = Layout(root)
         self._warmed: set[str] = set()
-        self._serializers_warm = False
+        self._warmup = serializer_warmup()
         self.shell = make_shell()
 
     def warm(self, imports_source: str, key: str) -> None:
@@ -98,6 +98,15 @@ class WarmRunner:
             pass
         finally:
             os.chdir(cwd)
+
+    def _warm_while_running(self, pid: int) -> int:
+        """Wait for the step's process; meanwhile, on the other core, import what later
+        steps' outputs need, a module at a time, stopping as soon as the step ends."""
+        for _ in self._warmup:
+            waited, status = os.waitpid(pid, os.WNOHANG)
+            if waited:
+                return status
+        return os.waitpid(pid, 0)[1]
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None) -> Path:
@@ -119,12 +128,7 @@ class WarmRunner:
                 sys.stderr.flush()
                 os._exit(code)
         try:
-            if not self._serializers_warm:
-                # the first step is already running on the other core: import what saving
-                # outputs needs (skops alone ~0.6 s) meanwhile, for the steps after it
-                self._serializers_warm = True
-                warm_serializers()
-            _, status = os.waitpid(pid, 0)
+            status = self._warm_while_running(pid)
         except KeyboardInterrupt:
             _stop_group(pid)
             mark_executed(executed, "interrupted")

@@ -76,6 +76,11 @@ def group_values(data: dict[str, Any], group: str, names: list[str], shown: str
     return {n: section[n] for n in names}
 
 
+def is_empty(text: str) -> bool:
+    """True when the YAML text holds no value at all (empty, or comments only)."""
+    return _yaml().load(text) is None
+
+
 def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]]) -> str | None:
     """New params.yaml text with missing defaults added, or None when nothing is missing."""
     y = _yaml()

@@ -118,7 +118,7 @@ def init(root: Path) -> list[str]:
             (root / folder).mkdir()
             created.append(folder + "/")
     files = {PARAMS: "# Pipeline parameters, grouped by notebook; `mlops-nb compile` adds new"
-                     " ones\n", ".gitignore": GITIGNORE}
+                     " ones\n{}\n", ".gitignore": GITIGNORE}
     for name, text in files.items():
         path = root / name
         if not path.exists():

@@ -42,8 +42,11 @@ def step_parameters(layout: Layout, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def execute_step(root: Path, step: str, *, timeout: float | None = None,
-                 engine: str | None = None, shell: Any = None) -> Path:
+                 engine: str | None = None, shell: Any = None,
+                 parameters: dict[str, Any] | None = None) -> Path:
     """Execute steps/STEP.ipynb in this process; returns the executed notebook's path.
+
+    `parameters` are the step's values (params.yaml's when None): Ploomber passes its own.
 
     engine "inprocess" (default) runs the cells in an IPython shell of this process: a DVC
     stage is a process of its own, so a kernel would only add start-up time and a TCP port
@@ -52,7 +55,8 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None,
     """
     layout = Layout(root)
     meta = step_meta(layout, step)
-    parameters = step_parameters(layout, meta)
+    if parameters is None:
+        parameters = step_parameters(layout, meta)
     executed = layout.executed(step)
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ["MLOPS_NB_ROOT"] = str(root)
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from mlops_nb import worker
 
-            code = worker.hand_over(root, args[0])
+            code, _ = worker.hand_over(root, args[0])
             if code is not None:
                 return code
             execute_step(root, args[0])

@@ -3,7 +3,8 @@
 `dvc repro` runs a stage as `sh -c "python -m mlops_nb.step NAME"`; killed with -9, DVC leaves
 that process (and its kernel) running. The step therefore watches its parent and grandparent
 and, when either disappears, kills its own descendants (the kernel runs in a session of its
-own, so a process-group kill would miss it) and exits.
+own, so a process-group kill would miss it) and exits. A Ploomber task process watches only
+its parent, `ploomber build` itself.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def _kill_descendants() -> None:
         pass
 
 
-def start() -> None:
-    """Watch the parent and grandparent in a daemon thread (Linux; a no-op elsewhere)."""
+def start(*, grandparent: bool = True) -> None:
+    """Watch the parent (and grandparent) in a daemon thread (Linux; a no-op elsewhere)."""
     parent = os.getppid()
-    grand = _ppid(parent)
+    grand = _ppid(parent) if grandparent else None
     watched = [p for p in (parent, grand) if p and p > 1]
     if not watched or not os.path.exists("/proc"):
         return

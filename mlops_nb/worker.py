@@ -55,10 +55,15 @@ def enabled() -> bool:
 
 # --- client side (the DVC stage) -------------------------------------------------------------
 
-def hand_over(root: Path, step: str) -> int | None:
-    """Run `step` in the warm worker; None when there is none (one is then started)."""
+def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
+              ) -> tuple[int | None, str]:
+    """Run `step` in the warm worker: its exit code and error message.
+
+    The code is None when there is no worker (one is then started) or it retired as stale:
+    the caller runs the step itself. `parameters` override params.yaml's values.
+    """
     if not enabled():
-        return None
+        return None, ""
     addr = address(root)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -66,23 +71,28 @@ def hand_over(root: Path, step: str) -> int | None:
     except OSError:
         sock.close()
         _spawn(root)
-        return None
+        return None, ""
     with sock:
-        request = {"step": step, "root": str(root), "cwd": os.getcwd(), "env": dict(os.environ)}
+        request = {"step": step, "root": str(root), "cwd": os.getcwd(), "env": dict(os.environ),
+                   "parameters": parameters}
         try:
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
-            reply = sock.makefile("r").readline()
+            replies = sock.makefile("r").read().splitlines()
         except OSError:
-            return None
-    try:
-        answer = json.loads(reply)
-    except ValueError:  # the worker died while running the step
-        print("mlops-nb: the warm worker died while running the step", file=sys.stderr)
-        return 13
+            return None, ""
+    answer: dict[str, Any] = {}
+    for line in replies:  # the step's error (from its process), then the exit code
+        try:
+            answer.update(json.loads(line))
+        except ValueError:
+            continue
     if answer.get(STALE):
         _spawn(root)
-        return None
-    return int(answer["code"])
+        return None, ""
+    if "code" not in answer:  # the worker died while running the step
+        print("mlops-nb: the warm worker died while running the step", file=sys.stderr)
+        return 13, "the warm worker died while running the step"
+    return int(answer["code"]), str(answer.get("error", ""))
 
 
 def _spawn(root: Path) -> None:
@@ -148,7 +158,8 @@ def _warm(root: Path, doc: dict[str, Any], warmed: set[str]) -> None:
         return
 
 
-def _run_child(request: dict[str, Any], fds: list[int], shell: Any) -> None:
+def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
+               conn: socket.socket) -> None:
     """In the forked child: become the stage, run the step, exit with its code."""
     code = 1
     try:
@@ -171,13 +182,15 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any) -> None:
         from mlops_nb.step import execute_step
 
         try:
-            execute_step(Path(request["root"]), request["step"], shell=shell)
+            execute_step(Path(request["root"]), request["step"], shell=shell,
+                         parameters=request.get("parameters"))
             code = 0
         except MlopsNbError as exc:
             from mlops_nb.run import record_failure
 
             record_failure(Path(request["root"]), request["step"], exc)
             print(f"mlops-nb: {exc}", file=sys.stderr)
+            conn.sendall(json.dumps({"error": str(exc)}).encode() + b"\n")
             code = exc.exit_code
         except KeyboardInterrupt:
             code = 130
@@ -250,7 +263,7 @@ def serve(root: Path) -> None:
                 pid = os.fork()
                 if pid == 0:
                     server.close()
-                    _run_child(request, fds, shell)
+                    _run_child(request, fds, shell, conn)
                 code = _wait(pid, conn)
                 conn.sendall(json.dumps({"code": code}).encode() + b"\n")
             except (OSError, ValueError, KeyError):

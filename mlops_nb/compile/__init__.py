@@ -68,13 +68,17 @@ def render(root: Path, paths: list[str] | None = None) -> tuple[PipelineSpec, di
     files: dict[str, str] = {}
     for step in spec.steps:
         files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook), spec)
-    files[PIPELINE] = render_ploomber(spec)
+    files[PIPELINE] = render_ploomber(
+        spec, {s.name: files[f"{STEPS}/{s.name}.ipynb"] for s in spec.steps})
     files[DVC_YAML] = render_dvc(spec)
     params_path = root / PARAMS
     existing = params_path.read_text(encoding="utf-8") if params_path.exists() else None
     if existing is not None:
         params_mod.read(params_path, PARAMS)  # fail early, with line and column
     seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks})
+    if seeded is None and existing is not None and params_mod.is_empty(existing):
+        # Ploomber refuses an env.yaml that is not a mapping: comments alone are null in YAML
+        seeded = existing.rstrip("\n") + "\n{}\n" if existing.strip() else "{}\n"
     files[PARAMS] = seeded if seeded is not None else (existing or "{}\n")
     return spec, files
 

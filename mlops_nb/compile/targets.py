@@ -1,13 +1,16 @@
 """Render the spec as Ploomber's pipeline.yaml and DVC's dvc.yaml (text, byte-stable).
 
 Both describe the same DAG of step notebooks. DVC runs each step through
-`python -m mlops_nb.step`, which injects params.yaml values with papermill; Ploomber runs the
-same notebooks itself, with `{{group.NAME}}` placeholders that it reads from env.yaml, a link to
-params.yaml. Every output, the executed notebook and the metrics file included, is cached by
-DVC: an output marked `cache: false` would silently turn DVC's run-cache off for its stage.
+`python -m mlops_nb.step`, which injects params.yaml values as papermill does; Ploomber runs
+each through `mlops_nb.ploomber_task.run_step`, with `{{group.NAME}}` placeholders that it
+reads from env.yaml, a link to params.yaml. Both hand the step to the project's warm worker.
+Every output, the executed notebook and the metrics file included, is cached by DVC: an output
+marked `cache: false` would silently turn DVC's run-cache off for its stage.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from mlops_nb.compile.notebooks import has_metrics
 from mlops_nb.project import rel_executed, rel_metrics, rel_output, rel_step_notebook
@@ -55,14 +58,22 @@ def render_dvc(spec: PipelineSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_ploomber(spec: PipelineSpec) -> str:
-    lines = [_header(spec), "meta:", "  extract_upstream: true", "  extract_product: false",
+def render_ploomber(spec: PipelineSpec, step_texts: dict[str, str]) -> str:
+    """Tasks that run each step through mlops_nb.ploomber_task (see there for why).
+
+    `digest` is the compiled step notebook's hash: Ploomber reruns a task whose params
+    changed, so a recompiled step rebuilds with its downstream.
+    """
+    lines = [_header(spec), "meta:", "  extract_upstream: false", "  extract_product: false",
              "tasks:"]
     for step in spec.steps:
         group = spec.notebook(step.notebook).stem
-        lines.append(f"- source: {_q(rel_step_notebook(step.name))}")
+        digest = hashlib.sha256(step_texts[step.name].encode()).hexdigest()[:16]
+        lines.append("- source: mlops_nb.ploomber_task.run_step")
         lines.append(f"  name: {step.name}")
-        lines.append("  static_analysis: disable")
+        if step.upstream:
+            lines.append("  upstream:")
+            lines += [f"  - {u}" for u in step.upstream]
         lines.append("  product:")
         lines.append(f"    nb: {_q(rel_executed(step.name))}")
         for v in step.outputs:  # "nb" and "metrics" are taken by the notebook and metrics
@@ -70,8 +81,11 @@ def render_ploomber(spec: PipelineSpec) -> str:
             lines.append(f"    {_q(key)}: {_q(rel_output(step.name, v))}")
         if has_metrics(step):
             lines.append(f"    metrics: {_q(rel_metrics(step.name))}")
+        lines.append("  params:")
+        lines.append(f"    step: {step.name}")
+        lines.append(f"    digest: {_q(digest)}")
         if step.params:
-            lines.append("  params:")
+            lines.append("    parameters:")
             for p in step.params:
-                lines.append(f"    {p}: '{{{{{group}.{p}}}}}'")
+                lines.append(f"      {p}: '{{{{{group}.{p}}}}}'")
     return "\n".join(lines) + "\n"

@@ -304,3 +304,47 @@ def test_tampered_dvc_cache_is_refused_not_served(project):
     assert res.returncode != 0
     assert "changed after its step wrote it" in res.stderr + res.stdout
     assert not (project / "outputs/b/y").exists()
+
+
+def test_kill_9_of_ploomber_build_leaves_no_orphan_and_reruns(slow_project):
+    root = slow_project
+    cli(["compile"], root)
+    proc = subprocess.Popen(["ploomber", "build"], cwd=root, env=tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(root / "notebooks/started", proc, limit=120)
+    step_pid = int((root / "notebooks/started").read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while _alive(step_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(step_pid), "the step's process outlived ploomber"
+    assert not (root / "notebooks/finished").exists()
+    nb = root / "notebooks/slow.ipynb"
+    nb.write_text(nb.read_text().replace("time.sleep(60)", "time.sleep(0)"))
+    cli(["compile"], root)
+    out = sh(["ploomber", "build"], root).stdout
+    ran = {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
+    assert "sleepy" in ran and "after" in ran
+
+
+def test_failing_step_under_ploomber_names_step_and_cell_and_reruns(project):
+    make_nb(project / "notebooks/nb.ipynb", [
+        (["step:a"], "x = 1"),
+        (["step:b"], "y = x + 1"),
+        ([], "raise ValueError('bad row ' + str(y))"),
+        (["step:c"], "z = y"),
+    ])
+    git_project(project)
+    cli(["compile"], project)
+    res = sh(["ploomber", "build"], project, check=False)
+    assert res.returncode != 0
+    text = res.stdout + res.stderr
+    assert "step 'b' failed" in text and "notebooks/nb.ipynb" in text and "bad row 2" in text
+    assert not (project / "outputs/c").exists()
+    nb = project / "notebooks/nb.ipynb"
+    nb.write_text(nb.read_text().replace("raise ValueError('bad row ' + str(y))", "pass"))
+    cli(["compile"], project)
+    out = sh(["ploomber", "build"], project).stdout
+    ran = {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
+    assert ran == {"b", "c"}

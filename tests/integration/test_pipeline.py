@@ -117,6 +117,13 @@ def test_ploomber_reruns_edited_step_and_downstream(example_project):
     out = sh(["ploomber", "build"], root).stdout
     ran = {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
     assert {"train", "evaluate"} <= ran and not ran & {"load", "prepare"}
+    # Ploomber's own parameter override reaches the step, typed, and reruns what it feeds
+    out = sh(["ploomber", "build", "--env--iris--N_ESTIMATORS", "7"], root).stdout
+    ran = {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
+    assert {"train", "evaluate"} <= ran and not ran & {"load", "prepare"}
+    executed = (root / "outputs/train/train.ipynb").read_text()
+    assert '"N_ESTIMATORS = 7\\n"' in executed
+    assert load_out(root, "train", "model").n_estimators == 7
 
 
 def test_experiments_with_dvc(example_project):
