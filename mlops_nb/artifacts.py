@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,31 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def skops_io() -> Any:
+    """skops.io, imported up to 3x faster than a plain import in a process that has loaded
+    pandas, scikit-learn and IPython.
+
+    At import, skops names the module of each of scipy's ~800 ufuncs by scanning sys.modules
+    in order until one holds it (skops.io._utils.whichmodule); with a thousand modules loaded
+    that is 0.4-0.6 s of getattr calls. Moving numpy and scipy.special to the front of
+    sys.modules (a dict: order is insertion order) makes each scan end at once. Only the
+    order changes: every module stays loaded and the same object.
+    """
+    if "skops.io" not in sys.modules:
+        try:
+            import scipy.special  # noqa: F401 - what skops will scan for
+        except ImportError:
+            pass
+        front = ("numpy", "scipy.special", "scipy.special._ufuncs")
+        for name in [n for n in list(sys.modules) if n not in front]:
+            module = sys.modules.get(name)
+            if module is not None:
+                sys.modules[name] = sys.modules.pop(name)  # to the end, so `front` leads
+    import skops.io
+
+    return skops.io
 
 
 def _is_json_exact(obj: Any, depth: int = 0) -> bool:
@@ -84,8 +110,7 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
         return {"format": "json", "file": "data.json"}
     if mod.startswith("sklearn"):
         try:
-            import skops.io as sio
-
+            sio = skops_io()
             payload = sio.dumps(obj)
             untrusted = sio.get_untrusted_types(data=payload)
             (folder / "data.skops").write_bytes(payload)
@@ -227,9 +252,7 @@ def load(folder: Path) -> Any:
     if fmt == "json":
         return json.loads(path.read_text(encoding="utf-8"))
     if fmt == "skops":
-        import skops.io as sio
-
-        return sio.load(path, trusted=meta.get("trusted", []))
+        return skops_io().load(path, trusted=meta.get("trusted", []))
     if fmt in ("pickle", "cloudpickle"):
         import pickle
 

@@ -231,8 +231,9 @@ def load_model_file(folder: Path, *, allow_pickle: bool = False,
     if fmt in ("pickle", "cloudpickle") and not allow_pickle:
         raise UnsafeModelError(str(folder / meta["file"]), fmt)
     if fmt == "skops":
-        import skops.io as sio
+        from mlops_nb.artifacts import skops_io
 
+        sio = skops_io()
         path = folder / meta["file"]
         try:
             needed = sio.get_untrusted_types(file=path)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,34 +70,38 @@ def _file_digest(path: Path) -> str:
 
 
 def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
+    return _fingerprint(layout, step.name, spec.fingerprint_plan(step.name))
+
+
+def _fingerprint(layout: Layout, name: str, plan: dict[str, list]) -> str:
     h = hashlib.sha256()
-    h.update(layout.step_notebook(step.name).read_bytes())
-    meta = step_meta(layout, step.name)
+    h.update(layout.step_notebook(name).read_bytes())
+    meta = step_meta(layout, name)
     h.update(json.dumps(step_parameters(layout, meta), sort_keys=True, default=str).encode())
-    for var, producer in step.inputs:
-        art = spec.step(producer).artifact_for(var)
-        if art is not None:
-            try:
-                h.update(read_meta(layout.output(producer, art))["sha256"].encode())
-            except ArtifactError:
-                h.update(b"missing")
-    for dep in step.data_deps:
+    for producer, art in plan["inputs"]:
+        try:
+            h.update(read_meta(layout.output(producer, art))["sha256"].encode())
+        except ArtifactError:
+            h.update(b"missing")
+    for dep in plan["data_deps"]:
         h.update(f"{dep}={_file_digest(layout.root / dep)}".encode())
-    producers = {p for _, p in step.inputs}
-    for u in step.upstream:  # order-only edges (prev:, files): rerun when the upstream reran
-        if u in producers:
-            continue  # data edges are covered by the input hashes above, as in DVC
+    for u in plan["after"]:  # order-only edges (prev:, files): rerun when the upstream reran
+        # (data edges are covered by the input hashes above, as in DVC)
         h.update(str(layout.executed(u).stat().st_mtime_ns if layout.executed(u).exists()
                      else 0).encode())
     return h.hexdigest()
 
 
 def _outputs_record(layout: Layout, step: StepSpec) -> dict[str, str]:
+    return _outputs_of(layout, step.name, step.outputs)
+
+
+def _outputs_of(layout: Layout, name: str, outputs: Iterable[str]) -> dict[str, str]:
     """Each output's recorded hash, with its data file's size and mtime: a cheap check that
     catches changed bytes without hashing (a load still verifies the full hash)."""
     rec = {}
-    for var in step.outputs:
-        folder = layout.output(step.name, var)
+    for var in outputs:
+        folder = layout.output(name, var)
         meta = read_meta(folder)
         try:
             st = (folder / meta["file"]).stat()
@@ -121,11 +125,10 @@ def record_done(root: Path, name: str) -> None:
     """Write the step's done marker (its fingerprint and outputs) at the end of a step that
     DVC or Ploomber ran; a step that fails never gets one (its outputs folder is cleared)."""
     try:
-        spec, _ = compile_mod.render(root)
         layout = Layout(root)
-        step = spec.step(name)
-        rec = {"fingerprint": fingerprint(layout, step, spec),
-               "outputs": _outputs_record(layout, step)}
+        meta = step_meta(layout, name)  # compile stored what the fingerprint reads
+        rec = {"fingerprint": _fingerprint(layout, name, meta["fingerprint"]),
+               "outputs": _outputs_of(layout, name, meta["outputs"])}
         path = layout.step_outputs(name) / DONE
         atomic.write_text(path, json.dumps(rec, sort_keys=True))
     except Exception:  # noqa: BLE001 - a missing marker only means "not known up to date"

@@ -76,6 +76,17 @@ class PipelineSpec:
     def notebook(self, path: str) -> NotebookSpec:
         return next(n for n in self.notebooks if n.path == path)
 
+    def fingerprint_plan(self, name: str) -> dict[str, list]:
+        """What a step's fingerprint reads besides its notebook and parameters: the output
+        folders it loads (producer, artifact; one per input name), the data files it reads,
+        and its order-only upstream steps. Stored in the step notebook's metadata, so a step
+        that DVC or Ploomber ran can record its fingerprint without recompiling."""
+        step = self.step(name)
+        inputs = [[p, a] for v, p in step.inputs if (a := self.step(p).artifact_for(v))]
+        producers = {p for _, p in step.inputs}
+        return {"inputs": inputs, "data_deps": list(step.data_deps),
+                "after": [u for u in step.upstream if u not in producers]}
+
 
 def _block(cells: tuple[Cell, ...]) -> str:
     return "\n".join(c.source for c in cells)

@@ -106,6 +106,7 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
                 "group": nb.stem,
                 "params": list(step.params),
                 "outputs": list(step.outputs),
+                "fingerprint": spec.fingerprint_plan(step.name),
             },
         },
         "nbformat": 4,
