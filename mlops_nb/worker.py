@@ -34,7 +34,9 @@ STALE = "stale"
 
 def _signature() -> str:
     """What the warm modules depend on: mlops_nb's sources and the installed packages."""
-    parts = [sys.executable, sys.version]
+    # the environment, not the name it was started by (a DVC stage runs `python`, Ploomber's
+    # task process `python3`: both must find the same worker)
+    parts = [sys.prefix, os.path.realpath(sys.executable), sys.version]
     pkg = Path(__file__).parent
     for f in sorted(pkg.rglob("*.py")):
         parts.append(f"{f.name}:{f.stat().st_mtime_ns}")
@@ -70,7 +72,7 @@ def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
         sock.connect(addr)
     except OSError:
         sock.close()
-        _spawn(root)
+        _spawn(root, step)
         return None, ""
     with sock:
         request = {"step": step, "root": str(root), "cwd": os.getcwd(), "env": dict(os.environ),
@@ -87,7 +89,7 @@ def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
         except ValueError:
             continue
     if answer.get(STALE):
-        _spawn(root)
+        _spawn(root, step)
         return None, ""
     if "code" not in answer:  # the worker died while running the step
         print("mlops-nb: the warm worker died while running the step", file=sys.stderr)
@@ -95,7 +97,7 @@ def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
     return int(answer["code"]), str(answer.get("error", ""))
 
 
-def _spawn(root: Path) -> None:
+def _spawn(root: Path, step: str) -> None:
     state = root / ".mlops_nb"
     try:
         state.mkdir(exist_ok=True)
@@ -103,7 +105,7 @@ def _spawn(root: Path) -> None:
     except OSError:
         return
     with log:
-        subprocess.Popen([sys.executable, "-m", "mlops_nb.worker", str(root)],
+        subprocess.Popen([sys.executable, "-m", "mlops_nb.worker", str(root), step],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True, close_fds=True)
 
@@ -228,7 +230,9 @@ def _wait(pid: int, conn: socket.socket) -> int:
         os.close(pidfd)
 
 
-def serve(root: Path) -> None:
+def serve(root: Path, first_step: str | None = None) -> None:
+    """Serve step requests for `root` until idle; warm up for `first_step` before the first
+    request arrives (the stage that started this worker runs that step itself meanwhile)."""
     idle = float(os.environ.get("MLOPS_NB_WORKER_IDLE", IDLE_SECONDS))
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -242,6 +246,13 @@ def serve(root: Path) -> None:
     shell = make_shell()
     warmed: set[str] = set()
     seen: dict[str, int] = {}
+    if first_step:
+        try:
+            doc = json.loads((root / "steps" / f"{first_step}.ipynb").read_text())
+            _warm(root, doc, warmed)
+            seen = _project_modules(root)
+        except (OSError, ValueError):
+            pass
     while True:
         try:
             conn, _ = server.accept()
@@ -274,4 +285,4 @@ def serve(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]))
+    serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
