@@ -9,6 +9,7 @@ notebook after every cell, so a crash keeps everything up to the failing cell.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -27,7 +28,11 @@ def serializer_warmup() -> Iterator[None]:
     the import barely delays the next step; what is imported before a fork is inherited by
     every later step.
     """
-    for name in ("pyarrow.parquet", "IPython.utils.capture"):
+    # what every step's own machinery imports: running cells, reading params.yaml, writing
+    # and reading outputs (pyarrow.dataset is Parquet's read path), recording it done
+    for name in ("pyarrow.parquet", "IPython.utils.capture", "IPython.core.logger",
+                 "pyarrow.pandas_compat", "pyarrow.dataset", "ruamel.yaml", "mlops_nb.runtime",
+                 "mlops_nb.run"):
         _quiet_import(name)
         yield
     if "sklearn" not in sys.modules:
@@ -51,6 +56,64 @@ def serializer_warmup() -> Iterator[None]:
     yield
 
 
+def deepen(names: list[str]) -> Iterator[None]:
+    """Import, one per step of the iterator, the named modules that lie inside packages this
+    process has already loaded (never a new top-level package: what the imports cell did
+    not import stays out of the warm parent)."""
+    for name in names:
+        if name not in sys.modules and name.partition(".")[0] in sys.modules:
+            _quiet_import(name)
+            yield
+
+
+class ModuleReport:
+    """A forked step tells its warm parent which modules it had to import itself (a pipe).
+
+    The parent imports them (`deepen`) while later steps run, so they inherit them: Parquet's
+    read path, scikit-learn's lazily loaded parts, whatever the steps' code pulls in.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        self._before: frozenset[str] = frozenset()
+
+    def child_started(self) -> None:
+        os.close(self._r)
+        self._before = frozenset(sys.modules)
+
+    def child_ending(self) -> None:
+        try:
+            new = sorted(set(sys.modules) - self._before)
+            os.set_blocking(self._w, False)
+            os.write(self._w, json.dumps(new).encode()[:60000])
+        except (OSError, TypeError, ValueError):
+            pass
+        finally:
+            os.close(self._w)
+
+    def parent_forked(self) -> None:
+        os.close(self._w)
+
+    def received(self) -> list[str]:
+        """What the child reported (read after it ended; [] if it died before reporting)."""
+        chunks = []
+        try:
+            while chunk := os.read(self._r, 65536):
+                chunks.append(chunk)
+            names = json.loads(b"".join(chunks) or b"[]")
+        except (OSError, ValueError):
+            names = []
+        finally:
+            self.close()
+        return [n for n in names if isinstance(n, str)]
+
+    def close(self) -> None:
+        try:
+            os.close(self._r)
+        except OSError:
+            pass
+
+
 def warm_serializers() -> None:
     """All of serializer_warmup at once."""
     for _ in serializer_warmup():
@@ -71,8 +134,13 @@ def _quiet_import(name: str) -> None:
 def make_shell() -> Any:
     """An IPython shell for running cells in-process (no kernel)."""
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
 
-    shell = InteractiveShell.instance(colors="NoColor")
+    config = Config()
+    # a pipeline's cells do not belong in the user's IPython history (~/.ipython), and
+    # forked steps must not share one SQLite file and its writer thread
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config, colors="NoColor")
     if shell.display_formatter is not None:
         shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
     # `%matplotlib inline` asks for a GUI event loop, which a shell without a kernel lacks;

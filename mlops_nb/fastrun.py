@@ -11,6 +11,7 @@ read from the step notebooks at each run, so edited code is always what runs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.cells import (
+    ModuleReport,
+    deepen,
     failure_of,
     make_shell,
     mark_executed,
@@ -118,22 +121,28 @@ class WarmRunner:
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
+        report = ModuleReport()
         pid = os.fork()
         if pid == 0:  # child
             code = ERROR_EXIT
             try:
+                report.child_started()
                 code = _child(self.shell, doc, executed, self.root, parent, timeout)
+                report.child_ending()
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        report.parent_forked()
         try:
             status = self._warm_while_running(pid)
         except KeyboardInterrupt:
+            report.close()
             _stop_group(pid)
             mark_executed(executed, "interrupted")
             raise Interrupted(f"step '{step}' was interrupted; nothing was recorded as done;"
                               f" its notebook so far is {rel}") from None
+        self._warmup = itertools.chain(self._warmup, deepen(report.received()))
         if os.WIFSIGNALED(status):
             sig = signal.Signals(os.WTERMSIG(status))
             _stop_group(pid)  # whatever the step started dies with it

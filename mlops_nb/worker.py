@@ -18,6 +18,7 @@ itself when a project module it imported changed. It exits after MLOPS_NB_WORKER
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import select
@@ -25,11 +26,15 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.cells import ModuleReport, deepen
+
 IDLE_SECONDS = 600.0
 STALE = "stale"
+_WARM = object()  # what next() gives once the warm-up has nothing left to import
 
 
 def _signature() -> str:
@@ -161,10 +166,11 @@ def _warm(root: Path, doc: dict[str, Any], warmed: set[str]) -> None:
 
 
 def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
-               conn: socket.socket) -> None:
+               conn: socket.socket, report: ModuleReport) -> None:
     """In the forked child: become the stage, run the step, exit with its code."""
     code = 1
     try:
+        report.child_started()
         os.setpgid(0, 0)
         from mlops_nb.fastrun import _die_with_parent
 
@@ -196,6 +202,7 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
             code = exc.exit_code
         except KeyboardInterrupt:
             code = 130
+        report.child_ending()
     except BaseException:  # noqa: BLE001
         import traceback
 
@@ -208,12 +215,17 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
             os._exit(code)
 
 
-def _wait(pid: int, conn: socket.socket) -> int:
-    """The child's exit code; kills its group if the stage goes away first."""
+def _wait(pid: int, conn: socket.socket, warmup: Iterator[None]) -> int:
+    """The child's exit code; kills its group if the stage goes away first. Meanwhile it
+    advances `warmup` (imports for later steps) a module at a time."""
     pidfd = os.pidfd_open(pid)
     try:
         while True:
-            ready, _, _ = select.select([pidfd, conn.fileno()], [], [])
+            ready, _, _ = select.select([pidfd, conn.fileno()], [], [], 0)
+            if not ready and next(warmup, _WARM) is not _WARM:
+                continue
+            if not ready:
+                ready, _, _ = select.select([pidfd, conn.fileno()], [], [])
             if pidfd in ready:
                 _, status = os.waitpid(pid, 0)
                 if os.WIFSIGNALED(status):
@@ -244,6 +256,7 @@ def serve(root: Path, first_step: str | None = None) -> None:
     from mlops_nb.cells import make_shell
 
     shell = make_shell()
+    warmup: Iterator[None] = iter(())
     warmed: set[str] = set()
     seen: dict[str, int] = {}
     if first_step:
@@ -271,12 +284,17 @@ def serve(root: Path, first_step: str | None = None) -> None:
                 seen = {**_project_modules(root), **seen}
                 sys.stdout.flush()
                 sys.stderr.flush()
+                report = ModuleReport()
                 pid = os.fork()
                 if pid == 0:
                     server.close()
-                    _run_child(request, fds, shell, conn)
-                code = _wait(pid, conn)
-                conn.sendall(json.dumps({"code": code}).encode() + b"\n")
+                    _run_child(request, fds, shell, conn, report)
+                report.parent_forked()
+                try:
+                    code = _wait(pid, conn, warmup)
+                    conn.sendall(json.dumps({"code": code}).encode() + b"\n")
+                finally:
+                    warmup = itertools.chain(warmup, deepen(report.received()))
             except (OSError, ValueError, KeyError):
                 pass
             finally:
