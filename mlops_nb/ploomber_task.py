@@ -2,42 +2,49 @@
 
 Each task of pipeline.yaml is `source: mlops_nb.ploomber_task.run_step` with the step's name,
 its compiled notebook's digest and its parameters (`{{group.NAME}}` placeholders Ploomber fills
-from env.yaml, a link to params.yaml, or from `ploomber build --env--group.NAME VALUE`).
-The step runs as under `dvc repro`: handed to the project's warm worker when one is up (one is
-started otherwise), else executed in Ploomber's task process; either way it records
-outputs/STEP/STEP.ipynb with the injected parameters, as papermill would. The digest is there
-for Ploomber's outdated check: a recompiled step changes it, so the step and its downstream
-rebuild, as they did when the task was the notebook itself.
+from env.yaml, a link to params.yaml, or from `ploomber build --env--group--NAME VALUE`).
+The digest is there for Ploomber's outdated check: a recompiled step changes it, so the step
+and its downstream rebuild, as they did when the task was the notebook itself.
+
+pipeline.yaml runs tasks in Ploomber's own process (`build_in_subprocess: false`): this
+function only hands the step to the project's warm worker, which runs it in a process of its
+own and kills it if Ploomber goes away. With no worker up (one is then started), the step runs
+as DVC runs it, `python -m mlops_nb.step STEP`, in a child process that ends with Ploomber.
+Either way it records outputs/STEP/STEP.ipynb with the injected parameters.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 
 def run_step(product: Any, step: str, digest: str, parameters: dict[str, Any] | None = None,
              upstream: Any = None) -> None:
-    from mlops_nb import watchdog, worker
+    from mlops_nb import worker
     from mlops_nb.compile.record import check_hand_edits
-    from mlops_nb.errors import MlopsNbError
+    from mlops_nb.errors import Interrupted, MlopsNbError
     from mlops_nb.project import find_root
-    from mlops_nb.run import record_failure
-    from mlops_nb.step import execute_step
+    from mlops_nb.step import PARAMETERS_ENV
 
     del upstream, digest  # Ploomber's business: the order and the outdated check
     parameters = dict(parameters or {})
-    watchdog.start(grandparent=False)  # ploomber killed: end this task and its step
     root = find_root(Path(str(product["nb"])).resolve().parent)
     check_hand_edits(root, [f"steps/{step}.ipynb"])
     code, message = worker.hand_over(root, step, parameters)
     if code is None:
-        try:
-            execute_step(root, step, parameters=parameters)
-        except (MlopsNbError, KeyboardInterrupt) as exc:
-            record_failure(root, step, exc)
-            raise
-    elif code:
-        err = MlopsNbError(message or f"step '{step}' failed (exit code {code})")
+        env = {**os.environ, PARAMETERS_ENV: json.dumps(parameters), "MLOPS_NB_WORKER": "0"}
+        code = subprocess.run([sys.executable, "-m", "mlops_nb.step", step], cwd=root,
+                              env=env).returncode
+        message = ""
+    if code == 130:
+        raise Interrupted(f"step '{step}' was interrupted")
+    if code:
+        err = MlopsNbError(message or f"step '{step}' failed (exit code {code}); its error is"
+                                      " printed above")
         err.exit_code = code
         raise err

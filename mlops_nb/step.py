@@ -115,6 +115,23 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
         raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
 
 
+PARAMETERS_ENV = "MLOPS_NB_PARAMETERS"
+
+
+def _parameters_from_env() -> dict[str, Any] | None:
+    """Parameter values a caller passed (Ploomber's), as JSON in MLOPS_NB_PARAMETERS."""
+    text = os.environ.pop(PARAMETERS_ENV, None)
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise UsageError(f"{PARAMETERS_ENV} is not JSON: {text[:80]!r}") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"{PARAMETERS_ENV} must be a JSON object of parameter values")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -129,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from mlops_nb import worker
 
-            code, _ = worker.hand_over(root, args[0])
+            parameters = _parameters_from_env()
+            code, _ = worker.hand_over(root, args[0], parameters)
             if code is not None:
                 return code
-            execute_step(root, args[0])
+            execute_step(root, args[0], parameters=parameters)
         except (MlopsNbError, KeyboardInterrupt) as exc:
             from mlops_nb.run import record_failure
 

@@ -64,8 +64,9 @@ def render_ploomber(spec: PipelineSpec, step_texts: dict[str, str]) -> str:
     `digest` is the compiled step notebook's hash: Ploomber reruns a task whose params
     changed, so a recompiled step rebuilds with its downstream.
     """
-    lines = [_header(spec), "meta:", "  extract_upstream: false", "  extract_product: false",
-             "tasks:"]
+    lines = [_header(spec), "executor:", "  dotted_path: ploomber.executors.Serial",
+             "  build_in_subprocess: false  # each task only hands its step to a process",
+             "meta:", "  extract_upstream: false", "  extract_product: false", "tasks:"]
     for step in spec.steps:
         group = spec.notebook(step.notebook).stem
         digest = hashlib.sha256(step_texts[step.name].encode()).hexdigest()[:16]

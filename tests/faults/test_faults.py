@@ -328,7 +328,8 @@ def test_kill_9_of_ploomber_build_leaves_no_orphan_and_reruns(slow_project):
     assert "sleepy" in ran and "after" in ran
 
 
-def test_failing_step_under_ploomber_names_step_and_cell_and_reruns(project):
+@pytest.mark.parametrize("worker", ["1", "0"])
+def test_failing_step_under_ploomber_names_step_and_cell_and_reruns(project, worker):
     make_nb(project / "notebooks/nb.ipynb", [
         (["step:a"], "x = 1"),
         (["step:b"], "y = x + 1"),
@@ -337,7 +338,7 @@ def test_failing_step_under_ploomber_names_step_and_cell_and_reruns(project):
     ])
     git_project(project)
     cli(["compile"], project)
-    res = sh(["ploomber", "build"], project, check=False)
+    res = sh(["ploomber", "build"], project, check=False, MLOPS_NB_WORKER=worker)
     assert res.returncode != 0
     text = res.stdout + res.stderr
     assert "step 'b' failed" in text and "notebooks/nb.ipynb" in text and "bad row 2" in text
