@@ -56,14 +56,47 @@ def serializer_warmup() -> Iterator[None]:
     yield
 
 
-def deepen(names: list[str]) -> Iterator[None]:
+def deepen(names: list[str], root: Path) -> Iterator[None]:
     """Import, one per step of the iterator, the named modules that lie inside packages this
     process has already loaded (never a new top-level package: what the imports cell did
-    not import stays out of the warm parent)."""
+    not import stays out of the warm parent), except the project's own code under `root`
+    (a warm worker must never hold code the user may edit next)."""
     for name in names:
-        if name not in sys.modules and name.partition(".")[0] in sys.modules:
-            _quiet_import(name)
-            yield
+        top = sys.modules.get(name.partition(".")[0])
+        if name in sys.modules or top is None or _under(top, root):
+            continue
+        _quiet_import(name)
+        yield
+
+
+def _under(module: Any, root: Path) -> bool:
+    f = getattr(module, "__file__", None) or ""
+    return f.startswith(str(root)) and ".venv" not in f
+
+
+LEARNED = "warm-modules.json"
+
+
+def learned_modules(state: Path) -> list[str]:
+    """The modules earlier runs' steps had to import themselves (see ModuleReport)."""
+    try:
+        names = json.loads((state / LEARNED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def remember_modules(state: Path, known: list[str], new: list[str]) -> list[str]:
+    """Add `new` to what is remembered for the next run; returns the updated list."""
+    added = [n for n in new if n not in set(known)]
+    if not added:
+        return known
+    names = (known + added)[-3000:]
+    try:
+        atomic.write_text(state / LEARNED, json.dumps(names))
+    except OSError:
+        pass
+    return names
 
 
 class ModuleReport:

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from mlops_nb.cells import (
     ModuleReport,
     deepen,
     failure_of,
+    learned_modules,
     make_shell,
     mark_executed,
     prepare_notebook,
+    remember_modules,
     run_cells,
     serializer_warmup,
 )
@@ -83,7 +86,11 @@ class WarmRunner:
         self.root = root
         self.layout = Layout(root)
         self._warmed: set[str] = set()
-        self._warmup = serializer_warmup()
+        # what steps of earlier runs had to import themselves first (most likely needed by
+        # the next step), then what saving outputs needs
+        self._learned = learned_modules(self.layout.state)
+        self._warmup: Iterator[None] = itertools.chain(deepen(self._learned, root),
+                                                       serializer_warmup())
         self.shell = make_shell()
 
     def warm(self, imports_source: str, key: str) -> None:
@@ -142,7 +149,9 @@ class WarmRunner:
             mark_executed(executed, "interrupted")
             raise Interrupted(f"step '{step}' was interrupted; nothing was recorded as done;"
                               f" its notebook so far is {rel}") from None
-        self._warmup = itertools.chain(self._warmup, deepen(report.received()))
+        imported = report.received()
+        self._learned = remember_modules(self.layout.state, self._learned, imported)
+        self._warmup = itertools.chain(self._warmup, deepen(imported, self.root))
         if os.WIFSIGNALED(status):
             sig = signal.Signals(os.WTERMSIG(status))
             _stop_group(pid)  # whatever the step started dies with it

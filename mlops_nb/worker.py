@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.cells import ModuleReport, deepen
+from mlops_nb.cells import ModuleReport, deepen, learned_modules, remember_modules
 
 IDLE_SECONDS = 600.0
 STALE = "stale"
@@ -256,6 +256,8 @@ def serve(root: Path, first_step: str | None = None) -> None:
     from mlops_nb.cells import make_shell
 
     shell = make_shell()
+    state = root / ".mlops_nb"
+    learned = learned_modules(state)
     warmup: Iterator[None] = iter(())
     warmed: set[str] = set()
     seen: dict[str, int] = {}
@@ -264,6 +266,7 @@ def serve(root: Path, first_step: str | None = None) -> None:
             doc = json.loads((root / "steps" / f"{first_step}.ipynb").read_text())
             _warm(root, doc, warmed)
             seen = _project_modules(root)
+            warmup = deepen(learned, root)  # what earlier runs' steps imported themselves
         except (OSError, ValueError):
             pass
     while True:
@@ -294,7 +297,9 @@ def serve(root: Path, first_step: str | None = None) -> None:
                     code = _wait(pid, conn, warmup)
                     conn.sendall(json.dumps({"code": code}).encode() + b"\n")
                 finally:
-                    warmup = itertools.chain(warmup, deepen(report.received()))
+                    imported = report.received()
+                    learned = remember_modules(state, learned, imported)
+                    warmup = itertools.chain(warmup, deepen(imported, root))
             except (OSError, ValueError, KeyError):
                 pass
             finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from mlops_nb.cells import ModuleReport, deepen
+from mlops_nb.cells import ModuleReport, deepen, learned_modules, remember_modules
 
 
 def _fork_importing(statement: str) -> list[str]:
@@ -26,7 +26,7 @@ def _fork_importing(statement: str) -> list[str]:
     return report.received()
 
 
-def test_child_reports_what_it_imported_and_parent_deepens_known_packages():
+def test_child_reports_what_it_imported_and_parent_deepens_known_packages(tmp_path):
     import xml  # noqa: F401 - the parent knows the package, not the submodule
 
     for name in ("xml.dom.minidom", "wave"):
@@ -34,7 +34,7 @@ def test_child_reports_what_it_imported_and_parent_deepens_known_packages():
     names = _fork_importing("import xml.dom.minidom, wave")
     assert "xml.dom.minidom" in names and "wave" in names
     assert "xml.dom.minidom" not in sys.modules  # the child's import stayed in the child
-    list(deepen(names))
+    list(deepen(names, tmp_path))
     assert "xml.dom.minidom" in sys.modules  # inside a package the parent had loaded
     assert "wave" not in sys.modules  # a new top-level package is never added
 
@@ -48,3 +48,22 @@ def test_a_child_that_dies_before_reporting_gives_nothing():
     report.parent_forked()
     os.waitpid(pid, 0)
     assert report.received() == []
+
+
+def test_project_code_is_never_warmed_and_learning_persists(tmp_path, monkeypatch):
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import userpkg  # noqa: F401 - the imports cell imported the user's package
+
+    list(deepen(["userpkg.helpers"], tmp_path))
+    assert "userpkg.helpers" not in sys.modules  # the user may edit it before the next step
+    state = tmp_path / ".mlops_nb"
+    state.mkdir()
+    known = remember_modules(state, learned_modules(state), ["xml.dom", "json.tool"])
+    assert remember_modules(state, known, ["json.tool"]) == known
+    assert learned_modules(state) == ["xml.dom", "json.tool"]
+    (state / "warm-modules.json").write_text("{broken")
+    assert learned_modules(state) == []
