@@ -23,15 +23,23 @@ from pathlib import Path
 from typing import Any
 
 
-def run_step(product: Any, step: str, digest: str, parameters: dict[str, Any] | None = None,
-             upstream: Any = None) -> None:
+def run_step(product, step, digest, parameters=None, upstream=None):
+    _run(product, step, parameters)
+
+
+# run_step is two short lines with no annotations on purpose: to decide what is outdated,
+# Ploomber normalizes a task's source with autopep8 twice per product, 0.2 s a time for a
+# 40-line function (4.7 s of a no-op `ploomber build` of 4 steps), 0.01 s for this one.
+# What a step runs is in its digest.
+
+
+def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
     from mlops_nb import worker
     from mlops_nb.compile.record import check_hand_edits
     from mlops_nb.errors import Interrupted, MlopsNbError
     from mlops_nb.project import find_root
     from mlops_nb.step import PARAMETERS_ENV
 
-    del upstream, digest  # Ploomber's business: the order and the outdated check
     parameters = dict(parameters or {})
     root = find_root(Path(str(product["nb"])).resolve().parent)
     check_hand_edits(root, [f"steps/{step}.ipynb"])
