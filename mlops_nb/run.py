@@ -136,14 +136,18 @@ def record_done(root: Path, name: str) -> None:
 
 
 def _recorded(layout: Layout, state: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """What is known of the step's last success: mlops-nb run's state, else its marker."""
-    if name in state:
-        return dict(state[name])
+    """What is known of the step's last success: its done marker, else mlops-nb run's state.
+
+    A marker is the newer record whenever it exists: every runner clears the step's outputs
+    folder, marker included, when the step starts, and only DVC and Ploomber runs write one.
+    """
     try:
         data = json.loads((layout.step_outputs(name) / DONE).read_text())
-        return data if isinstance(data, dict) else None
+        if isinstance(data, dict):
+            return data
     except (OSError, ValueError):
-        return None
+        pass
+    return dict(state[name]) if name in state else None
 
 
 def statuses(root: Path, spec: PipelineSpec) -> list[StepStatus]:

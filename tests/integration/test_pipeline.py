@@ -88,6 +88,17 @@ def test_dvc_repro_and_ploomber_give_same_artifacts(example_project):
     assert (root / "dag.html").exists()
 
 
+def test_status_follows_whichever_tool_ran_last(example_project):
+    root = example_project
+    cli(["run"], root)
+    sh(["ploomber", "build", "--force"], root)  # rewrites every output after mlops-nb run
+    assert cli(["status"], root).stdout.count("up to date") == 6
+    assert "ran 0," in cli(["run"], root).stdout
+    cli(["run", "-f", "train"], root)  # mlops-nb run's record wins again for train
+    assert cli(["status"], root).stdout.startswith("load      up to date\nprepare   up to date"
+                                                    "\nvalidate  up to date\ntrain     up to date")
+
+
 def edit_train_step(root: Path) -> None:
     """Change the train step's code in the source notebook and recompile."""
     nb = root / "notebooks/iris.ipynb"
