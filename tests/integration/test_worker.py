@@ -12,7 +12,8 @@ from tests.conftest import git_project, make_nb, sh
 pytestmark = pytest.mark.slow
 
 WHO = ("import os, pathlib\n"
-       "pathlib.Path(f'ran-{STEP}').write_text(open(f'/proc/{os.getppid()}/cmdline').read())")
+       "pathlib.Path(f'ran-{STEP}').write_text(\n"
+       "    f'{os.getppid()} ' + open(f'/proc/{os.getppid()}/cmdline').read())")
 
 
 def _project(root: Path, helper_value: int) -> None:
@@ -59,3 +60,19 @@ def test_a_step_that_kills_its_process_leaves_the_worker_serving(project):
     sh(["dvc", "repro"], project)
     assert _metric(project) == 101
     assert "mlops_nb.worker" in (project / "notebooks/ran-c").read_text()
+
+
+def test_ploomber_hands_its_tasks_to_the_same_worker_and_edits_are_picked_up(project):
+    _project(project, 1)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    sh(["dvc", "repro"], project)
+    by_dvc = (project / "notebooks/ran-c").read_text()
+    assert "mlops_nb.worker" in by_dvc
+    sh(["ploomber", "build", "--force"], project)
+    assert _metric(project) == 2
+    by_ploomber = (project / "notebooks/ran-c").read_text()
+    assert by_ploomber.split()[0] == by_dvc.split()[0]  # one worker for both tools
+    (project / "notebooks/helper.py").write_text("VALUE = 7\n")
+    sh(["ploomber", "build", "--force"], project)
+    assert _metric(project) == 14  # the worker retired instead of serving the old module
