@@ -262,10 +262,19 @@ def test_outputs_symlinked_outside_the_project_are_refused(project, tmp_path):
     assert list(outside.rglob("meta.json")) == []
 
 
-def test_kill_9_of_dvc_repro_leaves_no_orphan_and_reruns(slow_project):
+def _ran_sleepy(tool: str, root: Path) -> bool:
+    if tool == "dvc":
+        return "Running stage 'sleepy'" in sh(["dvc", "repro"], root).stdout
+    out = sh(["ploomber", "build"], root).stdout
+    return "sleepy" in {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
+
+
+@pytest.mark.parametrize("tool", ["dvc", "ploomber"])
+def test_kill_9_of_dvc_or_ploomber_leaves_no_orphan_and_reruns(slow_project, tool):
     root = slow_project
     cli(["compile"], root)
-    proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=tool_env(),
+    cmd = ["dvc", "repro"] if tool == "dvc" else ["ploomber", "build"]
+    proc = subprocess.Popen(cmd, cwd=root, env=tool_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(root / "notebooks/started", proc, limit=120)
     step_pid = int((root / "notebooks/started").read_text())
@@ -275,15 +284,14 @@ def test_kill_9_of_dvc_repro_leaves_no_orphan_and_reruns(slow_project):
     while (_alive(step_pid) or step_processes("mlops_nb.step sleepy")) \
             and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(step_pid), "the step's process outlived dvc"
+    assert not _alive(step_pid), f"the step's process outlived {tool}"
     assert step_processes("mlops_nb.step sleepy") == []
     assert not (root / "notebooks/finished").exists()
     shutil.rmtree(root / ".dvc" / "tmp", ignore_errors=True)  # DVC's own lock of the killed run
     nb = root / "notebooks/slow.ipynb"
     nb.write_text(nb.read_text().replace("time.sleep(60)", "time.sleep(0)"))
     cli(["compile"], root)
-    out = sh(["dvc", "repro"], root).stdout
-    assert "Running stage 'sleepy'" in out
+    assert _ran_sleepy(tool, root)
 
 
 def test_tampered_dvc_cache_is_refused_not_served(project):
@@ -304,28 +312,6 @@ def test_tampered_dvc_cache_is_refused_not_served(project):
     assert res.returncode != 0
     assert "changed after its step wrote it" in res.stderr + res.stdout
     assert not (project / "outputs/b/y").exists()
-
-
-def test_kill_9_of_ploomber_build_leaves_no_orphan_and_reruns(slow_project):
-    root = slow_project
-    cli(["compile"], root)
-    proc = subprocess.Popen(["ploomber", "build"], cwd=root, env=tool_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(root / "notebooks/started", proc, limit=120)
-    step_pid = int((root / "notebooks/started").read_text())
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 15
-    while _alive(step_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(step_pid), "the step's process outlived ploomber"
-    assert not (root / "notebooks/finished").exists()
-    nb = root / "notebooks/slow.ipynb"
-    nb.write_text(nb.read_text().replace("time.sleep(60)", "time.sleep(0)"))
-    cli(["compile"], root)
-    out = sh(["ploomber", "build"], root).stdout
-    ran = {line.split()[0] for line in out.splitlines() if " True " in f" {line} "}
-    assert "sleepy" in ran and "after" in ran
 
 
 @pytest.mark.parametrize("worker", ["1", "0"])
