@@ -41,27 +41,15 @@ from mlops_nb.errors import (
     exit_code_of,
 )
 from mlops_nb.project import Layout
+from mlops_nb.watchdog import die_with_parent
 
 ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGKILL this child when the runner dies, even by kill -9."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the runner died before prctl took effect
-        os._exit(ERROR_EXIT)
 
 
 def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
            timeout: float | None) -> int:
     os.setpgid(0, 0)  # its own process group: the runner can stop the whole step
-    _die_with_parent(parent)
+    die_with_parent(parent, ERROR_EXIT)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if timeout:

@@ -10,6 +10,7 @@ its parent, `ploomber build` itself.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 POLL_SECONDS = 0.5
@@ -62,3 +63,17 @@ def start(*, grandparent: bool = True) -> None:
                 os._exit(137)
 
     threading.Thread(target=watch, name="mlops-nb-orphan-watchdog", daemon=True).start()
+
+
+def die_with_parent(parent: int, code: int) -> None:
+    """Ask Linux to SIGKILL this forked step when its parent (the runner, the worker) dies,
+    even by kill -9; exits with `code` at once if the parent is already gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(code)

@@ -172,9 +172,9 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
     try:
         report.child_started()
         os.setpgid(0, 0)
-        from mlops_nb.fastrun import _die_with_parent
+        from mlops_nb.watchdog import die_with_parent
 
-        _die_with_parent(os.getppid())
+        die_with_parent(os.getppid(), 1)
         for target, fd in zip((0, 1, 2), fds, strict=False):
             os.dup2(fd, target)
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
