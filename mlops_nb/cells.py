@@ -128,13 +128,21 @@ class ModuleReport:
         os.close(self._w)
 
     def received(self) -> list[str]:
-        """What the child reported (read after it ended; [] if it died before reporting)."""
+        """What the child reported (read after it ended; [] if it died before reporting).
+
+        Never waits: a process the step forked may still hold the pipe open."""
         chunks = []
         try:
+            os.set_blocking(self._r, False)
             while chunk := os.read(self._r, 65536):
                 chunks.append(chunk)
+        except BlockingIOError:
+            pass
+        except OSError:
+            chunks = []
+        try:
             names = json.loads(b"".join(chunks) or b"[]")
-        except (OSError, ValueError):
+        except ValueError:
             names = []
         finally:
             self.close()

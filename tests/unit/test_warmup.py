@@ -67,3 +67,21 @@ def test_project_code_is_never_warmed_and_learning_persists(tmp_path, monkeypatc
     assert learned_modules(state) == ["xml.dom", "json.tool"]
     (state / "warm-modules.json").write_text("{broken")
     assert learned_modules(state) == []
+
+
+def test_a_grandchild_holding_the_pipe_does_not_block_the_parent():
+    report = ModuleReport()
+    pid = os.fork()
+    if pid == 0:
+        report.child_started()
+        if os.fork() == 0:  # a process the step started, still alive after the step ends
+            import time
+
+            time.sleep(5)
+            os._exit(0)
+        import wave  # noqa: F401
+        report.child_ending()
+        os._exit(0)
+    report.parent_forked()
+    os.waitpid(pid, 0)
+    assert "wave" in report.received()
