@@ -44,6 +44,8 @@ from mlops_nb.project import Layout
 from mlops_nb.watchdog import die_with_parent
 
 ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_DONE = object()
 
 
 def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
@@ -99,12 +101,21 @@ class WarmRunner:
 
     def _warm_while_running(self, pid: int) -> int:
         """Wait for the step's process; meanwhile, on the other core, import what later
-        steps' outputs need, a module at a time, stopping as soon as the step ends."""
-        for _ in self._warmup:
+        steps' outputs need, a module at a time, stopping as soon as the step ends.
+
+        Ctrl-C and SIGTERM are held back during each import and delivered between them, so
+        an interrupt never leaves a module half-imported in the runner."""
+        while True:
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                more = next(self._warmup, _DONE) is not _DONE
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            if not more:
+                return os.waitpid(pid, 0)[1]
             waited, status = os.waitpid(pid, os.WNOHANG)
             if waited:
                 return status
-        return os.waitpid(pid, 0)[1]
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None) -> Path:
