@@ -24,6 +24,7 @@ from typing import Any
 
 
 def run_step(product, step, digest, parameters=None, upstream=None):
+    """Run a step compiled by mlops-nb (steps/STEP.ipynb); see params.step."""
     _run(product, step, parameters)
 
 
