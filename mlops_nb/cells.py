@@ -47,6 +47,8 @@ def serializer_warmup() -> Iterator[None]:
             continue
         _quiet_import(info.name)
         yield
+    _quiet_import("sklearn.utils._testing")  # skops' estimator listing imports it (and pytest)
+    yield
     try:
         from mlops_nb.artifacts import skops_io
 
