@@ -22,16 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.cells import (
-    ModuleReport,
-    deepen,
     failure_of,
-    learned_modules,
     make_shell,
     mark_executed,
     prepare_notebook,
-    remember_modules,
     run_cells,
-    serializer_warmup,
 )
 from mlops_nb.errors import (
     Interrupted,
@@ -41,11 +36,18 @@ from mlops_nb.errors import (
     exit_code_of,
 )
 from mlops_nb.project import Layout
+from mlops_nb.warmup import (
+    ModuleReport,
+    advance,
+    deepen,
+    learned_modules,
+    remember_modules,
+    run_imports,
+    serializer_warmup,
+)
 from mlops_nb.watchdog import die_with_parent
 
 ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-_DONE = object()
 
 
 def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
@@ -84,38 +86,21 @@ class WarmRunner:
         self.shell = make_shell()
 
     def warm(self, imports_source: str, key: str) -> None:
-        """Import what a notebook's `imports` cell imports, once, before any fork."""
+        """Import what a notebook's `imports` cell imports, once, before any fork; `key` is
+        the notebook's project-relative path."""
         if key in self._warmed or not imports_source.strip():
             return
         self._warmed.add(key)
-        namespace: dict[str, Any] = {}
-        cwd = os.getcwd()
-        try:
-            from mlops_nb.magics import strip_magics
-
-            exec(compile(strip_magics(imports_source), "<imports>", "exec"), namespace)
-        except BaseException:  # noqa: BLE001 - the step itself will report it properly
-            pass
-        finally:
-            os.chdir(cwd)
+        run_imports(imports_source, (self.root / key).parent)
 
     def _warm_while_running(self, pid: int) -> int:
         """Wait for the step's process; meanwhile, on the other core, import what later
-        steps' outputs need, a module at a time, stopping as soon as the step ends.
-
-        Ctrl-C and SIGTERM are held back during each import and delivered between them, so
-        an interrupt never leaves a module half-imported in the runner."""
-        while True:
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-            try:
-                more = next(self._warmup, _DONE) is not _DONE
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            if not more:
-                return os.waitpid(pid, 0)[1]
+        steps' outputs need, a module at a time, stopping as soon as the step ends."""
+        while advance(self._warmup):
             waited, status = os.waitpid(pid, os.WNOHANG)
             if waited:
                 return status
+        return os.waitpid(pid, 0)[1]
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None) -> Path:

@@ -30,11 +30,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.cells import ModuleReport, deepen, learned_modules, remember_modules
+from mlops_nb.warmup import (
+    ModuleReport,
+    advance,
+    deepen,
+    learned_modules,
+    project_file,
+    remember_modules,
+    run_imports,
+    warm_serializers,
+)
 
 IDLE_SECONDS = 600.0
 STALE = "stale"
-_WARM = object()  # what next() gives once the warm-up has nothing left to import
 
 
 def _signature() -> str:
@@ -121,8 +129,8 @@ def _project_modules(root: Path) -> dict[str, int]:
     """mtimes of imported modules that live in the project (user code the worker holds)."""
     out = {}
     for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if f and f.startswith(str(root)) and ".venv" not in f and os.path.exists(f):
+        f = project_file(mod, root)
+        if f and os.path.exists(f):
             out[f] = os.stat(f).st_mtime_ns
     return out
 
@@ -139,29 +147,14 @@ def _stale(seen: dict[str, int]) -> bool:
 
 def _warm(root: Path, doc: dict[str, Any], warmed: set[str]) -> None:
     source = doc.get("metadata", {}).get("mlops_nb", {}).get("source", "")
-    folder = str((root / source).parent)
-    if folder not in sys.path:  # modules beside the notebook, as the step will see them
-        sys.path.insert(0, folder)
     for cell in doc.get("cells", []):
         if cell.get("metadata", {}).get("mlops_nb", {}).get("role") != "imports":
             continue
         src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        if src in warmed:
-            return
-        warmed.add(src)
-        here = os.getcwd()
-        try:
-            os.chdir(folder)
-            from mlops_nb.magics import strip_magics
-
-            exec(compile(strip_magics(src), "<imports>", "exec"), {})  # noqa: S102
-        except BaseException:  # noqa: BLE001 - the step reports its own import errors
-            pass
-        finally:
-            os.chdir(here)
-        from mlops_nb.cells import warm_serializers
-
-        warm_serializers()
+        if src not in warmed:
+            warmed.add(src)
+            run_imports(src, (root / source).parent)
+            warm_serializers()
         return
 
 
@@ -222,7 +215,7 @@ def _wait(pid: int, conn: socket.socket, warmup: Iterator[None]) -> int:
     try:
         while True:
             ready, _, _ = select.select([pidfd, conn.fileno()], [], [], 0)
-            if not ready and next(warmup, _WARM) is not _WARM:
+            if not ready and advance(warmup):
                 continue
             if not ready:
                 ready, _, _ = select.select([pidfd, conn.fileno()], [], [])

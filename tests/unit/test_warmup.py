@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from mlops_nb.cells import ModuleReport, deepen, learned_modules, remember_modules
+from mlops_nb.warmup import (
+    ModuleReport,
+    deepen,
+    learned_modules,
+    project_file,
+    remember_modules,
+)
 
 
 def _fork_importing(statement: str) -> list[str]:
@@ -85,3 +91,14 @@ def test_a_grandchild_holding_the_pipe_does_not_block_the_parent():
     report.parent_forked()
     os.waitpid(pid, 0)
     assert "wave" in report.received()
+
+
+def test_project_file_is_inside_the_root_not_a_sibling_or_a_venv(tmp_path):
+    class Mod:
+        __file__ = ""
+
+    root = tmp_path / "proj"
+    for path, inside in ((root / "helper.py", True), (tmp_path / "proj2/helper.py", False),
+                         (root / ".venv/lib/site.py", False)):
+        Mod.__file__ = str(path)
+        assert (project_file(Mod, root) is not None) is inside

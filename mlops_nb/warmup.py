@@ -1,0 +1,210 @@
+"""Warm-up of the processes that fork steps (the fast runner, the warm worker).
+
+What they import before forking, every later step inherits. Three sources, imported a module
+at a time while a step runs on the other core (`advance`), so the runner stops as soon as the
+step ends: what saving and loading outputs needs (`serializer_warmup`), what steps of earlier
+runs had to import themselves (`learned_modules`), and what the step just run reports
+(`ModuleReport`, then `deepen`). Never the project's own code: a warm worker must not hold
+code the user may edit next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlops_nb import atomic
+
+
+def run_imports(source: str, folder: Path) -> None:
+    """Execute a notebook's `imports` cell here, as its steps will see it (in the notebook's
+    folder, with that folder importable); a failure is left for the step to report."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    here = os.getcwd()
+    try:
+        os.chdir(folder)
+        from mlops_nb.magics import strip_magics
+
+        exec(compile(strip_magics(source), "<imports>", "exec"), {})  # noqa: S102
+    except BaseException:  # noqa: BLE001 - the step reports its own import errors
+        pass
+    finally:
+        os.chdir(here)
+
+
+def serializer_warmup() -> Iterator[None]:
+    """Import what saving and loading outputs will need, one module per step of the iterator.
+
+    skops costs 0.2-0.3 s to import even through artifacts.skops_io (it lists every
+    scikit-learn estimator, importing all of scikit-learn's public modules). A runner
+    advances this while a step runs on the other core and stops as soon as the step ends, so
+    the import barely delays the next step; what is imported before a fork is inherited by
+    every later step.
+    """
+    # what every step's own machinery imports: running cells, reading params.yaml, writing
+    # and reading outputs (pyarrow.dataset is Parquet's read path), recording it done
+    for name in ("pyarrow.parquet", "IPython.utils.capture", "IPython.core.logger",
+                 "pyarrow.pandas_compat", "pyarrow.dataset", "ruamel.yaml", "mlops_nb.runtime",
+                 "mlops_nb.run"):
+        _quiet_import(name)
+        yield
+    if "sklearn" not in sys.modules:
+        return
+    import pkgutil
+
+    import sklearn
+
+    skip = {"tests", "externals", "setup", "conftest", "experimental", "estimator_checks"}
+    for info in pkgutil.walk_packages(sklearn.__path__, prefix="sklearn."):
+        if "._" in info.name or skip & set(info.name.split(".")):
+            continue
+        _quiet_import(info.name)
+        yield
+    _quiet_import("sklearn.utils._testing")  # skops' estimator listing imports it (and pytest)
+    yield
+    try:
+        from mlops_nb.artifacts import skops_io
+
+        skops_io()
+    except Exception:  # noqa: BLE001 - a step that saves a model reports the error itself
+        pass
+    yield
+
+
+def deepen(names: list[str], root: Path) -> Iterator[None]:
+    """Import, one per step of the iterator, the named modules that lie inside packages this
+    process has already loaded (never a new top-level package: what the imports cell did
+    not import stays out of the warm parent), except the project's own code under `root`
+    (a warm worker must never hold code the user may edit next)."""
+    for name in names:
+        top = sys.modules.get(name.partition(".")[0])
+        if name in sys.modules or top is None or project_file(top, root):
+            continue
+        _quiet_import(name)
+        yield
+
+
+def project_file(module: Any, root: Path) -> str | None:
+    """The module's file when it is the project's own code (under root, not in a venv)."""
+    f = getattr(module, "__file__", None) or ""
+    inside = f.startswith(os.path.join(str(root), ""))
+    return f if inside and f"{os.sep}.venv{os.sep}" not in f else None
+
+
+LEARNED = "warm-modules.json"
+
+
+def learned_modules(state: Path) -> list[str]:
+    """The modules earlier runs' steps had to import themselves (see ModuleReport)."""
+    try:
+        names = json.loads((state / LEARNED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def remember_modules(state: Path, known: list[str], new: list[str]) -> list[str]:
+    """Add `new` to what is remembered for the next run; returns the updated list."""
+    added = [n for n in new if n not in set(known)]
+    if not added:
+        return known
+    names = (known + added)[-3000:]
+    try:
+        atomic.write_text(state / LEARNED, json.dumps(names))
+    except OSError:
+        pass
+    return names
+
+
+class ModuleReport:
+    """A forked step tells its warm parent which modules it had to import itself (a pipe).
+
+    The parent imports them (`deepen`) while later steps run, so they inherit them: Parquet's
+    read path, scikit-learn's lazily loaded parts, whatever the steps' code pulls in.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        self._before: frozenset[str] = frozenset()
+
+    def child_started(self) -> None:
+        os.close(self._r)
+        self._before = frozenset(sys.modules)
+
+    def child_ending(self) -> None:
+        try:
+            new = sorted(set(sys.modules) - self._before)[:2000]  # fits the pipe's buffer
+            os.set_blocking(self._w, False)
+            os.write(self._w, json.dumps(new).encode())
+        except (OSError, TypeError, ValueError):
+            pass
+        finally:
+            os.close(self._w)
+
+    def parent_forked(self) -> None:
+        os.close(self._w)
+
+    def received(self) -> list[str]:
+        """What the child reported (read after it ended; [] if it died before reporting).
+
+        Never waits: a process the step forked may still hold the pipe open."""
+        chunks = []
+        try:
+            os.set_blocking(self._r, False)
+            while chunk := os.read(self._r, 65536):
+                chunks.append(chunk)
+        except BlockingIOError:
+            pass
+        except OSError:
+            chunks = []
+        try:
+            names = json.loads(b"".join(chunks) or b"[]")
+        except ValueError:
+            names = []
+        finally:
+            self.close()
+        return [n for n in names if isinstance(n, str)]
+
+    def close(self) -> None:
+        try:
+            os.close(self._r)
+        except OSError:
+            pass
+
+
+def warm_serializers() -> None:
+    """All of serializer_warmup at once."""
+    for _ in serializer_warmup():
+        pass
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_DONE = object()
+
+
+def advance(warmup: Iterator[None]) -> bool:
+    """Do one import of `warmup`; False once nothing is left. Ctrl-C and SIGTERM are held
+    back during it and delivered after, so an interrupt never leaves a half-imported module
+    in a process that forks later steps."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return next(warmup, _DONE) is not _DONE
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _quiet_import(name: str) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - a step that needs it reports the error itself
+            pass
