@@ -73,11 +73,15 @@ def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
     return _fingerprint(layout, step.name, spec.fingerprint_plan(step.name))
 
 
-def _fingerprint(layout: Layout, name: str, plan: dict[str, list]) -> str:
+def _fingerprint(layout: Layout, name: str, plan: dict[str, list],
+                 parameters: dict[str, Any] | None = None) -> str:
+    """`parameters`: the values the step ran with, when not params.yaml's (a Ploomber
+    `--env--` override); a step run so is then "changed" until it runs with params.yaml's."""
     h = hashlib.sha256()
     h.update(layout.step_notebook(name).read_bytes())
-    meta = step_meta(layout, name)
-    h.update(json.dumps(step_parameters(layout, meta), sort_keys=True, default=str).encode())
+    if parameters is None:
+        parameters = step_parameters(layout, step_meta(layout, name))
+    h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
     for producer, art in plan["inputs"]:
         try:
             h.update(read_meta(layout.output(producer, art))["sha256"].encode())
@@ -121,13 +125,13 @@ def _outputs_intact(layout: Layout, step: StepSpec, recorded: dict[str, str]) ->
 DONE = ".mlops_nb-done.json"
 
 
-def record_done(root: Path, name: str) -> None:
+def record_done(root: Path, name: str, parameters: dict[str, Any] | None = None) -> None:
     """Write the step's done marker (its fingerprint and outputs) at the end of a step that
     DVC or Ploomber ran; a step that fails never gets one (its outputs folder is cleared)."""
     try:
         layout = Layout(root)
         meta = step_meta(layout, name)  # compile stored what the fingerprint reads
-        rec = {"fingerprint": _fingerprint(layout, name, meta["fingerprint"]),
+        rec = {"fingerprint": _fingerprint(layout, name, meta["fingerprint"], parameters),
                "outputs": _outputs_of(layout, name, meta["outputs"])}
         path = layout.step_outputs(name) / DONE
         atomic.write_text(path, json.dumps(rec, sort_keys=True))

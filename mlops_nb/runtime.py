@@ -21,6 +21,13 @@ from mlops_nb.project import Layout
 
 _metrics: dict[str, float] = {}
 _context: dict[str, Any] = {}
+_ran_with: dict[str, Any] = {}  # the injected parameter values, set by mlops_nb.step
+
+
+def ran_with(parameters: dict[str, Any]) -> None:
+    """Record the parameter values injected into this step (for its done marker)."""
+    _ran_with.clear()
+    _ran_with.update(parameters)
 
 
 def _root(step: str) -> Path:
@@ -117,7 +124,7 @@ def end(step: str) -> None:
         return
     from mlops_nb.run import record_done
 
-    record_done(Path(_context["root"]), step)
+    record_done(Path(_context["root"]), step, dict(_ran_with) or None)
 
 
 def log_metric(name: str, value: Any) -> None:

@@ -67,8 +67,11 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None,
         return executed
     if engine != "inprocess":
         raise UsageError(f"unknown MLOPS_NB_ENGINE {engine!r}: use inprocess or papermill")
+    from mlops_nb import runtime
     from mlops_nb.cells import make_shell, prepare_notebook, run_cells
     from mlops_nb.fastrun import step_error
+
+    runtime.ran_with(parameters)
 
     doc = prepare_notebook(json.loads(layout.step_notebook(step).read_text("utf-8")),
                            parameters)

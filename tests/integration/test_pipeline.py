@@ -135,6 +135,9 @@ def test_ploomber_reruns_edited_step_and_downstream(example_project):
     executed = (root / "outputs/train/train.ipynb").read_text()
     assert '"N_ESTIMATORS = 7\\n"' in executed
     assert load_out(root, "train", "model").n_estimators == 7
+    # made with other values than params.yaml's: not up to date for mlops-nb
+    status = cli(["status"], root).stdout
+    assert "train     changed" in status and "prepare   up to date" in status
 
 
 def test_experiments_with_dvc(example_project):
