@@ -39,7 +39,9 @@ from mlops_nb.project import Layout
 from mlops_nb.warmup import (
     ModuleReport,
     advance,
+    before_fork,
     deepen,
+    in_child,
     learned_modules,
     remember_modules,
     run_imports,
@@ -54,6 +56,7 @@ def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: 
            timeout: float | None) -> int:
     os.setpgid(0, 0)  # its own process group: the runner can stop the whole step
     die_with_parent(parent, ERROR_EXIT)
+    in_child()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if timeout:
@@ -113,6 +116,7 @@ class WarmRunner:
         sys.stderr.flush()
         parent = os.getpid()
         report = ModuleReport()
+        before_fork()
         pid = os.fork()
         if pid == 0:  # child
             code = ERROR_EXIT

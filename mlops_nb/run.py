@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,47 +243,50 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str,
                 timeout: float | None, on_step: Callable[[str, str], None] | None
                 ) -> RunResult:
-    warm = None
     result = compile_mod.compile_project(root, refuse_hand_edits=True)
     spec = result.spec
     layout = Layout(root)
     state = load_state(layout)
     steps_state = state.setdefault("steps", {})
     ran, skipped = [], []
-    for step in select(spec, names):
-        rec = _recorded(layout, steps_state, step.name)
-        fp = fingerprint(layout, step, spec)
-        fresh = (not force and rec is not None and rec.get("fingerprint") == fp
-                 and _outputs_intact(layout, step, rec.get("outputs", {})))
-        if fresh:
-            skipped.append(step.name)
+    warm = None
+    with ExitStack() as gc_setting:  # the fast runner's collector setting, undone at the end
+        for step in select(spec, names):
+            rec = _recorded(layout, steps_state, step.name)
+            fp = fingerprint(layout, step, spec)
+            fresh = (not force and rec is not None and rec.get("fingerprint") == fp
+                     and _outputs_intact(layout, step, rec.get("outputs", {})))
+            if fresh:
+                skipped.append(step.name)
+                if on_step:
+                    on_step(step.name, "up to date")
+                continue
             if on_step:
-                on_step(step.name, "up to date")
-            continue
-        if on_step:
-            on_step(step.name, "running")
-        steps_state.pop(step.name, None)
-        _save_state(layout, state)
-        try:
-            if engine == "papermill":
-                execute_step(root, step.name, timeout=timeout, engine="papermill")
-            else:
-                if warm is None:
-                    from mlops_nb.fastrun import WarmRunner
+                on_step(step.name, "running")
+            steps_state.pop(step.name, None)
+            _save_state(layout, state)
+            try:
+                if engine == "papermill":
+                    execute_step(root, step.name, timeout=timeout, engine="papermill")
+                else:
+                    if warm is None:
+                        from mlops_nb.fastrun import WarmRunner
+                        from mlops_nb.warmup import forking_gc
 
-                    warm = WarmRunner(root)
-                nb = spec.notebook(step.notebook)
-                warm.warm(nb.imports, nb.path)
-                params = step_parameters(layout, step_meta(layout, step.name))
-                warm.run_step(step.name, nb.path, params, timeout=timeout)
-        except (MlopsNbError, KeyboardInterrupt) as exc:
+                        gc_setting.enter_context(forking_gc())
+                        warm = WarmRunner(root)
+                    nb = spec.notebook(step.notebook)
+                    warm.warm(nb.imports, nb.path)
+                    params = step_parameters(layout, step_meta(layout, step.name))
+                    warm.run_step(step.name, nb.path, params, timeout=timeout)
+            except (MlopsNbError, KeyboardInterrupt) as exc:
+                if on_step:
+                    on_step(step.name, "failed")
+                record_failure(root, step.name, exc)
+                raise
+            steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step)}
+            _save_state(layout, state)
+            ran.append(step.name)
             if on_step:
-                on_step(step.name, "failed")
-            record_failure(root, step.name, exc)
-            raise
-        steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step)}
-        _save_state(layout, state)
-        ran.append(step.name)
-        if on_step:
-            on_step(step.name, "done")
+                on_step(step.name, "done")
     return RunResult(tuple(ran), tuple(skipped))

@@ -10,15 +10,48 @@ code the user may edit next.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlops_nb import atomic
+
+
+@contextmanager
+def forking_gc() -> Iterator[None]:
+    """The garbage collector set as Python's documentation advises for a process that forks
+    without exec (see gc.freeze): off in the warm parent, frozen before each fork
+    (`before_fork`), on again in each child (`in_child`).
+
+    The parent only imports: with the collector on, importing pandas and scikit-learn runs
+    some 360 collections, full ones among them, for 0.1-0.17 s and frees nothing that
+    matters (peak memory is the same). Frozen, the parent's ~250k objects are never walked
+    by a child's collections, which would otherwise copy every page they sit on (a full
+    collection in a child took 0.13 s; 0.015 s frozen). The previous state comes back on exit.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def before_fork() -> None:
+    gc.freeze()
+
+
+def in_child() -> None:
+    """In a forked step: the collector on, as in any Python process."""
+    gc.enable()
 
 
 def run_imports(source: str, folder: Path) -> None:

@@ -33,7 +33,10 @@ from typing import Any
 from mlops_nb.warmup import (
     ModuleReport,
     advance,
+    before_fork,
     deepen,
+    forking_gc,
+    in_child,
     learned_modules,
     project_file,
     remember_modules,
@@ -168,6 +171,7 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
         from mlops_nb.watchdog import die_with_parent
 
         die_with_parent(os.getppid(), 1)
+        in_child()
         for target, fd in zip((0, 1, 2), fds, strict=False):
             os.dup2(fd, target)
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
@@ -281,6 +285,7 @@ def serve(root: Path, first_step: str | None = None) -> None:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 report = ModuleReport()
+                before_fork()
                 pid = os.fork()
                 if pid == 0:
                     server.close()
@@ -301,4 +306,5 @@ def serve(root: Path, first_step: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+    with forking_gc():
+        serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)

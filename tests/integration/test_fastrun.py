@@ -40,11 +40,14 @@ def test_fast_and_papermill_engines_give_same_artifacts(project):
 
 def test_steps_are_isolated(project):
     make_nb(project / "notebooks/nb.ipynb", CELLS[:4] + [
-        (["step:check"], "print('LEAKED' if leaked else 'ISOLATED')")])
+        (["step:check"], "import gc\nprint('LEAKED' if leaked else 'ISOLATED')\n"
+                         "print('collector', 'on' if gc.isenabled() else 'off')")])
     git_project(project)
     cli(["run"], project)
     executed = (project / "outputs/check/check.ipynb").read_text()
     assert "ISOLATED" in executed and "LEAKED\\n" not in executed
+    # the warm parent runs without garbage collection; a step collects as any process does
+    assert "collector on" in executed
 
 
 def test_step_that_kills_its_process_does_not_take_the_runner_down(project):

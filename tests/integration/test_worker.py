@@ -11,9 +11,10 @@ from tests.conftest import git_project, make_nb, sh
 
 pytestmark = pytest.mark.slow
 
-WHO = ("import os, pathlib\n"
+WHO = ("import gc, os, pathlib\n"
        "pathlib.Path(f'ran-{STEP}').write_text(\n"
-       "    f'{os.getppid()} ' + open(f'/proc/{os.getppid()}/cmdline').read())")
+       "    f'{os.getppid()} collector={gc.isenabled()} '\n"
+       "    + open(f'/proc/{os.getppid()}/cmdline').read())")
 
 
 def _project(root: Path, helper_value: int) -> None:
@@ -39,7 +40,9 @@ def test_later_stages_run_in_the_warm_worker_and_edits_are_picked_up(project):
     sh(["dvc", "repro"], project)
     assert _metric(project) == 2
     # the first stage ran itself and started the worker; the next ones were forked by it
-    assert "mlops_nb.worker" in (project / "notebooks/ran-c").read_text()
+    ran_c = (project / "notebooks/ran-c").read_text()
+    assert "mlops_nb.worker" in ran_c
+    assert "collector=True" in ran_c  # the worker runs without collection; its steps collect
     (project / "notebooks/helper.py").write_text("VALUE = 5\n")
     sh(["dvc", "repro", "--force"], project)
     assert _metric(project) == 10  # the worker retired instead of serving the old module

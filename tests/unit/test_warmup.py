@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
 from mlops_nb.warmup import (
     ModuleReport,
+    before_fork,
     deepen,
+    forking_gc,
+    in_child,
     learned_modules,
     project_file,
     remember_modules,
@@ -102,3 +106,17 @@ def test_project_file_is_inside_the_root_not_a_sibling_or_a_venv(tmp_path):
                          (root / ".venv/lib/site.py", False)):
         Mod.__file__ = str(path)
         assert (project_file(Mod, root) is not None) is inside
+
+
+def test_forking_gc_freezes_for_children_and_restores_the_collector():
+    assert gc.isenabled()
+    with forking_gc():
+        assert not gc.isenabled()
+        before_fork()
+        assert gc.get_freeze_count() > 0
+        pid = os.fork()
+        if pid == 0:  # a step: collects again, and never walks the parent's frozen objects
+            in_child()
+            os._exit(0 if gc.isenabled() and gc.collect() >= 0 else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
