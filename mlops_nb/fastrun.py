@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import signal
 import sys
 import traceback
@@ -86,6 +87,7 @@ class WarmRunner:
         self._learned = learned_modules(self.layout.state)
         self._warmup: Iterator[None] = itertools.chain(deepen(self._learned, root),
                                                        serializer_warmup())
+        self._ending: list[int] = []  # steps that reported their end, not yet reaped
         self.shell = make_shell()
 
     def warm(self, imports_source: str, key: str) -> None:
@@ -96,14 +98,34 @@ class WarmRunner:
         self._warmed.add(key)
         run_imports(imports_source, (self.root / key).parent)
 
-    def _warm_while_running(self, pid: int) -> int:
-        """Wait for the step's process; meanwhile, on the other core, import what later
-        steps' outputs need, a module at a time, stopping as soon as the step ends."""
-        while advance(self._warmup):
-            waited, status = os.waitpid(pid, os.WNOHANG)
-            if waited:
-                return status
-        return os.waitpid(pid, 0)[1]
+    def _wait(self, pid: int, report: ModuleReport) -> tuple[int, int]:
+        """(exit code, killing signal or 0) of the step's process. Meanwhile, on the other
+        core, import what later steps' outputs need, a module at a time, stopping as soon
+        as the step reports its end; a process that reported is reaped later (`close`)."""
+        pidfd = os.pidfd_open(pid)
+        try:
+            busy = True
+            while True:
+                code = report.code()
+                if code is not None:
+                    self._ending.append(pid)
+                    return code, 0
+                waited, status = os.waitpid(pid, os.WNOHANG)
+                if waited:
+                    return _exit_of(status)
+                busy = busy and advance(self._warmup)
+                if not busy:
+                    select.select([pidfd] if report.at_eof else [report.fileno(), pidfd], [], [])
+        finally:
+            os.close(pidfd)
+
+    def close(self) -> None:
+        """Reap the steps that reported their end and may still be exiting."""
+        while self._ending:
+            try:
+                os.waitpid(self._ending.pop(), 0)
+            except ChildProcessError:
+                pass
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None) -> Path:
@@ -123,14 +145,17 @@ class WarmRunner:
             try:
                 report.child_started()
                 code = _child(self.shell, doc, executed, self.root, parent, timeout)
-                report.child_ending()
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    report.child_ending(code)
+                finally:
+                    os._exit(code)
         report.parent_forked()
+        self.close()  # the previous step's process, done exiting meanwhile
         try:
-            status = self._warm_while_running(pid)
+            code, killed = self._wait(pid, report)
         except KeyboardInterrupt:
             report.close()
             _stop_group(pid)
@@ -140,8 +165,8 @@ class WarmRunner:
         imported = report.received()
         self._learned = remember_modules(self.layout.state, self._learned, imported)
         self._warmup = itertools.chain(self._warmup, deepen(imported, self.root))
-        if os.WIFSIGNALED(status):
-            sig = signal.Signals(os.WTERMSIG(status))
+        if killed:
+            sig = signal.Signals(killed)
             _stop_group(pid)  # whatever the step started dies with it
             if sig == signal.SIGALRM:
                 mark_executed(executed, "timed out")
@@ -150,7 +175,6 @@ class WarmRunner:
             mark_executed(executed, f"killed by {sig.name}")
             raise StepCrashed(step, f"its process was killed by {sig.name} (out of memory?)",
                               rel)
-        code = os.WEXITSTATUS(status)
         if code == ERROR_EXIT:
             raise step_error(step, executed, source_notebook, rel)
         if code != 0:
@@ -158,6 +182,13 @@ class WarmRunner:
             raise StepCrashed(step, f"its process exited with code {code} (os._exit or a"
                               " crash)", rel)
         return executed
+
+
+def _exit_of(status: int) -> tuple[int, int]:
+    """(exit code, killing signal or 0) of a wait status."""
+    if os.WIFSIGNALED(status):
+        return 0, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), 0
 
 
 def step_error(step: str, executed: Path, source_notebook: str, rel: str) -> StepFailed:

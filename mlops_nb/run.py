@@ -250,7 +250,7 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     steps_state = state.setdefault("steps", {})
     ran, skipped = [], []
     warm = None
-    with ExitStack() as gc_setting:  # the fast runner's collector setting, undone at the end
+    with ExitStack() as fast_runner:  # its collector setting and its steps' reaping, at the end
         for step in select(spec, names):
             rec = _recorded(layout, steps_state, step.name)
             fp = fingerprint(layout, step, spec)
@@ -273,8 +273,9 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
                         from mlops_nb.fastrun import WarmRunner
                         from mlops_nb.warmup import forking_gc
 
-                        gc_setting.enter_context(forking_gc())
+                        fast_runner.enter_context(forking_gc())
                         warm = WarmRunner(root)
+                        fast_runner.callback(warm.close)
                     nb = spec.notebook(step.notebook)
                     warm.warm(nb.imports, nb.path)
                     params = step_parameters(layout, step_meta(layout, step.name))

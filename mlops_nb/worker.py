@@ -199,7 +199,6 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
             code = exc.exit_code
         except KeyboardInterrupt:
             code = 130
-        report.child_ending()
     except BaseException:  # noqa: BLE001
         import traceback
 
@@ -208,33 +207,40 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            report.child_ending(code)
         finally:
             os._exit(code)
 
 
-def _wait(pid: int, conn: socket.socket, warmup: Iterator[None]) -> int:
-    """The child's exit code; kills its group if the stage goes away first. Meanwhile it
-    advances `warmup` (imports for later steps) a module at a time."""
+def _wait(pid: int, conn: socket.socket, warmup: Iterator[None],
+          report: ModuleReport) -> tuple[int, bool]:
+    """(the step's exit code, whether it reported it before exiting: its process is then
+    still to be reaped); kills its group if the stage goes away first. Meanwhile it advances
+    `warmup` (imports for later steps) a module at a time."""
     pidfd = os.pidfd_open(pid)
     try:
         while True:
-            ready, _, _ = select.select([pidfd, conn.fileno()], [], [], 0)
+            waitables = [pidfd, conn.fileno()] + ([] if report.at_eof else [report.fileno()])
+            ready, _, _ = select.select(waitables, [], [], 0)
             if not ready and advance(warmup):
                 continue
             if not ready:
-                ready, _, _ = select.select([pidfd, conn.fileno()], [], [])
+                ready, _, _ = select.select(waitables, [], [])
+            code = report.code()
+            if code is not None:
+                return code, True
             if pidfd in ready:
                 _, status = os.waitpid(pid, 0)
                 if os.WIFSIGNALED(status):
-                    return 128 + os.WTERMSIG(status)
-                return os.WEXITSTATUS(status)
+                    return 128 + os.WTERMSIG(status), False
+                return os.WEXITSTATUS(status), False
             if conn.fileno() in ready and not conn.recv(1, socket.MSG_PEEK):  # stage gone
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 os.waitpid(pid, 0)
-                return 137
+                return 137, False
     finally:
         os.close(pidfd)
 
@@ -291,10 +297,13 @@ def serve(root: Path, first_step: str | None = None) -> None:
                     server.close()
                     _run_child(request, fds, shell, conn, report)
                 report.parent_forked()
+                reported = False
                 try:
-                    code = _wait(pid, conn, warmup)
+                    code, reported = _wait(pid, conn, warmup, report)
                     conn.sendall(json.dumps({"code": code}).encode() + b"\n")
                 finally:
+                    if reported:  # the stage has its answer: now wait out the exit
+                        os.waitpid(pid, 0)
                     imported = report.received()
                     learned = remember_modules(state, learned, imported)
                     warmup = itertools.chain(warmup, deepen(imported, root))

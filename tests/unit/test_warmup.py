@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import sys
 
 from mlops_nb.warmup import (
@@ -26,7 +27,7 @@ def _fork_importing(statement: str) -> list[str]:
         try:
             report.child_started()
             exec(statement, {})  # noqa: S102
-            report.child_ending()
+            report.child_ending(0)
             code = 0
         finally:
             os._exit(code)
@@ -57,7 +58,27 @@ def test_a_child_that_dies_before_reporting_gives_nothing():
         os._exit(3)
     report.parent_forked()
     os.waitpid(pid, 0)
+    assert report.code() is None and report.at_eof  # the parent reads the exit status
     assert report.received() == []
+
+
+def test_the_exit_code_arrives_before_the_process_has_exited():
+    report = ModuleReport()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(go_w)
+        report.child_started()
+        report.child_ending(217)
+        os.read(go_r, 1)  # still alive after reporting, until the parent lets it go
+        os._exit(217)
+    os.close(go_r)
+    report.parent_forked()
+    select.select([report.fileno()], [], [], 10)
+    assert report.code() == 217
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # not exited yet
+    os.close(go_w)
+    assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 217
 
 
 def test_project_code_is_never_warmed_and_learning_persists(tmp_path, monkeypatch):
@@ -90,10 +111,11 @@ def test_a_grandchild_holding_the_pipe_does_not_block_the_parent():
             time.sleep(5)
             os._exit(0)
         import wave  # noqa: F401
-        report.child_ending()
+        report.child_ending(0)
         os._exit(0)
     report.parent_forked()
     os.waitpid(pid, 0)
+    assert report.code() == 0
     assert "wave" in report.received()
 
 
