@@ -11,6 +11,9 @@ function only hands the step to the project's warm worker, which runs it in a pr
 own and kills it if Ploomber goes away. With no worker up (one is then started), the step runs
 as DVC runs it, `python -m mlops_nb.step STEP`, in a child process that ends with Ploomber.
 Either way it records outputs/STEP/STEP.ipynb with the injected parameters.
+
+It also spares Ploomber's process the final garbage collections when it exits (see
+exiting.py): with Ploomber's imports loaded they take about 0.5 s, a quarter of a 4-step build.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
     from mlops_nb import worker
     from mlops_nb.compile.record import check_hand_edits
     from mlops_nb.errors import Interrupted, MlopsNbError
+    from mlops_nb.exiting import skip_final_collection
     from mlops_nb.project import find_root
     from mlops_nb.step import PARAMETERS_ENV
 
+    skip_final_collection()
     parameters = dict(parameters or {})
     root = find_root(Path(str(product["nb"])).resolve().parent)
     check_hand_edits(root, [f"steps/{step}.ipynb"])

@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mlops_nb.step STEP", file=sys.stderr)
         return 2
     from mlops_nb import watchdog
+    from mlops_nb.exiting import skip_final_collection
 
+    skip_final_collection()  # a step run here holds pandas and the like: exit without collecting
     watchdog.start()
     try:
         root = find_root()

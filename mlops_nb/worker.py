@@ -315,5 +315,8 @@ def serve(root: Path, first_step: str | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from mlops_nb.exiting import skip_final_collection
+
+    skip_final_collection()
     with forking_gc():
         serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
