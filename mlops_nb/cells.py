@@ -25,7 +25,7 @@ def make_shell() -> Any:
     # a pipeline's cells do not belong in the user's IPython history (~/.ipython), and
     # forked steps must not share one SQLite file and its writer thread
     config.HistoryManager.enabled = False
-    shell = InteractiveShell.instance(config=config, colors="NoColor")
+    shell = InteractiveShell.instance(config=config, colors="nocolor")
     if shell.display_formatter is not None:
         shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
     # `%matplotlib inline` asks for a GUI event loop, which a shell without a kernel lacks;
