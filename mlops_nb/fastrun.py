@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,7 @@ from mlops_nb.warmup import (
 from mlops_nb.watchdog import die_with_parent
 
 ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
+WARM_MARGIN = 0.1  # seconds: about the longest single warm-up import
 
 
 def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
@@ -98,11 +100,17 @@ class WarmRunner:
         self._warmed.add(key)
         run_imports(imports_source, (self.root / key).parent)
 
-    def _wait(self, pid: int, report: ModuleReport) -> tuple[int, int]:
-        """(exit code, killing signal or 0) of the step's process. Meanwhile, on the other
-        core, import what later steps' outputs need, a module at a time, stopping as soon
-        as the step reports its end; a process that reported is reaped later (`close`)."""
+    def _wait(self, pid: int, report: ModuleReport, expected: float | None) -> tuple[int, int]:
+        """(exit code, killing signal or 0) of the step's process; a process that reported
+        is reaped later (`close`).
+
+        Meanwhile, on the other core, import what later steps' outputs need, a module at a
+        time. An import cannot be cut short, and a step that ends during one waits for it
+        (skops' takes up to 0.1 s), so none is started within WARM_MARGIN of the end
+        `expected` from the step's last run: what is left waits for the next step.
+        """
         pidfd = os.pidfd_open(pid)
+        stop_at = time.monotonic() + expected - WARM_MARGIN if expected else float("inf")
         try:
             busy = True
             while True:
@@ -113,7 +121,7 @@ class WarmRunner:
                 waited, status = os.waitpid(pid, os.WNOHANG)
                 if waited:
                     return _exit_of(status)
-                busy = busy and advance(self._warmup)
+                busy = busy and time.monotonic() < stop_at and advance(self._warmup)
                 if not busy:
                     select.select([pidfd] if report.at_eof else [report.fileno(), pidfd], [], [])
         finally:
@@ -128,7 +136,8 @@ class WarmRunner:
                 pass
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
-                 timeout: float | None = None) -> Path:
+                 timeout: float | None = None, expected: float | None = None) -> Path:
+        """Run one step in a forked child; `expected`: its wall time last run, if known."""
         executed = self.layout.executed(step)
         executed.parent.mkdir(parents=True, exist_ok=True)
         doc = json.loads(self.layout.step_notebook(step).read_text(encoding="utf-8"))
@@ -155,7 +164,7 @@ class WarmRunner:
         report.parent_forked()
         self.close()  # the previous step's process, done exiting meanwhile
         try:
-            code, killed = self._wait(pid, report)
+            code, killed = self._wait(pid, report, expected)
         except KeyboardInterrupt:
             report.close()
             _stop_group(pid)

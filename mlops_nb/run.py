@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -263,10 +264,11 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
                 continue
             if on_step:
                 on_step(step.name, "running")
-            steps_state.pop(step.name, None)
+            last_seconds = steps_state.pop(step.name, {}).get("seconds")
             _save_state(layout, state)
             try:
                 if engine == "papermill":
+                    started = time.monotonic()
                     execute_step(root, step.name, timeout=timeout, engine="papermill")
                 else:
                     if warm is None:
@@ -279,13 +281,17 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
                     nb = spec.notebook(step.notebook)
                     warm.warm(nb.imports, nb.path)
                     params = step_parameters(layout, step_meta(layout, step.name))
-                    warm.run_step(step.name, nb.path, params, timeout=timeout)
+                    started = time.monotonic()  # the step alone, not the imports before it
+                    warm.run_step(step.name, nb.path, params, timeout=timeout,
+                                  expected=last_seconds)
             except (MlopsNbError, KeyboardInterrupt) as exc:
                 if on_step:
                     on_step(step.name, "failed")
                 record_failure(root, step.name, exc)
                 raise
-            steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step)}
+            seconds = round(time.monotonic() - started, 3)  # the fast runner's warm-up uses it
+            steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step),
+                                      "seconds": seconds}
             _save_state(layout, state)
             ran.append(step.name)
             if on_step:
