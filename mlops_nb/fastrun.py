@@ -155,12 +155,7 @@ class WarmRunner:
                 report.child_started()
                 code = _child(self.shell, doc, executed, self.root, parent, timeout)
             finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    report.child_ending(code)
-                finally:
-                    os._exit(code)
+                report.exit(code)
         report.parent_forked()
         self.close()  # the previous step's process, done exiting meanwhile
         try:

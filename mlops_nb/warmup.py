@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mlops_nb import atomic
 
@@ -190,6 +190,15 @@ class ModuleReport:
             pass
         finally:
             os.close(self._w)
+
+    def exit(self, code: int) -> NoReturn:
+        """End the forked step: flush its output, report `code`, leave without cleanup."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.child_ending(code)
+        finally:
+            os._exit(code)
 
     def parent_forked(self) -> None:
         os.close(self._w)

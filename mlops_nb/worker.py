@@ -204,12 +204,7 @@ def _run_child(request: dict[str, Any], fds: list[int], shell: Any,
 
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            report.child_ending(code)
-        finally:
-            os._exit(code)
+        report.exit(code)
 
 
 def _wait(pid: int, conn: socket.socket, warmup: Iterator[None],
