@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_nb import atomic
 from mlops_nb import compile as compile_mod
@@ -26,6 +26,9 @@ from mlops_nb.errors import ArtifactError, Interrupted, MlopsNbError, UsageError
 from mlops_nb.project import Layout
 from mlops_nb.spec import PipelineSpec, StepSpec
 from mlops_nb.step import execute_step, step_meta, step_parameters
+
+if TYPE_CHECKING:
+    from mlops_nb.fastrun import WarmRunner
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +244,44 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _Executor:
+    """Runs the steps of one `run`, one at a time: a kernel per step ("papermill"), or forks
+    of one warm runner ("fast"), made on first use (a run with nothing to do never imports
+    IPython or the imports cell) and undone with `scope` (its collector setting, the
+    reaping of its steps)."""
+
+    def __init__(self, root: Path, engine: str, timeout: float | None,
+                 scope: ExitStack) -> None:
+        self.root, self.engine, self.timeout, self.scope = root, engine, timeout, scope
+        self.layout = Layout(root)
+        self._warm: WarmRunner | None = None
+
+    def _warm_runner(self) -> WarmRunner:
+        if self._warm is None:
+            from mlops_nb.fastrun import WarmRunner
+            from mlops_nb.warmup import forking_gc
+
+            self.scope.enter_context(forking_gc())
+            self._warm = WarmRunner(self.root)
+            self.scope.callback(self._warm.close)
+        return self._warm
+
+    def run(self, spec: PipelineSpec, step: StepSpec, expected: float | None) -> float:
+        """Run the step; its wall time in seconds (the step alone, not the imports before
+        it). `expected`: that time when it last ran, which paces the fast runner's warm-up."""
+        if self.engine == "papermill":
+            started = time.monotonic()
+            execute_step(self.root, step.name, timeout=self.timeout, engine="papermill")
+            return time.monotonic() - started
+        warm = self._warm_runner()
+        nb = spec.notebook(step.notebook)
+        warm.warm(nb.imports, nb.path)
+        params = step_parameters(self.layout, step_meta(self.layout, step.name))
+        started = time.monotonic()
+        warm.run_step(step.name, nb.path, params, timeout=self.timeout, expected=expected)
+        return time.monotonic() - started
+
+
 def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str,
                 timeout: float | None, on_step: Callable[[str, str], None] | None
                 ) -> RunResult:
@@ -250,8 +291,8 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     state = load_state(layout)
     steps_state = state.setdefault("steps", {})
     ran, skipped = [], []
-    warm = None
-    with ExitStack() as fast_runner:  # its collector setting and its steps' reaping, at the end
+    with ExitStack() as scope:
+        executor = _Executor(root, engine, timeout, scope)
         for step in select(spec, names):
             rec = _recorded(layout, steps_state, step.name)
             fp = fingerprint(layout, step, spec)
@@ -267,31 +308,14 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
             last_seconds = steps_state.pop(step.name, {}).get("seconds")
             _save_state(layout, state)
             try:
-                if engine == "papermill":
-                    started = time.monotonic()
-                    execute_step(root, step.name, timeout=timeout, engine="papermill")
-                else:
-                    if warm is None:
-                        from mlops_nb.fastrun import WarmRunner
-                        from mlops_nb.warmup import forking_gc
-
-                        fast_runner.enter_context(forking_gc())
-                        warm = WarmRunner(root)
-                        fast_runner.callback(warm.close)
-                    nb = spec.notebook(step.notebook)
-                    warm.warm(nb.imports, nb.path)
-                    params = step_parameters(layout, step_meta(layout, step.name))
-                    started = time.monotonic()  # the step alone, not the imports before it
-                    warm.run_step(step.name, nb.path, params, timeout=timeout,
-                                  expected=last_seconds)
+                seconds = executor.run(spec, step, last_seconds)
             except (MlopsNbError, KeyboardInterrupt) as exc:
                 if on_step:
                     on_step(step.name, "failed")
                 record_failure(root, step.name, exc)
                 raise
-            seconds = round(time.monotonic() - started, 3)  # the fast runner's warm-up uses it
             steps_state[step.name] = {"fingerprint": fp, "outputs": _outputs_record(layout, step),
-                                      "seconds": seconds}
+                                      "seconds": round(seconds, 3)}
             _save_state(layout, state)
             ran.append(step.name)
             if on_step:

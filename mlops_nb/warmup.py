@@ -46,6 +46,7 @@ def forking_gc() -> Iterator[None]:
 
 
 def before_fork() -> None:
+    """Just before a fork: the parent's objects out of every later collection's reach."""
     gc.freeze()
 
 
