@@ -27,11 +27,27 @@ if [ ! -x "$UV" ]; then
   mv -T "$tmp" "$tools" 2>/dev/null || rm -rf "$tmp"
 fi
 
-# 2. the lock agrees with pyproject.toml
+# 2. nothing to do when .venv was synced from these very files (their agreement was checked then)
+digest() {
+  cat pyproject.toml uv.lock 2>/dev/null \
+    | "$PY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
+}
+stamp=.venv/.mlops_nb-installed
+if [ "${1:-}" != "--lock" ] && [ -f "$stamp" ] && [ -x .venv/bin/python ] \
+   && [ "$(cat "$stamp")" = "$(digest)" ]; then
+  exit 0
+fi
+
+# 3. the lock agrees with pyproject.toml
 if [ "${1:-}" = "--lock" ]; then
   "$UV" lock --python "$PY"
   echo "setup: uv.lock refreshed; commit pyproject.toml and uv.lock together"
-elif ! "$UV" lock --check --python "$PY" >/dev/null 2>&1; then
+elif ! out=$("$UV" lock --check --python "$PY" 2>&1); then
+  if ! grep -q "needs to be updated" <<<"$out" && [ -f uv.lock ]; then
+    echo "$out" >&2
+    echo "setup: could not check uv.lock against pyproject.toml (above)" >&2
+    exit 1
+  fi
   if [ "${CI:-}" = "true" ] || [ ! -f uv.lock ]; then
     echo "setup: uv.lock does not match pyproject.toml: run 'bash scripts/setup.sh --lock'" \
          "and commit both files" >&2
@@ -42,11 +58,7 @@ elif ! "$UV" lock --check --python "$PY" >/dev/null 2>&1; then
   "$UV" lock --python "$PY"
 fi
 
-# 3. .venv holds exactly what the lock says
-stamp=.venv/.mlops_nb-installed
-want=$(cat pyproject.toml uv.lock | "$PY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/python ]; then
-  echo "setup: installing the locked versions into .venv"
-  "$UV" sync --locked --all-extras --python "$PY"
-  echo "$want" > "$stamp"
-fi
+# 4. .venv holds exactly what the lock says (-q: uv still prints errors)
+echo "setup: installing the locked versions into .venv"
+"$UV" sync -q --locked --all-extras --python "$PY"
+digest > "$stamp"
