@@ -72,3 +72,8 @@ def _first_difference(a: str, b: str) -> tuple[int, int]:
                        min(len(x), len(y)))
             return i + 1, col + 1
     return min(len(la), len(lb)) + 1, 1
+
+
+def recorded(root: Path) -> dict[str, str]:
+    """The files compile last wrote (paths relative to the root) with their sha256."""
+    return _record(root)

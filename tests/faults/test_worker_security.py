@@ -1,0 +1,261 @@
+"""The warm worker against other users and hostile or idle requests (the README's threat model).
+
+Each test talks to a real worker started by a real `dvc repro`, in a socket folder of the
+test's own (TMPDIR), so that changing its mode never touches another test's workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git_project, make_nb, sh, tool_env
+
+pytestmark = pytest.mark.slow
+
+WHO = ("import os, pathlib\n"
+       "pathlib.Path(f'ran-{STEP}').write_text(open(f'/proc/{os.getppid()}/cmdline').read())")
+
+# a client of the worker's protocol that needs only the standard library (a second user runs
+# it too): connect, send one request with our stdin/stdout/stderr, print what came back
+CLIENT = r"""
+import json, os, socket, sys
+path, request = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(path)
+except OSError as exc:
+    print(json.dumps({"connect_errno": exc.errno}), flush=True)
+    sys.exit(0)
+if request == "idle":  # say nothing; report when the worker hangs up
+    print(json.dumps({"connected": True}), flush=True)
+    print(json.dumps({"closed_by_worker": s.recv(1) == b""}), flush=True)
+    sys.exit(0)
+if request == "partial":
+    socket.send_fds(s, [b'{"step": "a"'], [0, 1, 2])
+    print(json.dumps({"connected": True}), flush=True)
+    print(json.dumps({"closed_by_worker": s.recv(1) == b""}), flush=True)
+    sys.exit(0)
+req = json.loads(request)
+req.setdefault("env", dict(os.environ))
+try:
+    socket.send_fds(s, [json.dumps(req).encode() + b"\n"], [0, 1, 2])
+    reply = s.makefile("r").read()
+except OSError as exc:
+    reply = f"error {exc.errno}"
+print(json.dumps({"reply": reply}), flush=True)
+"""
+
+
+@pytest.fixture
+def sockets() -> Iterator[Path]:
+    """A TMPDIR of the test's own, that a second user can traverse (pytest's is 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="mnb-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _project(root: Path) -> None:
+    make_nb(root / "notebooks/nb.ipynb", [
+        (["step:a"], f"STEP = 'a'\n{WHO}\nx = 1"),
+        (["step:b"], f"STEP = 'b'\n{WHO}\ny = x + 1"),
+        (["step:c"], f"STEP = 'c'\n{WHO}\nz = y + 1\nseen_hash = hash('abc')"),
+        (["pipeline-metrics"], "print(z)\nprint(seen_hash)"),
+    ])
+    git_project(root)
+    sh(["mlops-nb", "compile"], root)
+
+
+def _env(sockets: Path, **extra: str) -> dict[str, str]:
+    return tool_env(TMPDIR=str(sockets), **extra)
+
+
+def _repro(root: Path, sockets: Path, *args: str, **extra: str
+           ) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["dvc", "repro", *args], cwd=root, env=_env(sockets, **extra),
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def _socket(root: Path, sockets: Path) -> Path:
+    code = ("from pathlib import Path; from mlops_nb.worker_socket import socket_path;"
+            " print(socket_path(Path('.').resolve()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=_env(sockets),
+                         capture_output=True, text=True, check=True).stdout.strip()
+    path = Path(out)
+    assert path.is_socket(), f"no worker socket at {path}"
+    return path
+
+
+def _client(root: Path, sockets: Path, path: Path, request: str, *,
+            user: str | None = None) -> dict[str, object]:
+    python = sys.executable if user is None else SYSTEM_PYTHON
+    res = subprocess.run([python, "-I", "-c", CLIENT, str(path), request],
+                         cwd="/", env=_env(sockets), capture_output=True, text=True,
+                         timeout=120, user=user, group=user)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout.splitlines()[-1]))
+
+
+def _ran_in_worker(root: Path, step: str) -> bool:
+    return "mlops_nb.worker" in (root / f"notebooks/ran-{step}").read_text()
+
+
+def _worker_pids(root: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mlops_nb.worker" in args and os.fsencode(root) in args:
+            pids.append(int(proc.name))
+    return pids
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's may sit under root's home, closed to others
+
+
+@pytest.fixture
+def second_user() -> Iterator[str]:
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to create a second local user")
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"the second user needs {SYSTEM_PYTHON}")
+    name = f"mnbt{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def test_a_second_local_user_is_refused_by_folder_and_by_peer_check(project, sockets,
+                                                                     second_user):
+    _project(project)
+    _repro(project, sockets)
+    path = _socket(project, sockets)
+    for ran in project.glob("notebooks/ran-*"):
+        ran.unlink()
+    attack = json.dumps({"step": "a", "root": str(project), "env": {}})
+    # the socket's folder is 0700: the other user cannot even reach the socket
+    assert _client(project, sockets, path, attack, user=second_user) == {"connect_errno": 13}
+    # opened up by mistake: the worker still checks who connects (SO_PEERCRED) and hangs up
+    path.parent.chmod(0o711)
+    path.chmod(0o666)
+    try:
+        reply = _client(project, sockets, path, attack, user=second_user)
+    finally:
+        path.parent.chmod(0o700)
+    assert reply == {"reply": ""} or str(reply.get("reply", "")).startswith("error")
+    assert not list(project.glob("notebooks/ran-*"))  # nothing ran for them
+    uid = int(subprocess.run(["id", "-u", second_user], capture_output=True, text=True,
+                             check=True).stdout)
+    assert f"refused a connection from uid {uid}" in (project / ".mlops_nb/worker.log"
+                                                      ).read_text()
+
+
+def test_step_names_are_the_projects_own_and_the_root_is_never_taken(project, tmp_path,
+                                                                     sockets):
+    _project(project)
+    _repro(project, sockets)
+    path = _socket(project, sockets)
+    evil = tmp_path / "evil"
+    make_nb(evil / "notebooks/evil.ipynb", [
+        (["step:a"], "import pathlib\npathlib.Path('pwned').write_text('1')\nq = 1"),
+        (["step:evil"], "import pathlib\npathlib.Path('pwned').write_text('1')\nw = q"),
+    ])
+    git_project(evil)
+    sh(["mlops-nb", "compile"], evil)
+    for step in ("../../evil/steps/evil", "evil", "a/../a", "A", "a\n"):
+        reply = _client(project, sockets, path, json.dumps({"step": step, "root": str(evil)}))
+        assert '"refused"' in str(reply["reply"]), (step, reply)
+    # a step of the worker's own project, with a foreign root: the worker's root is used
+    reply = _client(project, sockets, path, json.dumps({"step": "a", "root": str(evil),
+                                                         "cwd": str(evil)}))
+    assert '"code": 0' in str(reply["reply"]), reply
+    assert _ran_in_worker(project, "a")
+    assert not (evil / "notebooks/pwned").exists() and not (evil / "pwned").exists()
+
+
+def test_an_idle_connection_never_blocks_the_next_dvc_repro(project, sockets):
+    _project(project)
+    _repro(project, sockets)
+    path = _socket(project, sockets)
+    holders = [subprocess.Popen([sys.executable, "-I", "-c", CLIENT, str(path), kind],
+                                env=_env(sockets), stdout=subprocess.PIPE, text=True)
+               for kind in ("idle", "partial")]
+    try:
+        for h in holders:
+            assert h.stdout is not None
+            assert json.loads(h.stdout.readline()) == {"connected": True}
+        for ran in project.glob("notebooks/ran-*"):
+            ran.unlink()
+        _repro(project, sockets, "--force")  # before the fix, this hung for good
+        assert _ran_in_worker(project, "c")
+        # and the worker hangs up on them after its receive timeout
+        for h in holders:
+            out, _ = h.communicate(timeout=60)
+            assert json.loads(out.splitlines()[-1]) == {"closed_by_worker": True}
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+
+
+def test_the_worker_exits_when_its_project_folder_is_gone(project, sockets):
+    _project(project)
+    _repro(project, sockets)
+    pids = _worker_pids(project)
+    assert pids
+    shutil.rmtree(project)
+    deadline = time.monotonic() + 15  # its idle limit in tests is 30 s
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, "the worker outlived its project"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_start_up_variables_pick_the_worker(project, sockets):
+    _project(project)
+    seeds = {}
+    for seed in ("1", "2"):
+        _repro(project, sockets, "--force", PYTHONHASHSEED=seed, OMP_NUM_THREADS=seed)
+        assert _ran_in_worker(project, "c")
+        seeds[seed] = json.loads((project / "outputs/c/metrics.json").read_text())["seen_hash"]
+        fresh = subprocess.run([sys.executable, "-c", "print(hash('abc'))"], text=True,
+                               env=_env(sockets, PYTHONHASHSEED=seed), capture_output=True,
+                               check=True).stdout
+        assert seeds[seed] == int(fresh)  # what a process started with that seed computes
+    assert seeds["1"] != seeds["2"]
+
+
+def test_an_unsafe_socket_folder_means_no_worker_and_nothing_written_there(project,
+                                                                           sockets):
+    _project(project)
+    elsewhere = sockets / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (sockets / f"mlops-nb-{os.getuid()}").symlink_to(elsewhere)
+    _repro(project, sockets)
+    assert json.loads((project / "outputs/c/metrics.json").read_text())["z"] == 3
+    assert not _ran_in_worker(project, "c")
+    assert not list(elsewhere.iterdir())
+    assert not _worker_pids(project)

@@ -1,0 +1,50 @@
+"""Where the warm worker listens: a private folder, a key that includes start-up variables."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mlops_nb import worker_socket
+
+
+@pytest.fixture
+def tmpdir_of_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path / f"mlops-nb-{os.getuid()}"
+
+
+def test_the_folder_is_made_private(tmpdir_of_test):
+    assert worker_socket.socket_dir() == tmpdir_of_test
+    assert stat.S_IMODE(tmpdir_of_test.stat().st_mode) == 0o700
+
+
+def test_a_folder_open_to_others_or_a_symlink_is_not_used(tmpdir_of_test, tmp_path):
+    tmpdir_of_test.mkdir(mode=0o755)
+    tmpdir_of_test.chmod(0o755)
+    assert worker_socket.socket_dir() is None
+    assert worker_socket.socket_path(tmp_path) is None
+    tmpdir_of_test.rmdir()
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    tmpdir_of_test.symlink_to(target)
+    assert worker_socket.socket_dir() is None
+
+
+@pytest.mark.parametrize("name", ["PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                  "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"])
+def test_start_up_variables_are_part_of_the_key(tmpdir_of_test, tmp_path, monkeypatch, name):
+    monkeypatch.setenv(name, "1")
+    one = worker_socket.socket_path(tmp_path)
+    monkeypatch.setenv(name, "2")
+    assert worker_socket.socket_path(tmp_path) != one
+    monkeypatch.setenv("SOME_OTHER_VARIABLE", "x")  # others are passed to the step, not keyed
+    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")  # scikit-learn's import sets it
+    two = worker_socket.socket_path(tmp_path)
+    monkeypatch.delenv("SOME_OTHER_VARIABLE")
+    monkeypatch.delenv("KMP_INIT_AT_FORK")
+    assert worker_socket.socket_path(tmp_path) == two
