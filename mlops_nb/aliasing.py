@@ -20,6 +20,8 @@ class AliasGroups:
 
     def __init__(self) -> None:
         self._group: dict[str, set[str]] = {}
+        self.immutable: set[str] = set()  # names bound to numbers, strings, tuples of them
+        self.copies: set[str] = set()  # names bound to builtin sequences: a slice is a copy
 
     def members(self, name: str) -> set[str]:
         return set(self._group.get(name, {name}))
@@ -47,21 +49,27 @@ class AliasGroups:
         return out
 
 
-def _names_in(node: ast.AST) -> list[str]:
-    """Names whose objects an expression may hand over by reference (not computed values)."""
+def names_in(node: ast.AST, copies: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Names whose objects an expression may hand over by reference (not computed values).
+
+    A slice of a name in `copies` (a list, tuple or string) is a new object, as is anything
+    a call returns but `d.items()`/`values()`/`keys()`: `x.copy()`, `df.to_numpy()`..."""
     if isinstance(node, ast.Name):
         return [node.id]
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [n for e in node.elts for n in _names_in(e)]
+        return [n for e in node.elts for n in names_in(e, copies)]
     if isinstance(node, ast.Dict):
-        return [n for v in node.values for n in _names_in(v)]
+        return [n for v in node.values for n in names_in(v, copies)]
     if isinstance(node, ast.Starred):
-        return _names_in(node.value)
+        return names_in(node.value, copies)
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice) \
+            and isinstance(node.value, ast.Name) and node.value.id in copies:
+        return []
     if isinstance(node, (ast.Subscript, ast.Attribute)):
-        return _names_in(node.value)
+        return names_in(node.value, copies)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
             and node.func.attr in ("items", "values", "keys", "__iter__"):
-        return _names_in(node.func.value)
+        return names_in(node.func.value, copies)
     return []
 
 
@@ -71,7 +79,8 @@ def _base(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def links(stmt: ast.stmt) -> list[tuple[str, str]]:
+def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset()
+          ) -> list[tuple[str, str]]:
     """The (name, name) pairs a top-level statement may make share an object."""
     pairs: list[tuple[str, str]] = []
     if isinstance(stmt, ast.Assign):
@@ -79,22 +88,25 @@ def links(stmt: ast.stmt) -> list[tuple[str, str]]:
             if isinstance(target, (ast.Tuple, ast.List)) and isinstance(stmt.value, (
                     ast.Tuple, ast.List)) and len(target.elts) == len(stmt.value.elts):
                 for t, v in zip(target.elts, stmt.value.elts, strict=True):
-                    pairs += [(n, m) for n in _names_in(t) if isinstance(t, ast.Name)
-                              for m in _names_in(v)]
+                    pairs += [(n, m) for n in names_in(t, copies) if isinstance(t, ast.Name)
+                              for m in names_in(v, copies)]
             elif isinstance(target, ast.Name):
-                pairs += [(target.id, m) for m in _names_in(stmt.value)]
+                pairs += [(target.id, m) for m in names_in(stmt.value, copies)]
+            elif isinstance(target, (ast.Tuple, ast.List)):  # `a, b = pair`: its members
+                pairs += [(t.id, m) for t in ast.walk(target) if isinstance(t, ast.Name)
+                          for m in names_in(stmt.value, copies)]
             elif isinstance(target, (ast.Subscript, ast.Attribute)):
                 base = _base(target)
                 if base:
-                    pairs += [(base, m) for m in _names_in(stmt.value)]
+                    pairs += [(base, m) for m in names_in(stmt.value, copies)]
     for node in ast.walk(stmt):
         if isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, (
                 ast.Name, ast.Tuple, ast.List)):
             targets = [t.id for t in ast.walk(node.target) if isinstance(t, ast.Name)]
-            pairs += [(t, m) for t in targets for m in _names_in(node.iter)]
+            pairs += [(t, m) for t in targets for m in names_in(node.iter, copies)]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and node.func.attr in CONTAINER_ADDS:
             base = _base(node.func.value)
             if base:
-                pairs += [(base, m) for a in node.args for m in _names_in(a)]
+                pairs += [(base, m) for a in node.args for m in names_in(a, copies)]
     return pairs

@@ -56,3 +56,18 @@ def metric_names(source: str) -> list[str]:
         elif isinstance(v, ast.Name):
             names.append(v.id)
     return names
+
+
+def immutable_literal(source: str) -> bool:
+    """Whether a parameter's literal is immutable (numbers, strings, tuples of them)."""
+    try:
+        value = ast.literal_eval(source)
+    except (ValueError, SyntaxError):
+        return False
+    return _frozen(value)
+
+
+def _frozen(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(_frozen(v) for v in value)
+    return value is None or isinstance(value, (int, float, complex, str, bytes, bool))

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import ast
 import difflib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_nb import analysis, sections
+from mlops_nb import analysis, namecheck, sections
 from mlops_nb.aliasing import AliasGroups
 from mlops_nb.errors import NotebookError, PipelineError
 from mlops_nb.magics import strip_magics
 from mlops_nb.tags import Cell, ParsedNotebook
+
+log = logging.getLogger(__name__)
 
 # Folders whose files are never a step's data dependency (generated or tool state).
 NOT_DATA = ("outputs", "steps", ".git", ".dvc", ".mlops_nb", ".venv", ".ipynb_checkpoints")
@@ -177,8 +180,16 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         param_names = {p for p, _ in params}
         funcs: dict = {}
         aliases = AliasGroups()
+        aliases.immutable |= {p for p, lit in params if sections.immutable_literal(lit)}
         imported: set[str] = set()
         pre = _analyse(nb, nb.imports + nb.functions, funcs, aliases, imported)
+        lenient = namecheck.dynamic(nb.imports + nb.functions + tuple(
+            c for decl in nb.steps for c in decl.cells))
+        later = {}
+        for decl in reversed(nb.steps):
+            for c in decl.cells:
+                for n in namecheck.bound_names(c.source):
+                    later[n] = (decl.name, c.index)
         global_params = pre.inputs & param_names
         nb_specs.append(NotebookSpec(nb.path, nb.stem, _block(nb.imports), _block(nb.functions),
                                      params, nb.kernelspec))
@@ -190,17 +201,37 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             info = _analyse(nb, decl.cells, funcs, aliases, imported)
             d = _Draft(decl.name, nb, decl.cells, info, {}, set(), set(global_params),
                        set(), set(), [], {})
-            for var in sorted(info.inputs):
+            needed = set(info.inputs)
+            for var in sorted(info.inputs):  # a copied def brings what its defaults read
+                if var in funcs and any(var in o.info.code_defs for o in order):
+                    needed |= funcs[var].def_reads - info.writes
+            unresolved = set()
+            for var in sorted(needed):
                 producer = next((o for o in reversed(order) if var in o.info.writes), None)
-                if producer is not None:
+                if var in param_names:
+                    # a parameter is injected into every step that reads it (Kale's rule)
+                    d.params.add(var)
+                    if producer is not None and var in producer.info.writes - \
+                            producer.info.mutated:
+                        log.warning("%s: step '%s' reads parameter '%s', which step '%s'"
+                                    " rebinds; it gets the parameter's value, not the"
+                                    " rebound one", nb.path, decl.name, var, producer.name)
+                elif producer is not None:
                     d.inputs[var] = producer.name
                     d.upstream.add(producer.name)
                     if var in producer.info.code_defs:
                         d.copied[var] = producer.info.def_sources.get(var, "")
                     else:
                         producer.outputs.add(var)
-                elif var in param_names:
-                    d.params.add(var)
+                elif var not in pre.writes and not var.startswith("*"):
+                    unresolved.add(var)
+            if unresolved:
+                defined = (pre.writes | param_names | analysis.BUILTINS
+                           | {w for o in order for w in o.info.writes})
+                namecheck.check_reads(nb.path, decl.name, decl.cells, unresolved, defined,
+                                      {k: v for k, v in later.items() if v[0] != decl.name},
+                                      lenient or any(w.startswith("*") for o in order
+                                                     for w in o.info.writes))
             # classes of earlier steps: needed to load their instances
             d.copied.update({k: v for k, v in class_defs.items() if k not in info.writes})
             for k in list(d.copied):
@@ -235,9 +266,13 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         for mcell in nb.metrics:
             for m in sections.metric_names(mcell.source):
                 producer = next((o for o in reversed(order) if m in o.info.writes), None)
+                if producer is None and m in param_names and order:
+                    producer = order[-1]  # a parameter as a metric: recorded by the last step
+                    producer.params.add(m)
                 if producer is None:
                     raise NotebookError(
-                        nb.path, f"metric '{m}' is not set by any step of this notebook",
+                        nb.path, f"metric '{m}' is neither set by a step of this notebook nor"
+                                 " a parameter",
                         mcell.index)
                 if m not in producer.metrics:
                     producer.metrics.append(m)

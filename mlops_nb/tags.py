@@ -1,7 +1,9 @@
 """Read a notebook's cells and tags into step declarations (DESIGN section 2).
 
 The rule this module embodies: the tag grammar is Kubeflow Kale's, so a Kale-tagged notebook
-parses unchanged. An untagged code cell continues the role of the code cell before it; tags of
+parses unchanged. An untagged code cell (or one with an empty `step:` tag) continues the step
+or section that is current: that of the last code cell before it that was not `skip`; `skip`
+and markdown cells never change it, as in Kale's parser and its JupyterLab extension. Tags of
 other tools pass through; a tag that looks like a misspelling of ours is an error naming the
 notebook, the cell (1-based, counting every cell as JupyterLab shows them) and the nearest tag.
 
@@ -13,11 +15,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_nb.errors import NotebookError
+
+log = logging.getLogger(__name__)
 
 STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 SECTIONS = ("imports", "functions", "pipeline-parameters", "parameters", "pipeline-metrics", "skip")
@@ -110,36 +115,88 @@ def _closest(word: str, candidates: list[str]) -> str | None:
     return found[0] if found else None
 
 
-def classify_tag(tag: str, path: str, index: int) -> tuple[str, str] | None:
-    """Return (kind, value) for a tag of ours, None for a foreign tag; raise on a likely typo.
+# Kale 1.x wrote the special sections as steps (`block:imports`); a hyphen is never in a step
+# name, so `block:pipeline-parameters` is unambiguous too.
+OLD_SECTIONS = {"imports": "imports", "functions": "functions", "skip": "skip",
+                "pipeline-parameters": "parameters", "pipeline-metrics": "pipeline-metrics"}
+# Tags one letter or one word away from a section of ours: an error with the fix.
+NEAR_SECTIONS = {
+    "metrics": "pipeline-metrics", "metric": "pipeline-metrics",
+    "pipeline-metric": "pipeline-metrics", "pipeline_metrics": "pipeline-metrics",
+    "pipelinemetrics": "pipeline-metrics", "parameter": "parameters", "param": "parameters",
+    "params": "parameters", "pipeline-parameter": "pipeline-parameters",
+    "pipeline_parameters": "pipeline-parameters", "pipeline-params": "pipeline-parameters",
+    "pipelineparameters": "pipeline-parameters", "import": "imports", "function": "functions",
+}
+# `step-x`, `step_x`, `step=x`, `step x`, `prev-x`, `block.x`: our prefix, the wrong separator.
+NEAR_PREFIX = re.compile(r"^(step|block|prev)\s*[-_=.\s;]\s*(\S.*)$", re.IGNORECASE)
 
-    kinds: 'section' (value = section name), 'step' (value = step name), 'prev'.
+
+def _step_value(tag: str, prefix: str, value: str, path: str, index: int) -> str:
+    """A step name from a tag, with Kale's tolerance: a hyphen becomes '_' (with a note)."""
+    name = value.replace("-", "_")
+    if not STEP_NAME.match(name):
+        near = name.lower().strip()
+        hint = (f" (did you mean '{prefix}:{near}'?)" if STEP_NAME.match(near) else
+                " (e.g. 'step:train_model')")
+        raise NotebookError(
+            path,
+            f"invalid step name in tag '{tag}': names are lower-case letters, digits and '_',"
+            f" not starting with a digit{hint}",
+            index,
+        )
+    if name != value:
+        log.warning("%s cell %d: tag '%s' names step '%s' (a hyphen is not allowed in step"
+                    " names; it was read as '_')", path, index, tag, name)
+    return name
+
+
+def classify_tag(tag: str, path: str, index: int) -> list[tuple[str, str]] | None:
+    """Return [(kind, value)...] for a tag of ours, None for a foreign tag; raise on a typo.
+
+    kinds: 'section' (value = section name), 'step' (value = step name, '' for an empty
+    `step:` tag, which continues the current step), 'prev' (one per parent: Kale 1.x wrote
+    `prev:a:b`).
     """
     if tag in SECTIONS:
-        return ("section", "parameters" if tag == "pipeline-parameters" else tag)
+        return [("section", "parameters" if tag == "pipeline-parameters" else tag)]
     if tag in IGNORED:
-        return ("section", "skip")
+        return [("section", "skip")]
     if ":" in tag:
         prefix, _, value = tag.partition(":")
         if prefix in STEP_PREFIXES or prefix == "prev":
-            if not STEP_NAME.match(value):
-                raise NotebookError(
-                    path,
-                    f"invalid step name in tag '{tag}': names are lower-case letters, digits"
-                    " and '_', not starting with a digit (e.g. 'step:train_model')",
-                    index,
-                )
-            return ("prev" if prefix == "prev" else "step", value)
+            if prefix == "block" and value in OLD_SECTIONS:
+                return [("section", OLD_SECTIONS[value])]
+            if prefix == "prev":
+                parts = [v for v in value.split(":")]
+                if not value or any(not v for v in parts):
+                    raise NotebookError(path, f"tag '{tag}' names no step; write"
+                                              " 'prev:<step name>'", index)
+                return [("prev", _step_value(tag, prefix, v, path, index)) for v in parts]
+            if not value:
+                return [("step", "")]
+            return [("step", _step_value(tag, prefix, value, path, index))]
         if prefix in KALE_FOREIGN_PREFIXES:
             return None
-        near = _closest(prefix, ["step", "block", "prev"])
+        low = prefix.strip().lower()
+        near = low if low in ("step", "block", "prev") else _closest(low, ["step", "block",
+                                                                           "prev"])
         if near:
+            fixed = value.strip().lower().replace("-", "_")
             raise NotebookError(
-                path, f"unknown tag '{tag}' (did you mean '{near}:{value}'?)", index
+                path, f"unknown tag '{tag}' (did you mean '{near}:{fixed}'?)", index
             )
         return None
-    near = _closest(tag, list(SECTIONS))
-    if near and len(tag) >= 4:
+    m = NEAR_PREFIX.match(tag)
+    if m:
+        fixed = f"{m.group(1).lower()}:{m.group(2).strip().lower().replace('-', '_')}"
+        raise NotebookError(path, f"unknown tag '{tag}' (did you mean '{fixed}'? our tags"
+                                  " separate the name with ':')", index)
+    low = tag.strip().lower()
+    near = low if low in SECTIONS else NEAR_SECTIONS.get(low)
+    if near is None and len(tag) >= 4:
+        near = _closest(low, list(SECTIONS))
+    if near:
         raise NotebookError(path, f"unknown tag '{tag}' (did you mean '{near}'?)", index)
     return None
 
@@ -152,14 +209,14 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
     step_cells: dict[str, list[Cell]] = {}
     step_prev: dict[str, list[str]] = {}
     prev_cells: dict[str, list[int]] = {}
-    current: tuple[str, ...] = ("skip",)  # leading untagged cells are exploration
+    current = "skip"  # leading untagged cells are exploration
     current_is_step = False
 
     for i, raw in enumerate(nb["cells"], start=1):
         if not isinstance(raw, dict):
             raise NotebookError(display, "cell is not a JSON object", i)
         if raw.get("cell_type") != "code":
-            continue
+            continue  # markdown and raw cells never change the current step (as in Kale)
         meta = raw.get("metadata") or {}
         tags = meta.get("tags") or []
         if not isinstance(tags, list):
@@ -168,37 +225,45 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
         section: str | None = None
         prevs: list[str] = []
         for tag in tags:
-            kind = classify_tag(str(tag), display, i)
-            if kind is None:
-                continue
-            if kind[0] == "section":
-                section = kind[1]
-            elif kind[0] == "step":
-                if kind[1] not in steps:
-                    steps.append(kind[1])
-            else:
-                prevs.append(kind[1])
-        if "skip" == section:
-            current, current_is_step = ("skip",), False
-        elif steps:
-            current, current_is_step = tuple(steps), True
+            for kind, value in classify_tag(str(tag), display, i) or []:
+                if kind == "section":
+                    section = "skip" if "skip" in (section, value) else value
+                elif kind == "step":
+                    if value and value not in steps:
+                        steps.append(value)
+                elif value not in prevs:
+                    prevs.append(value)
+        if section == "skip":
+            # Kale passes over a skipped cell: the step before it goes on after it
+            if prevs:
+                log.warning("%s cell %d: 'prev:' on a 'skip' cell is ignored", display, i)
+            continue
+        if len(steps) > 1:
+            raise NotebookError(
+                display,
+                f"the cell has two step tags ({', '.join('step:' + s for s in steps)}); a cell"
+                " belongs to one step: keep one tag, or split the cell in JupyterLab and tag"
+                " each part",
+                i,
+            )
+        if steps:
+            current, current_is_step = steps[0], True
         elif section:
-            current, current_is_step = (section,), False
+            current, current_is_step = section, False
         if prevs and not current_is_step:
             raise NotebookError(
                 display, "a 'prev:' tag must sit on a cell of a step; add 'step:<name>' to it", i
             )
         cell = Cell(i, _source(raw))
-        for role in current:
-            if current_is_step:
-                step_cells.setdefault(role, []).append(cell)
-                for p in prevs:
-                    if p not in step_prev.setdefault(role, []):
-                        step_prev[role].append(p)
-                        prev_cells.setdefault(role, []).append(i)
-                step_prev.setdefault(role, [])
-            else:
-                sections[role].append(cell)
+        if current_is_step:
+            step_cells.setdefault(current, []).append(cell)
+            for p in prevs:
+                if p not in step_prev.setdefault(current, []):
+                    step_prev[current].append(p)
+                    prev_cells.setdefault(current, []).append(i)
+            step_prev.setdefault(current, [])
+        else:
+            sections[current].append(cell)
 
     if not step_cells:
         raise NotebookError(

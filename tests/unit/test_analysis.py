@@ -177,7 +177,7 @@ def test_syntax_error_names_the_cell(tmp_path):
 
 
 def test_metric_not_set_by_any_step(tmp_path):
-    with pytest.raises(NotebookError, match="cell 2: metric 'acc' is not set"):
+    with pytest.raises(NotebookError, match="cell 2: metric 'acc' is neither set by a step"):
         spec_of(tmp_path, [(["step:a"], "x = 1"), (["pipeline-metrics"], "print(acc)")])
 
 
@@ -207,3 +207,138 @@ def test_rebinding_leaves_the_alias_group(tmp_path):
         (["step:c"], "n = len(df) + len(view)"),
     ])
     assert dict(spec.step("c").inputs)["df"] == "a"
+
+
+# --- issue 15: Python 3 scopes, order inside compound statements, call-time globals ---
+
+def test_comprehension_variable_passed_to_a_helper_is_not_a_name_of_the_block():
+    funcs: dict = {}
+    analyse_block("def helper(v):\n    v.append(1)\n", funcs, AliasGroups(), set())
+    info = block("out = [helper(q) for q in [[], []]]\nfr = [helper(d) for d in frames]", funcs)
+    assert "q" not in info.writes | info.inputs and "d" not in info.writes
+    assert "frames" in info.mutated  # what the comprehension iterates over is changed
+
+
+def test_name_bound_before_read_inside_a_compound_statement_is_not_an_input():
+    info = block("for i in range(3):\n    img = i * 2\n    print(img)\n"
+                 "with open('f') as fh:\n    text = fh.read()\n    n = len(text)\n"
+                 "if n:\n    a = 1\nelse:\n    a = 2\nb = a")
+    assert info.inputs - BUILTINS == set()
+    # a loop body may not run: what it binds is still an input of the code after it
+    assert block("for i in r:\n    late = i\nprint(late)").inputs - BUILTINS == {"r", "late"}
+
+
+def test_def_defaults_are_read_when_the_def_runs():
+    funcs: dict = {}
+    info = analyse_block("def f(x, n=N):\n    return x * n\n", funcs, AliasGroups(), set())
+    assert info.inputs == {"N"} and funcs["f"].def_reads == {"N"}
+
+
+def test_lambda_is_a_definition_reading_globals_when_called():
+    funcs: dict = {}
+    info = analyse_block("scale = lambda v: v * K\n", funcs, AliasGroups(), set())
+    assert "scale" in info.code_defs and info.inputs == set()
+    assert "K" in block("y = scale(2)", funcs).inputs
+
+
+@pytest.mark.parametrize("src", [
+    "m = df.mean()", "for k, v in d.items():\n    pass", "p = s.split('.')",
+    "r = df.to_dict()", "y = model.predict(X)", "c = df.copy()", "t = df.dropna()",
+    "z = arr.sum(axis=0)", "u = df['a'].value_counts()",
+])
+def test_well_known_read_methods_do_not_change_their_receiver(src):
+    assert block(src).mutated == set()
+
+
+@pytest.mark.parametrize("src,name", [
+    ("model.fit(X, y)", "model"), ("df.drop(columns=['a'], inplace=True)", "df"),
+    ("lst.append(1)", "lst"), ("d.update(e)", "d"), ("arr.sort()", "arr"),
+    ("obj.unknown_method()", "obj"), ("est.set_params(C=1)", "est"),
+])
+def test_mutating_and_unknown_methods_change_their_receiver(src, name):
+    assert name in block(src).mutated
+
+
+def test_user_function_changes_an_argument_only_if_its_body_does():
+    funcs: dict = {}
+    analyse_block("def stats(frame, n):\n    return frame.mean() * n\n"
+                  "def clean(frame):\n    f = frame\n    f['a'] = 0\n"
+                  "def both(a, b):\n    clean(b)\n", funcs, AliasGroups(), set())
+    info = block("s = stats(df, k)\nclean(other)\nboth(x, y)", funcs)
+    assert info.mutated == {"other", "y"}
+
+
+def test_immutable_values_never_change():
+    info = block("n = 3\nname = 'a'\nn += 1\nfor i in range(n):\n    n += i\nt = (1, 'x')\n"
+                 "name.upper()")
+    assert info.mutated == set()
+
+
+def test_slice_of_a_list_is_a_copy_not_an_alias():
+    aliases = AliasGroups()
+    analyse_block("xs = [1, 2, 3]\nhead = xs[:2]\nhead.append(4)", {}, aliases, set())
+    assert "xs" not in aliases.members("head")
+
+
+def test_parameter_as_metric_and_parameter_read_is_a_parameter(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["pipeline-parameters"], "LR = 0.1"),
+        (["step:a"], "x = LR * 2\nLR.as_integer_ratio()"),
+        (["step:b"], "y = LR + x"),
+        (["pipeline-metrics"], "print(y)\nprint(LR)"),
+    ])
+    assert spec.step("b").inputs == (("x", "a"),)
+    assert spec.step("b").params == ("LR",) and spec.step("b").metrics == ("y", "LR")
+
+
+def test_copied_def_brings_what_its_defaults_read(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["pipeline-parameters"], "N = 2"),
+        (["step:a"], "base = 5\ndef f(x, n=N, b=base):\n    return x * n + b"),
+        (["step:b"], "y = f(1)"),
+    ])
+    b = spec.step("b")
+    assert "f" in dict(b.copied_defs) and b.params == ("N",) and b.inputs == (
+        ("base", "a"), ("f", "a"))
+
+
+def test_two_branches_reading_a_shared_frame_have_no_edge(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["functions"], "def summary(frame, k):\n    return frame.describe().iloc[:k]"),
+        (["step:load"], "import pandas as pd\ndf = pd.DataFrame({'a': [1.0, 2.0]})"),
+        (["step:left"], "m = df.mean()\ns1 = summary(df, 2)"),
+        (["step:right"], "v = df['a'].std()\ns2 = summary(df, 1)\nfor k, col in df.items():\n"
+                         "    print(k, col.max())"),
+        (["step:join"], "out = (m, v, s1, s2)"),
+    ])
+    assert spec.step("left").upstream == ("load",) and spec.step("right").upstream == ("load",)
+    assert spec.step("left").outputs == ("m", "s1") and spec.step("right").outputs == ("s2", "v")
+    assert spec.step("load").outputs == ("df",)
+
+
+def test_undefined_name_is_a_compile_error_with_the_nearest_name(tmp_path):
+    with pytest.raises(NotebookError, match="cell 2: line 2: undefined name 'modle'"
+                                            r" \(did you mean 'model'\?\)"):
+        spec_of(tmp_path, [(["step:a"], "model = 1"), (["step:b"], "x = 1\ny = modle + x")])
+
+
+def test_undefined_name_is_a_warning_when_names_are_bound_dynamically(tmp_path, caplog):
+    spec_of(tmp_path, [(["step:a"], "from math import *\nx = 1"), (["step:b"], "y = cos(x)")])
+    spec_of(tmp_path, [(["step:a"], "globals()['z'] = 1"), (["step:b"], "y = z")])
+    assert "undefined name 'z'" in caplog.text
+
+
+def test_reading_what_only_a_later_step_defines_names_both_cells(tmp_path):
+    with pytest.raises(NotebookError, match="cell 1: line 1: step 'a' reads 'w', which only"
+                                            r" step 'b' \(cell 2\) defines"):
+        spec_of(tmp_path, [(["step:a"], "x = w"), (["step:b"], "w = 1")])
+
+
+def test_function_globals_are_read_where_it_is_called(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "K = 1\ndef f(v):\n    return v * K\ng = lambda v: v + K"),
+        (["step:b"], "K = 10"),
+        (["step:c"], "y = f(2) + g(2)"),
+    ])
+    c = spec.step("c")
+    assert dict(c.inputs)["K"] == "b" and {"f", "g"} <= set(dict(c.copied_defs))

@@ -98,3 +98,69 @@ def test_parameter_group_is_a_plain_name(stem, group):
     from mlops_nb.tags import group_name
 
     assert group_name(stem) == group
+
+
+def test_skip_and_markdown_never_change_the_current_step(tmp_path):
+    # Kale's parser: the untagged cell after a skipped one continues the step before it
+    path = make_nb(tmp_path / "nb.ipynb", [
+        (["imports"], "import os"),
+        ([], "import sys"),
+        (["skip"], "print('explore')"),
+        ([], "import re"),
+        (["step:a"], "x = 1"),
+        (["skip"], "x"),
+        ([], "y = x + 1"),
+        (["step:b"], "z = y"),
+        (["skip", "prev:a"], "z"),
+        ([], "w = z"),
+    ], markdown_first=True)
+    nb = parse_notebook(path, "notebooks/nb.ipynb")
+    assert [c.source for c in nb.imports] == ["import os", "import sys", "import re"]
+    assert [[c.source for c in s.cells] for s in nb.steps] == [
+        ["x = 1", "y = x + 1"], ["z = y", "w = z"]]
+    assert nb.steps[1].prev == ()  # prev: on a skip cell is ignored
+
+
+def test_empty_step_tag_continues_the_current_step(tmp_path):
+    nb = parse(tmp_path, [(["step:a"], "x = 1"), (["step:"], "y = 2"), (["block:"], "z = 3"),
+                          (["step:b"], "w = 4")])
+    assert [len(s.cells) for s in nb.steps] == [3, 1]
+
+
+def test_kale_1_dialects(tmp_path, caplog):
+    nb = parse(tmp_path, [
+        (["block:imports"], "import os"),
+        (["block:functions"], "def f():\n    return 1"),
+        (["step:data-loading"], "x = 1"),
+        (["step:b"], "y = 1"),
+        (["step:c", "prev:data-loading:b"], "z = 1"),
+    ])
+    assert len(nb.imports) == 1 and len(nb.functions) == 1
+    assert [s.name for s in nb.steps] == ["data_loading", "b", "c"]
+    assert nb.steps[2].prev == ("data_loading", "b")
+    assert "read as '_'" in caplog.text
+
+
+def test_two_step_names_on_one_cell_is_an_error(tmp_path):
+    with pytest.raises(NotebookError, match=r"cell 1: the cell has two step tags \(step:a,"
+                                            r" step:b\).*split the cell"):
+        parse(tmp_path, [(["step:a", "block:b"], "x = 1")])
+
+
+@pytest.mark.parametrize("tag,hint", [
+    ("step-features", "step:features"),
+    ("step_features", "step:features"),
+    ("step=features", "step:features"),
+    ("prev-load", "prev:load"),
+    ("Step:x", "step:x"),
+    ("STEP:Train", "step:train"),
+    ("metrics", "pipeline-metrics"),
+    ("parameter", "parameters"),
+    ("Imports", "imports"),
+    ("step:Train", "step:train"),
+])
+def test_near_miss_tags_are_errors_with_the_fix(tmp_path, tag, hint):
+    with pytest.raises(NotebookError) as err:
+        parse(tmp_path, [(["step:a"], "x = 1"), ([tag], "y = 2")])
+    msg = str(err.value)
+    assert "notebooks/nb.ipynb cell 2" in msg and f"did you mean '{hint}'" in msg

@@ -1,0 +1,104 @@
+"""Names a step reads that nothing before it defines: errors at compile time, not at run time.
+
+The rule (pyflakes-style): a name a step's own code reads must be bound by an earlier step of
+its notebook, the `imports`/`functions` cells, the parameters or Python's builtins. Otherwise
+compile fails naming the notebook, cell, line and name, with the nearest defined name; if a
+later step binds it, the message names that step's cell instead (the notebook is probably
+mis-tagged). Code that can bind names the analysis cannot see (`from x import *`,
+`globals()`, `exec`, `%run`, `%store -r`) turns the error into a warning.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import logging
+import re
+from collections.abc import Iterable
+
+from mlops_nb.effects import BUILTINS
+from mlops_nb.errors import NotebookError
+from mlops_nb.magics import parse
+from mlops_nb.tags import Cell
+
+log = logging.getLogger(__name__)
+
+DYNAMIC_CALLS = frozenset({"globals", "locals", "exec", "eval", "vars", "__import__"})
+DYNAMIC_MAGICS = re.compile(r"^\s*%(run|store|load|autoreload|env)\b|^\s*get_ipython\(\)",
+                            re.MULTILINE)
+IPYTHON_NAMES = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "_oh", "_ih", "_dh"})
+
+
+def first_read(cells: Iterable[Cell], name: str) -> tuple[int, int] | None:
+    """(cell index, line) where the code of `cells` first reads `name`, if it does directly."""
+    for cell in cells:
+        try:
+            tree = parse(cell.source)
+        except SyntaxError:
+            continue
+        lines = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name)
+                 and n.id == name and isinstance(n.ctx, ast.Load)]
+        if lines:
+            return cell.index, min(lines)
+    return None
+
+
+def dynamic(cells: Iterable[Cell]) -> bool:
+    """Whether code may bind names the analysis cannot see."""
+    for cell in cells:
+        if DYNAMIC_MAGICS.search(cell.source):
+            return True
+        try:
+            tree = parse(cell.source)
+        except SyntaxError:
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names):
+                return True
+            if isinstance(n, ast.Name) and n.id in DYNAMIC_CALLS:
+                return True
+    return False
+
+
+def check_reads(path: str, step: str, cells: tuple[Cell, ...], unresolved: set[str],
+                defined: set[str], later: dict[str, tuple[str, int]], lenient: bool) -> None:
+    """Raise (or warn, when `lenient`) for the first name of `unresolved` the step's own code
+    reads. `defined`: every name the step could see; `later`: names later steps bind, with
+    the step and cell that bind them."""
+    for name in sorted(unresolved - BUILTINS - IPYTHON_NAMES):
+        where = first_read(cells, name)
+        if where is None:  # read inside a function it calls: Python says so if it runs
+            continue
+        cell, line = where
+        if name in later:
+            other, other_cell = later[name]
+            msg = (f"line {line}: step '{step}' reads '{name}', which only step '{other}'"
+                   f" (cell {other_cell}) defines, later in the pipeline; the cell is probably"
+                   " tagged with the wrong step: tag it (or the cell that defines the name)"
+                   " so that the name is defined first")
+        else:
+            near = difflib.get_close_matches(name, sorted(defined), n=1, cutoff=0.6)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            msg = (f"line {line}: undefined name '{name}'{hint}: no earlier step, parameter,"
+                   " 'imports' or 'functions' cell defines it")
+        if lenient:
+            log.warning("%s cell %d: %s (not an error: the notebook binds names"
+                        " dynamically)", path, cell, msg)
+            continue
+        raise NotebookError(path, msg, cell)
+
+
+def bound_names(source: str) -> set[str]:
+    """Every name a cell's code may bind, at any depth (for naming the later step)."""
+    try:
+        tree = parse(source)
+    except SyntaxError:
+        return set()
+    out = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+           and isinstance(n.ctx, ast.Store)}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            out |= {(a.asname or a.name).split(".")[0] for a in n.names}
+    return out
