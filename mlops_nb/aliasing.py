@@ -22,6 +22,8 @@ class AliasGroups:
         self._group: dict[str, set[str]] = {}
         self.immutable: set[str] = set()  # names bound to numbers, strings, tuples of them
         self.copies: set[str] = set()  # names bound to builtin sequences: a slice is a copy
+        self.arrays: set[str] = set()  # pandas/numpy objects: `a[k] = v` copies v's values
+        self.array_modules: set[str] = set()  # names of the pandas and numpy modules
 
     def members(self, name: str) -> set[str]:
         return set(self._group.get(name, {name}))
@@ -79,9 +81,12 @@ def _base(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset()
-          ) -> list[tuple[str, str]]:
-    """The (name, name) pairs a top-level statement may make share an object."""
+def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset(),
+          arrays: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, str]]:
+    """The (name, name) pairs a top-level statement may make share an object.
+
+    `arrays`: names bound to pandas or numpy objects, whose item assignment copies the values
+    in (`df['t'] = iris.target` does not make df hold iris)."""
     pairs: list[tuple[str, str]] = []
     if isinstance(stmt, ast.Assign):
         for target in stmt.targets:
@@ -97,7 +102,8 @@ def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset()
                           for m in names_in(stmt.value, copies)]
             elif isinstance(target, (ast.Subscript, ast.Attribute)):
                 base = _base(target)
-                if base:
+                if base and not (isinstance(target, ast.Subscript) and base in arrays
+                                 and isinstance(target.value, ast.Name)):
                     pairs += [(base, m) for m in names_in(stmt.value, copies)]
     for node in ast.walk(stmt):
         if isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, (

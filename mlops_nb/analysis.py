@@ -143,7 +143,7 @@ def analyse_block(
         mutated -= aliases.immutable  # numbers, strings...: `n += 1` rebinds, never changes
         # alias bookkeeping before expanding changes: rebinding leaves a group, then the
         # statement's own links (`for d in data:` ...) join groups
-        linked = links(stmt, aliases.copies)
+        linked = links(stmt, aliases.copies, aliases.arrays)
         for name in stores_ - aug:
             aliases.unlink(name)
         for left, right in linked:
@@ -198,12 +198,34 @@ def _track_kinds(stmt: ast.stmt, rebound: set[str], aliases: AliasGroups) -> Non
     for name in rebound:
         aliases.immutable.discard(name)
         aliases.copies.discard(name)
+        aliases.arrays.discard(name)
+        aliases.array_modules.discard(name)
+    if isinstance(stmt, ast.Import):
+        aliases.array_modules |= {a.asname or a.name for a in stmt.names
+                                  if a.name in ("pandas", "numpy")}
     if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
             and isinstance(stmt.targets[0], ast.Name):
         name, value = stmt.targets[0].id, stmt.value
         if _immutable(value, aliases.immutable):
             aliases.immutable.add(name)
+        elif _array_call(value, aliases):
+            aliases.arrays.add(name)
         elif isinstance(value, (ast.List, ast.ListComp, ast.Tuple, ast.Constant)) or (
                 isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
                 and value.func.id in ("list", "sorted", "tuple", "str")):
             aliases.copies.add(name)
+
+
+def _array_call(node: ast.AST, aliases: AliasGroups) -> bool:
+    """Whether an expression makes a new pandas/numpy object: `pd.read_csv(...)`,
+    `np.zeros(...)`, or a copying method of one (`df.dropna()`)."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return False
+    root = node.func.value
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    if isinstance(root, ast.Name) and root.id in aliases.array_modules:
+        return True
+    return (isinstance(node.func.value, ast.Name) and node.func.value.id in aliases.arrays
+            and node.func.attr in ("copy", "dropna", "fillna", "drop", "rename", "astype",
+                                   "reset_index", "sort_values", "assign", "merge"))

@@ -211,11 +211,11 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                 if var in param_names:
                     # a parameter is injected into every step that reads it (Kale's rule)
                     d.params.add(var)
-                    if producer is not None and var in producer.info.writes - \
-                            producer.info.mutated:
+                    if producer is not None:
                         log.warning("%s: step '%s' reads parameter '%s', which step '%s'"
-                                    " rebinds; it gets the parameter's value, not the"
-                                    " rebound one", nb.path, decl.name, var, producer.name)
+                                    " rebinds or changes; it gets the parameter's value, as"
+                                    " in Kale: give the new value another name to hand it"
+                                    " on", nb.path, decl.name, var, producer.name)
                 elif producer is not None:
                     d.inputs[var] = producer.name
                     d.upstream.add(producer.name)

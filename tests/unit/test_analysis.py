@@ -342,3 +342,63 @@ def test_function_globals_are_read_where_it_is_called(tmp_path):
     ])
     c = spec.step("c")
     assert dict(c.inputs)["K"] == "b" and {"f", "g"} <= set(dict(c.copied_defs))
+
+
+def test_three_model_branches_of_kales_dog_breed_example_stay_parallel(tmp_path):
+    # the shape of Kale's dog-breed example: three CNN branches after detect_dogs, which
+    # read the shared data through helpers, comprehensions, slices and fit/predict
+    spec = spec_of(tmp_path, [
+        (["imports"], "import os\nimport numpy as np\nimport cv2\nfrom glob import glob\n"
+                      "from keras.models import Sequential\nfrom keras.layers import Dense"),
+        (["pipeline-parameters"], "nodes_number = 256"),
+        (["block:load_data"], "def load_dataset(path):\n    return np.array([path]), np.zeros(1)\n"
+                              "train_files, train_targets = load_dataset('train')\n"
+                              "test_files, test_targets = load_dataset('test')\n"
+                              "dog_names = [item[20:-1] for item in sorted(glob('d/*/'))]"),
+        ([], "dog_files_short = train_files[:100]"),
+        (["block:detect_dogs", "prev:load_data"], "ResNet50_mod = Sequential()"),
+        ([], "def path_to_tensor(img_path):\n    return np.expand_dims(cv2.imread(img_path), 0)\n"
+             "def paths_to_tensor(img_paths):\n"
+             "    return np.vstack([path_to_tensor(p) for p in img_paths])"),
+        ([], "def dog_detector(img_path):\n"
+             "    prediction = np.argmax(ResNet50_mod.predict(path_to_tensor(img_path)))\n"
+             "    return (prediction <= 268) & (prediction >= 151)"),
+        ([], "n_dog = np.sum([dog_detector(img) for img in dog_files_short])"),
+        (["block:cnn_from_scratch", "prev:detect_dogs"],
+         "train_tensors = paths_to_tensor(train_files).astype('float32') / 255\n"
+         "test_tensors = paths_to_tensor(test_files).astype('float32') / 255"),
+        (["block:"], "model = Sequential()\nmodel.add(Dense(133))\nepochs = 1\n"
+                     "os.makedirs('saved', exist_ok=True)\n"
+                     "model.fit(train_tensors, train_targets, epochs=epochs)\n"
+                     "preds = [np.argmax(model.predict(np.expand_dims(t, 0))) for t in"
+                     " test_tensors]\ntest_accuracy = np.sum(np.array(preds) =="
+                     " np.argmax(test_targets, axis=1))"),
+        (["block:cnn_vgg16", "prev:detect_dogs"],
+         "bottleneck_features = np.load('b.npz')\ntrain_VGG16 = bottleneck_features['train']"),
+        (["block:"], "VGG16_model = Sequential()\nVGG16_model.fit(train_VGG16, train_targets)\n"
+                     "img_path = test_files[0]\ngtruth = np.argmax(test_targets[0])\n"
+                     "gtruth = dog_names[gtruth].split('.')[-1]\n"
+                     "test_accuracy = VGG16_model.score(train_VGG16, train_targets)"),
+        (["block:cnn_resnet50", "prev:detect_dogs"],
+         "bottleneck_features = np.load('r.npz')\ntrain_ResNet50 = bottleneck_features['train']"),
+        ([], "ResNet50_model = Sequential()\nResNet50_model.add(Dense(int(nodes_number)))\n"
+             "ResNet50_model.fit(train_ResNet50, train_targets)\n"
+             "test_accuracy_resnet = ResNet50_model.score(train_ResNet50, train_targets)"),
+        (["pipeline-metrics"], "print(test_accuracy_resnet)"),
+    ])
+    for branch in ("cnn_from_scratch", "cnn_vgg16", "cnn_resnet50"):
+        assert set(spec.step(branch).upstream) <= {"load_data", "detect_dogs"}, branch
+    assert spec.step("detect_dogs").outputs == ()  # its defs are copied, not saved
+    # a numpy slice is a view: saved with what it views, so they stay shared
+    assert spec.step("load_data").outputs == ("dog_files_short+train_files", "dog_names",
+                                              "test_files", "test_targets", "train_targets")
+
+
+def test_item_assignment_into_a_frame_copies_the_values_in():
+    aliases = AliasGroups()
+    imported: set[str] = set()
+    analyse_block("import pandas as pd\nfrom sklearn.datasets import load_iris\n"
+                  "iris = load_iris()\ndf = pd.DataFrame(iris.data)\ndf['t'] = iris.target\n"
+                  "d = {}\nd['t'] = iris.target", {}, aliases, imported)
+    assert "iris" not in aliases.members("df")
+    assert "iris" in aliases.members("d")  # a dict holds what it is given

@@ -21,6 +21,17 @@ CASES = {
     "params_not_literal": ([(["parameters"], "N = 1\nM = N * 2"), (["step:a"], "x = 1")],
                            "notebooks/bad.ipynb cell 1: line 2: the value of M is not a literal"),
     "no_step": ([(["imports"], "import os")], "notebooks/bad.ipynb: no pipeline step"),
+    "near_miss_step_tag": ([(["step:a"], "x = 1"), (["step-features"], "y = x")],
+                           "notebooks/bad.ipynb cell 2: unknown tag 'step-features' (did you"
+                           " mean 'step:features'?"),
+    "two_steps_on_a_cell": ([(["step:a", "step:b"], "x = 1")],
+                            "notebooks/bad.ipynb cell 1: the cell has two step tags"),
+    "undefined_name": ([(["step:a"], "x = 1"), (["step:b"], "y = xx + 1")],
+                       "notebooks/bad.ipynb cell 2: line 1: undefined name 'xx' (did you"
+                       " mean 'x'?)"),
+    "reads_a_later_step": ([(["step:a"], "y = x + 1"), (["step:b"], "x = 1")],
+                           "notebooks/bad.ipynb cell 1: line 1: step 'a' reads 'x', which only"
+                           " step 'b' (cell 2) defines"),
 }
 
 
