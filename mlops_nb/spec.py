@@ -202,7 +202,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             d = _Draft(decl.name, nb, decl.cells, info, {}, set(), set(global_params),
                        set(), set(), [], {})
             needed = set(info.inputs)
-            for var in sorted(info.inputs):  # a copied def brings what its defaults read
+            # a copied def or class brings what it reads when it is made (defaults, bases)
+            for var in sorted(info.inputs | set(class_defs)):
                 if var in funcs and any(var in o.info.code_defs for o in order):
                     needed |= funcs[var].def_reads - info.writes
             unresolved = set()
