@@ -402,3 +402,24 @@ def test_item_assignment_into_a_frame_copies_the_values_in():
                   "d = {}\nd['t'] = iris.target", {}, aliases, imported)
     assert "iris" not in aliases.members("df")
     assert "iris" in aliases.members("d")  # a dict holds what it is given
+
+
+@pytest.mark.parametrize("src,inputs", [
+    ("try:\n    v = f0()\nexcept ValueError as e:\n    print(e)\nelse:\n    print(v)", {"f0"}),
+    ("try:\n    pass\nfinally:\n    w = 1\nprint(w)", set()),
+    ("try:\n    t = 1\nexcept Exception:\n    pass\nprint(t)", {"t"}),  # may be unbound
+    ("while cond:\n    k = 1\n    print(k)", {"cond"}),
+    ("match cmd:\n    case [x, y] if x > lim:\n        print(x, y)", {"cmd", "lim"}),
+    ("with a() as (p, q), b(p) as r:\n    print(p, q, r)", {"a", "b"}),
+    ("for i in r:\n    def g(u):\n        loc = u + i\n        return loc + glob\n", {"r", "glob"}),
+    ("if c:\n    z = 1\nprint(z)", {"c", "z"}),
+    ("[y := v for v in data]\nprint(y)", {"data"}),
+    ("total = sum(x for x in xs if x > cut)", {"xs", "cut"}),
+])
+def test_inputs_follow_python_order_of_execution(src, inputs):
+    assert block(src).inputs - BUILTINS == inputs
+
+
+def test_stores_in_a_nested_def_are_not_the_blocks_names():
+    info = block("for i in range(2):\n    def g(u):\n        inner = u\n        return inner\n")
+    assert "inner" not in info.writes and "g" in info.writes
