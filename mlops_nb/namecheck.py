@@ -64,13 +64,17 @@ def check_reads(path: str, step: str, cells: tuple[Cell, ...], unresolved: set[s
                 defined: set[str], later: dict[str, tuple[str, int]], lenient: bool) -> None:
     """Raise (or warn, when `lenient`) for the first name of `unresolved` the step's own code
     reads. `defined`: every name the step could see; `later`: names later steps bind, with
-    the step and cell that bind them."""
+    the step and cell that bind them (step '' for a cell outside the pipeline)."""
     for name in sorted(unresolved - BUILTINS - IPYTHON_NAMES):
         where = first_read(cells, name)
         if where is None:  # read inside a function it calls: Python says so if it runs
             continue
         cell, line = where
-        if name in later:
+        if name in later and not later[name][0]:
+            msg = (f"line {line}: undefined name '{name}': only cell {later[name][1]}, which is"
+                   " not part of the pipeline ('skip', or untagged before the first tagged"
+                   " cell), defines it; tag that cell as part of a step or move the code")
+        elif name in later:
             other, other_cell = later[name]
             msg = (f"line {line}: step '{step}' reads '{name}', which only step '{other}'"
                    f" (cell {other_cell}) defines, later in the pipeline; the cell is probably"

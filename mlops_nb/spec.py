@@ -185,7 +185,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         pre = _analyse(nb, nb.imports + nb.functions, funcs, aliases, imported)
         lenient = namecheck.dynamic(nb.imports + nb.functions + tuple(
             c for decl in nb.steps for c in decl.cells))
-        later = {}
+        later = {n: ("", c.index) for c in reversed(nb.exploration)
+                 for n in namecheck.bound_names(c.source)}
         for decl in reversed(nb.steps):
             for c in decl.cells:
                 for n in namecheck.bound_names(c.source):

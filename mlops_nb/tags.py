@@ -70,6 +70,7 @@ class ParsedNotebook:
     metrics: tuple[Cell, ...]
     steps: tuple[StepDecl, ...]
     kernelspec: tuple[tuple[str, str], ...]
+    exploration: tuple[Cell, ...] = ()  # `skip` cells and untagged cells before any tag
 
     @property
     def stem(self) -> str:
@@ -237,6 +238,7 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
             # Kale passes over a skipped cell: the step before it goes on after it
             if prevs:
                 log.warning("%s cell %d: 'prev:' on a 'skip' cell is ignored", display, i)
+            sections["skip"].append(Cell(i, _source(raw)))
             continue
         if len(steps) > 1:
             raise NotebookError(
@@ -286,4 +288,5 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
         metrics=tuple(sections["pipeline-metrics"]),
         steps=decls,
         kernelspec=kernelspec,
+        exploration=tuple(sorted(sections["skip"], key=lambda c: c.index)),
     )

@@ -423,3 +423,9 @@ def test_inputs_follow_python_order_of_execution(src, inputs):
 def test_stores_in_a_nested_def_are_not_the_blocks_names():
     info = block("for i in range(2):\n    def g(u):\n        inner = u\n        return inner\n")
     assert "inner" not in info.writes and "g" in info.writes
+
+
+def test_name_defined_only_in_a_skip_cell_says_so(tmp_path):
+    with pytest.raises(NotebookError, match="cell 3: line 1: undefined name 'peek': only cell"
+                                            " 2, which is not part of the pipeline"):
+        spec_of(tmp_path, [(["step:a"], "x = 1"), (["skip"], "peek = x"), (["step:b"], "y = peek")])
