@@ -18,7 +18,11 @@ def strip_magics(source: str) -> str:
     lines = source.split("\n")
     if lines and lines[0].lstrip().startswith("%%"):
         if lines[0].strip().startswith(CELL_MAGIC_PYTHON):
-            lines[0] = ""
+            # `%%capture out` binds `out` (options such as --no-stderr come first)
+            words = [w for w in lines[0].split()[1:] if not w.startswith("-")]
+            captured = lines[0].strip().startswith("%%capture") and words and re.match(
+                r"^[A-Za-z_]\w*$", words[0])
+            lines[0] = f"{words[0]} = None" if captured else ""
         else:  # %%bash, %%writefile...: the cell is not Python
             return "\n" * (len(lines) - 1)
     out = []

@@ -69,6 +69,7 @@ def test_magics_and_shell_escapes_do_not_crash():
     assert {"files", "x", "y"} <= info.writes
     assert "f" in info.inputs
     assert strip_magics("%%bash\necho hi") == "\n"
+    assert strip_magics("%%capture --no-stderr out\nx = 1") == "out = None\nx = 1"
 
 
 def test_comprehension_variables_are_not_inputs():
