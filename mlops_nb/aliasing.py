@@ -15,6 +15,10 @@ CONTAINER_ADDS = frozenset({"append", "extend", "insert", "add", "update", "setd
                             "appendleft", "extendleft"})
 
 
+# numpy/pandas methods whose result may share memory with the receiver
+VIEWS = ("view", "reshape", "ravel", "transpose", "squeeze", "swapaxes", "to_numpy")
+
+
 class AliasGroups:
     """Mutable may-alias groups of names, carried in notebook order across cells."""
 
@@ -55,7 +59,8 @@ def names_in(node: ast.AST, copies: frozenset[str] | set[str] = frozenset()) -> 
     """Names whose objects an expression may hand over by reference (not computed values).
 
     A slice of a name in `copies` (a list, tuple or string) is a new object, as is anything
-    a call returns but `d.items()`/`values()`/`keys()`: `x.copy()`, `df.to_numpy()`..."""
+    a call returns but `d.items()`/`values()`/`keys()`, numpy views (`a.reshape(...)`) and
+    `np.asarray(a)`: `x.copy()`, `df.dropna()`..."""
     if isinstance(node, ast.Name):
         return [node.id]
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
@@ -69,9 +74,11 @@ def names_in(node: ast.AST, copies: frozenset[str] | set[str] = frozenset()) -> 
         return []
     if isinstance(node, (ast.Subscript, ast.Attribute)):
         return names_in(node.value, copies)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-            and node.func.attr in ("items", "values", "keys", "__iter__"):
-        return names_in(node.func.value, copies)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr in ("items", "values", "keys", "__iter__") + VIEWS:
+            return names_in(node.func.value, copies)
+        if node.func.attr in ("asarray", "asanyarray") and node.args:  # np.asarray(a) is a
+            return names_in(node.args[0], copies)
     return []
 
 

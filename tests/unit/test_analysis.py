@@ -430,3 +430,9 @@ def test_name_defined_only_in_a_skip_cell_says_so(tmp_path):
     with pytest.raises(NotebookError, match="cell 3: line 1: undefined name 'peek': only cell"
                                             " 2, which is not part of the pipeline"):
         spec_of(tmp_path, [(["step:a"], "x = 1"), (["skip"], "peek = x"), (["step:b"], "y = peek")])
+
+
+def test_a_numpy_view_is_an_alias():
+    info = analyse_block("flat = arr.reshape(-1)\nflat[0] = 5\nv = np.asarray(other)\nv += 1",
+                         {}, AliasGroups(), set())
+    assert {"arr", "other"} <= info.mutated
