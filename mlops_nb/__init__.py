@@ -12,6 +12,6 @@ __version__ = "0.1.0"
 
 def log_metric(name: str, value: float) -> None:
     """Record a metric from inside a running step; it lands in the step's DVC metrics file."""
-    from mlops_nb import runtime
+    from mlops_nb.execute import runtime
 
     runtime.log_metric(name, value)

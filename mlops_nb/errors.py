@@ -1,7 +1,7 @@
 """The package's one root exception and its subclasses.
 
 Every error the library raises on purpose derives from `MlopsNbError`; the CLI maps each
-class to an exit code (see `EXIT_CODES` in cli.py and the README). Messages say what is
+class to an exit code (the list is in cli/__init__.py and the README). Messages say what is
 wrong, where (file, cell, step) and what to do next.
 """
 

@@ -1,64 +1,9 @@
-"""The function Ploomber's pipeline.yaml runs for each compiled step.
+"""`mlops_nb.ploomber_task.run_step`: the task source generated pipeline.yaml files name.
 
-Each task of pipeline.yaml is `source: mlops_nb.ploomber_task.run_step` with the step's name,
-its compiled notebook's digest and its parameters (`{{group.NAME}}` placeholders Ploomber fills
-from env.yaml, a link to params.yaml, or from `ploomber build --env--group--NAME VALUE`).
-The digest is there for Ploomber's outdated check: a recompiled step changes it, so the step
-and its downstream rebuild, as they did when the task was the notebook itself.
-
-pipeline.yaml runs tasks in Ploomber's own process (`build_in_subprocess: false`): this
-function only hands the step to the project's warm worker, which runs it in a process of its
-own and kills it if Ploomber goes away. With no worker up (one is then started), the step runs
-as DVC runs it, `python -m mlops_nb.step STEP`, in a child process that ends with Ploomber.
-Either way it records outputs/STEP/STEP.ipynb with the injected parameters.
-
-It also spares Ploomber's process the final garbage collections when it exits (see
-exiting.py): with Ploomber's imports loaded they take about 0.5 s, a quarter of a 4-step build.
+A stable name kept for those files (and projects compiled by earlier versions); the task is
+execute/ploomber_task.py's.
 """
 
-from __future__ import annotations
+from mlops_nb.execute.ploomber_task import run_step
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
-
-
-def run_step(product, step, digest, parameters=None, upstream=None):
-    """Run a step compiled by mlops-nb (steps/STEP.ipynb); see params.step."""
-    _run(product, step, parameters)
-
-
-# run_step is two short lines with no annotations on purpose: to decide what is outdated,
-# Ploomber normalizes a task's source with autopep8 twice per product, 0.2 s a time for a
-# 40-line function (4.7 s of a no-op `ploomber build` of 4 steps), 0.01 s for this one.
-# What a step runs is in its digest.
-
-
-def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
-    from mlops_nb import worker
-    from mlops_nb.compile.record import check_hand_edits
-    from mlops_nb.errors import Interrupted, MlopsNbError
-    from mlops_nb.exiting import skip_final_collection
-    from mlops_nb.project import find_root
-    from mlops_nb.step import PARAMETERS_ENV
-
-    skip_final_collection()
-    parameters = dict(parameters or {})
-    root = find_root(Path(str(product["nb"])).resolve().parent)
-    check_hand_edits(root, [f"steps/{step}.ipynb"])
-    code, message = worker.hand_over(root, step, parameters)
-    if code is None:
-        env = {**os.environ, PARAMETERS_ENV: json.dumps(parameters), "MLOPS_NB_WORKER": "0"}
-        code = subprocess.run([sys.executable, "-m", "mlops_nb.step", step], cwd=root,
-                              env=env).returncode
-        message = ""
-    if code == 130:
-        raise Interrupted(f"step '{step}' was interrupted")
-    if code:
-        err = MlopsNbError(message or f"step '{step}' failed (exit code {code}); its error is"
-                                      " printed above")
-        err.exit_code = code
-        raise err
+__all__ = ["run_step"]

@@ -81,7 +81,7 @@ schema_path = Path("notebooks/iris.schema.yaml")
 if not schema_path.exists():
     from sklearn.datasets import load_iris
 
-    from mlops_nb.validation import schema as schema_mod
+    from mlops_nb.guards.validation import schema as schema_mod
 
     FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     iris = load_iris(as_frame=True)

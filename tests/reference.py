@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlops_nb.tags import parse_notebook
+from mlops_nb.notebook.tags import parse_notebook
 
 
 def run_top_to_bottom(nb_path: Path, tail: str = "", every_cell: bool = False) -> Path:

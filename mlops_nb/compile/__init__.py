@@ -13,15 +13,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_nb import atomic
-from mlops_nb import params as params_mod
+from mlops_nb.artifacts import atomic
 from mlops_nb.compile.notebooks import GENERATED_BY, render_step
 from mlops_nb.compile.record import check_hand_edits, write_record
 from mlops_nb.compile.targets import render_dvc, render_ploomber
 from mlops_nb.errors import StaleError, UsageError
+from mlops_nb.notebook.tags import parse_notebook
+from mlops_nb.pipeline import params as params_mod
+from mlops_nb.pipeline.spec import PipelineSpec, build_spec
 from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STEPS
-from mlops_nb.spec import PipelineSpec, build_spec
-from mlops_nb.tags import parse_notebook
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from mlops_nb.spec import NotebookSpec, PipelineSpec, StepSpec
+from mlops_nb.pipeline.spec import NotebookSpec, PipelineSpec, StepSpec
 
 GENERATED_BY = "mlops-nb compile"
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from mlops_nb import atomic
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import ConfigError
 from mlops_nb.project import STATE
 

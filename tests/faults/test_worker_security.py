@@ -89,7 +89,7 @@ def _repro(root: Path, sockets: Path, *args: str, **extra: str
 
 
 def _socket(root: Path, sockets: Path) -> Path:
-    code = ("from pathlib import Path; from mlops_nb.worker_socket import socket_path;"
+    code = ("from pathlib import Path; from mlops_nb.execute.worker_socket import socket_path;"
             " print(socket_path(Path('.').resolve()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=_env(sockets),
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -109,7 +109,7 @@ def _client(root: Path, sockets: Path, path: Path, request: str, *,
 
 
 def _ran_in_worker(root: Path, step: str) -> bool:
-    return "mlops_nb.worker" in (root / f"notebooks/ran-{step}").read_text()
+    return "mlops_nb.execute.worker" in (root / f"notebooks/ran-{step}").read_text()
 
 
 def _worker_pids(root: Path) -> list[int]:
@@ -119,7 +119,7 @@ def _worker_pids(root: Path) -> list[int]:
             args = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"mlops_nb.worker" in args and os.fsencode(root) in args:
+        if b"mlops_nb.execute.worker" in args and os.fsencode(root) in args:
             pids.append(int(proc.name))
     return pids
 

@@ -41,7 +41,7 @@ def test_later_stages_run_in_the_warm_worker_and_edits_are_picked_up(project):
     assert _metric(project) == 2
     # the first stage ran itself and started the worker; the next ones were forked by it
     ran_c = (project / "notebooks/ran-c").read_text()
-    assert "mlops_nb.worker" in ran_c
+    assert "mlops_nb.execute.worker" in ran_c
     assert "collector=True" in ran_c  # the worker runs without collection; its steps collect
     (project / "notebooks/helper.py").write_text("VALUE = 5\n")
     sh(["dvc", "repro", "--force"], project)
@@ -62,7 +62,7 @@ def test_a_step_that_kills_its_process_leaves_the_worker_serving(project):
     sh(["mlops-nb", "compile"], project)
     sh(["dvc", "repro"], project)
     assert _metric(project) == 101
-    assert "mlops_nb.worker" in (project / "notebooks/ran-c").read_text()
+    assert "mlops_nb.execute.worker" in (project / "notebooks/ran-c").read_text()
 
 
 def test_ploomber_hands_its_tasks_to_the_same_worker_and_edits_are_picked_up(project):
@@ -71,7 +71,7 @@ def test_ploomber_hands_its_tasks_to_the_same_worker_and_edits_are_picked_up(pro
     sh(["mlops-nb", "compile"], project)
     sh(["dvc", "repro"], project)
     by_dvc = (project / "notebooks/ran-c").read_text()
-    assert "mlops_nb.worker" in by_dvc
+    assert "mlops_nb.execute.worker" in by_dvc
     sh(["ploomber", "build", "--force"], project)
     assert _metric(project) == 2
     by_ploomber = (project / "notebooks/ran-c").read_text()

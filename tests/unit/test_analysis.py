@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb.aliasing import AliasGroups
-from mlops_nb.analysis import BUILTINS, analyse_block
 from mlops_nb.errors import NotebookError, PipelineError
-from mlops_nb.magics import strip_magics
-from mlops_nb.sections import literal_names, metric_names
-from mlops_nb.spec import build_spec
-from mlops_nb.tags import parse_notebook
+from mlops_nb.notebook.aliasing import AliasGroups
+from mlops_nb.notebook.analysis import BUILTINS, analyse_block
+from mlops_nb.notebook.magics import strip_magics
+from mlops_nb.notebook.sections import literal_names, metric_names
+from mlops_nb.notebook.tags import parse_notebook
+from mlops_nb.pipeline.spec import build_spec
 from tests.conftest import make_nb
 
 

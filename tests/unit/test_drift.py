@@ -8,8 +8,8 @@ import pytest
 
 from mlops_nb.cli import main
 from mlops_nb.errors import ConfigError
-from mlops_nb.validation import check
-from mlops_nb.validation import drift as d
+from mlops_nb.guards.validation import check
+from mlops_nb.guards.validation import drift as d
 
 
 def normal(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:

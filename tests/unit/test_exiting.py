@@ -8,7 +8,7 @@ import sys
 SCRIPT = """
 import atexit, gc
 atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))  # runs last
-from mlops_nb.exiting import skip_final_collection
+from mlops_nb.execute.exiting import skip_final_collection
 skip_final_collection()
 skip_final_collection()  # registered once: the exit still works and the output shows it once
 print("frozen before exit:", gc.get_freeze_count() > 0)

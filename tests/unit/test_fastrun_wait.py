@@ -6,8 +6,8 @@ import os
 import time
 from collections.abc import Iterator
 
-from mlops_nb.fastrun import WarmRunner
-from mlops_nb.warmup import ModuleReport
+from mlops_nb.execute.fastrun import WarmRunner
+from mlops_nb.execute.warmup import ModuleReport
 
 
 def _step_taking(seconds: float, report: ModuleReport) -> int:

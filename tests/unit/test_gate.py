@@ -8,10 +8,12 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from mlops_nb import gate, guards, runtime
+from mlops_nb import guards
 from mlops_nb.errors import ConfigError, ModelBlockedError
-from mlops_nb.lineage import LineageStore
-from mlops_nb.registry import Registry
+from mlops_nb.execute import runtime
+from mlops_nb.guards import gate
+from mlops_nb.guards.lineage import LineageStore
+from mlops_nb.guards.registry import Registry
 
 ACC = gate.config_from(["accuracy"])
 

@@ -13,10 +13,11 @@ import textwrap
 import pandas as pd
 import pytest
 
-from mlops_nb import artifacts, lineage
+from mlops_nb import artifacts
 from mlops_nb.cli import main
 from mlops_nb.errors import LineageError
-from mlops_nb.registry import Registry
+from mlops_nb.guards import lineage
+from mlops_nb.guards.registry import Registry
 
 DVC_YAML = """\
 stages:
@@ -118,7 +119,7 @@ def test_record_and_query_runs_and_models(project, tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from mlops_nb import lineage
+    from mlops_nb.guards import lineage
     store = lineage.LineageStore(Path(sys.argv[1]))
     for i in range(int(sys.argv[3])):
         steps = tuple(lineage.StepRecord(f"s{j}", "completed", outputs={f"o{j}": "h"},
@@ -144,7 +145,7 @@ def test_two_concurrent_writers_lose_nothing(tmp_path):
 KILLED = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from mlops_nb import lineage
+    from mlops_nb.guards import lineage
 
     class Stall:
         def __float__(self):  # called inside the open transaction

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from mlops_nb import artifacts
 from mlops_nb.cli import main
 from mlops_nb.errors import RegistryError, UnsafeModelError
-from mlops_nb.registry import Registry, load_model_file, parse_ref
+from mlops_nb.guards.registry import Registry, load_model_file, parse_ref
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_a_pickle_posing_as_skops_is_refused(reg, tmp_path):
 
 
 def test_two_processes_register_distinct_versions(reg, tmp_path):
-    code = ("import sys; from mlops_nb.registry import Registry;"
+    code = ("import sys; from mlops_nb.guards.registry import Registry;"
             "from sklearn.dummy import DummyClassifier;"
             "m = DummyClassifier().fit([[0], [1]], [0, 1]);"
             "print(Registry(__import__('pathlib').Path(sys.argv[1])).register('m', m, {}).version)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops_nb.errors import NotebookError
-from mlops_nb.tags import parse_notebook
+from mlops_nb.notebook.tags import parse_notebook
 from tests.conftest import make_nb
 
 
@@ -95,7 +95,7 @@ def test_prev_outside_a_step(tmp_path):
 @pytest.mark.parametrize("stem,group", [("iris", "iris"), ("01-explore", "nb_01_explore"),
                                         ("my notebook", "my_notebook"), ("_x", "nb__x")])
 def test_parameter_group_is_a_plain_name(stem, group):
-    from mlops_nb.tags import group_name
+    from mlops_nb.notebook.tags import group_name
 
     assert group_name(stem) == group
 

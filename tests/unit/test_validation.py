@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_nb import guards, runtime
+from mlops_nb import guards
 from mlops_nb.cli import main
 from mlops_nb.errors import ConfigError, DataValidationError
-from mlops_nb.validation import check
-from mlops_nb.validation import schema as schema_mod
+from mlops_nb.execute import runtime
+from mlops_nb.guards.validation import check
+from mlops_nb.guards.validation import schema as schema_mod
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import select
 import sys
 
-from mlops_nb.warmup import (
+from mlops_nb.execute.warmup import (
     ModuleReport,
     before_fork,
     deepen,

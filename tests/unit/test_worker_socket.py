@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_nb import worker_socket
+from mlops_nb.execute import worker_socket
 
 
 @pytest.fixture

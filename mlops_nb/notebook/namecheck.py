@@ -16,10 +16,10 @@ import logging
 import re
 from collections.abc import Iterable
 
-from mlops_nb.effects import BUILTINS
 from mlops_nb.errors import NotebookError
-from mlops_nb.magics import parse
-from mlops_nb.tags import Cell
+from mlops_nb.notebook.effects import BUILTINS
+from mlops_nb.notebook.magics import parse
+from mlops_nb.notebook.tags import Cell
 
 log = logging.getLogger(__name__)
 

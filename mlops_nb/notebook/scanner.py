@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ast
 
-from mlops_nb.aliasing import names_in
-from mlops_nb.effects import (
+from mlops_nb.notebook.aliasing import names_in
+from mlops_nb.notebook.effects import (
     MUTATING_CALLS,
     PURE_CALLS,
     WRITE_CALLS,

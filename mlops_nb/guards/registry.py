@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import artifacts, atomic
+from mlops_nb import artifacts
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import ArtifactError, RegistryError, UnsafeModelError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import atomic
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import ConfigError
 
 TYPES = ("int", "float", "bool", "category", "string", "datetime")

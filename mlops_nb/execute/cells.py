@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import atomic
+from mlops_nb.artifacts import atomic
 
 
 def make_shell() -> Any:

@@ -51,9 +51,9 @@ def _signature() -> str:
     # the environment, not the name it was started by (a DVC stage runs `python`, Ploomber's
     # task process `python3`: both must find the same worker)
     parts = [sys.prefix, os.path.realpath(sys.executable), sys.version]
-    pkg = Path(__file__).parent
+    pkg = Path(__file__).resolve().parent.parent  # all of mlops_nb, not only execute/
     for f in sorted(pkg.rglob("*.py")):
-        parts.append(f"{f.name}:{f.stat().st_mtime_ns}")
+        parts.append(f"{f.relative_to(pkg).as_posix()}:{f.stat().st_mtime_ns}")
     for entry in sys.path:
         if entry.endswith("site-packages") and os.path.isdir(entry):
             parts.append(f"{entry}:{os.stat(entry).st_mtime_ns}")

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import gate as gate_mod
 from mlops_nb.errors import DataValidationError, MlopsNbError, ModelBlockedError, UsageError
+from mlops_nb.guards import gate as gate_mod
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ Scorer = Callable[[Any, Any, Any], float]
 
 def _step_context() -> tuple[Path, str | None]:
     """The project root and the running step's name (None outside a step)."""
-    from mlops_nb import runtime
+    from mlops_nb.execute import runtime
     from mlops_nb.project import find_root
 
     ctx = getattr(runtime, "_context", {}) or {}
@@ -45,7 +45,7 @@ def _step_context() -> tuple[Path, str | None]:
 def _record(root: Path, step: str | None, status: str, note: str,
             models: list[Any] | None = None, run: Any = None) -> str | None:
     """Record the run in the lineage store; a lineage failure never hides the real outcome."""
-    from mlops_nb import lineage
+    from mlops_nb.guards import lineage
 
     try:
         if run is None:
@@ -100,7 +100,7 @@ def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any 
     {method, threshold, dataset_share, columns} or a DriftConfig. The JSON and HTML report go
     to `report_dir`, by default the running step's output folder.
     """
-    from mlops_nb import validation as v
+    from mlops_nb.guards import validation as v
     from mlops_nb.project import Layout
 
     data, reference = _frame(data, "data"), _frame(reference, "reference")
@@ -193,7 +193,7 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
     mapping name -> {direction, min_delta, min_relative, floor}; by default every metric.
     Returns the decision as a dict (passed, promoted, version, reasons, checks, run_id).
     """
-    from mlops_nb import lineage, registry
+    from mlops_nb.guards import lineage, registry
 
     root, step = _step_context()
     reg = registry.Registry(registry.default_root(root))
@@ -264,7 +264,7 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
 
 def load_production(name: str, *, allow_pickle: bool = False) -> Any:
     """The production model of `name` from the project's registry (for serving, batch)."""
-    from mlops_nb import registry
+    from mlops_nb.guards import registry
 
     root, _ = _step_context()
     reg = registry.Registry(registry.default_root(root))

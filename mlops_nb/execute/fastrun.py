@@ -23,13 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.cells import (
-    failure_of,
-    make_shell,
-    mark_executed,
-    prepare_notebook,
-    run_cells,
-)
 from mlops_nb.errors import (
     Interrupted,
     StepCrashed,
@@ -37,8 +30,14 @@ from mlops_nb.errors import (
     StepTimedOut,
     exit_code_of,
 )
-from mlops_nb.project import Layout
-from mlops_nb.warmup import (
+from mlops_nb.execute.cells import (
+    failure_of,
+    make_shell,
+    mark_executed,
+    prepare_notebook,
+    run_cells,
+)
+from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
     before_fork,
@@ -49,7 +48,8 @@ from mlops_nb.warmup import (
     run_imports,
     serializer_warmup,
 )
-from mlops_nb.watchdog import die_with_parent
+from mlops_nb.execute.watchdog import die_with_parent
+from mlops_nb.project import Layout
 
 ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
 WARM_MARGIN = 0.1  # seconds: about the longest single warm-up import

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.errors import UsageError
-from mlops_nb.validation import drift as drift_mod
-from mlops_nb.validation import report as report_mod
-from mlops_nb.validation import schema as schema_mod
+from mlops_nb.guards.validation import drift as drift_mod
+from mlops_nb.guards.validation import report as report_mod
+from mlops_nb.guards.validation import schema as schema_mod
 
 __all__ = ["check", "read_table", "drift_mod", "report_mod", "schema_mod"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import ast
 import symtable
 
-from mlops_nb.aliasing import AliasGroups, links
-from mlops_nb.effects import FuncInfo
-from mlops_nb.scanner import scan
+from mlops_nb.notebook.aliasing import AliasGroups, links
+from mlops_nb.notebook.effects import FuncInfo
+from mlops_nb.notebook.scanner import scan
 
 
 def _def_time_reads(stmt: ast.AST, known: dict[str, FuncInfo], imported: set[str]) -> set[str]:

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_nb import atomic
-from mlops_nb.validation.drift import DriftResult
-from mlops_nb.validation.schema import Anomaly
+from mlops_nb.artifacts import atomic
+from mlops_nb.guards.validation.drift import DriftResult
+from mlops_nb.guards.validation.schema import Anomaly
 
 
 def build(name: str, rows: int, anomalies: list[Anomaly], drift: DriftResult | None, *,

@@ -1,24 +1,13 @@
-"""The `mlops-nb` command: parse arguments, call one library function, render the result.
+"""CLI commands of the pipeline: init, compile, run, status.
 
-This is the one error boundary: every MlopsNbError becomes a message on stderr and its exit
-code (a traceback only with --verbose). Heavy modules are imported inside the commands so
-`mlops-nb --help` stays fast.
-
-Exit codes: 0 ok; 1 other mlops_nb error; 2 usage error; 3 a notebook, params.yaml or the
-pipeline is invalid; 4 generated files are stale (compile --check); 5 a step failed;
-6 a step output is missing or corrupted; 7-10 the guards (see guards); 11 another run
-holds the project; 12 a step timed out; 13 a step's process died; 130 interrupted.
+Registered by cli.build_parser; imports nothing heavy at module level (each command imports
+its library function). Each command parses, calls one library function and renders.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
 from pathlib import Path
-
-from mlops_nb.errors import MlopsNbError
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -57,7 +46,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mlops_nb.run import run
+    from mlops_nb.execute.run import run
 
     def show(step: str, what: str) -> None:
         print(f"{step}: {what}", flush=True)
@@ -70,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from mlops_nb import compile as compile_mod
-    from mlops_nb.run import statuses
+    from mlops_nb.execute.run import statuses
 
     root = _root(args)
     spec, _ = compile_mod.render(root)
@@ -81,15 +70,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mlops-nb",
-        description="Turn tagged notebooks into reproducible papermill/Ploomber/DVC pipelines.",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("-C", "--project", help="project folder (default: found from the cwd)")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the pipeline's commands to the `mlops-nb` parser."""
     s = sub.add_parser("init", help="make a folder an mlops_nb project (git, DVC, layout)")
     s.add_argument("dir", nargs="?", default=".")
     s.set_defaults(func=cmd_init)
@@ -112,44 +94,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show each step as up to date, changed or never run")
     s.set_defaults(func=cmd_status)
-
-    from mlops_nb.cli_guards import register
-
-    register(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except MlopsNbError as exc:
-        if args.verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(f"mlops-nb: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("mlops-nb: interrupted", file=sys.stderr)
-        return 130
-
-
-def entry() -> None:
-    """The console command: main(), then a quick exit.
-
-    After a run the process holds pandas, scikit-learn and IPython; tearing them down at
-    interpreter exit costs ~0.45 s and does nothing useful (every file is written and closed,
-    the lineage store commits per run), so once output is flushed the process just ends.
-    """
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    entry()

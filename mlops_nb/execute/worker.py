@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.warmup import (
+from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
     before_fork,
@@ -48,7 +48,14 @@ from mlops_nb.warmup import (
     run_imports,
     warm_serializers,
 )
-from mlops_nb.worker_socket import Door, Listener, Pending, connect, socket_path, startup_env
+from mlops_nb.execute.worker_socket import (
+    Door,
+    Listener,
+    Pending,
+    connect,
+    socket_path,
+    startup_env,
+)
 
 IDLE_SECONDS = 600.0
 TICK_SECONDS = 1.0  # how often an idle worker checks that its project folder still exists
@@ -111,7 +118,8 @@ def _spawn(root: Path, step: str) -> None:
     except OSError:
         return
     try:
-        subprocess.Popen([sys.executable, "-m", "mlops_nb.worker", str(root.resolve()), step],
+        subprocess.Popen([sys.executable, "-m", "mlops_nb.execute.worker", str(root.resolve()),
+                          step],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=root,
                          start_new_session=True, close_fds=True)
     finally:
@@ -158,7 +166,7 @@ def _refusal(root: Path, request: Any, fds: list[int]) -> str | None:
     own, fixed when it started; the step must be one compile wrote for it, unedited."""
     from mlops_nb.compile.record import check_hand_edits, recorded
     from mlops_nb.errors import MlopsNbError
-    from mlops_nb.tags import STEP_NAME
+    from mlops_nb.notebook.tags import STEP_NAME
 
     if not isinstance(request, dict) or len(fds) != 3:
         return "not a request"
@@ -190,7 +198,7 @@ def _run_child(root: Path, request: dict[str, Any], fds: list[int], shell: Any,
     try:
         report.child_started()
         os.setpgid(0, 0)
-        from mlops_nb.watchdog import die_with_parent
+        from mlops_nb.execute.watchdog import die_with_parent
 
         die_with_parent(os.getppid(), 1)
         in_child()
@@ -206,14 +214,14 @@ def _run_child(root: Path, request: dict[str, Any], fds: list[int], shell: Any,
         shell.user_ns.clear()
         shell.init_user_ns()
         from mlops_nb.errors import MlopsNbError
-        from mlops_nb.step import execute_step
+        from mlops_nb.execute.step import execute_step
 
         try:
             execute_step(root, request["step"], shell=shell,
                          parameters=request.get("parameters"))
             code = 0
         except MlopsNbError as exc:
-            from mlops_nb.run import record_failure
+            from mlops_nb.execute.state import record_failure
 
             record_failure(root, request["step"], exc)
             print(f"mlops-nb: {exc}", file=sys.stderr)
@@ -346,7 +354,7 @@ def serve(root: Path, first_step: str | None = None) -> None:
     except OSError:
         return  # another worker already serves this project
     with contextlib.closing(door):
-        from mlops_nb.cells import make_shell
+        from mlops_nb.execute.cells import make_shell
 
         shell = make_shell()
         project = _Project(root)
@@ -388,7 +396,7 @@ def _serve_one(project: _Project, p: Pending, shell: Any, door: Door) -> bool:
 
 
 if __name__ == "__main__":
-    from mlops_nb.exiting import skip_final_collection
+    from mlops_nb.execute.exiting import skip_final_collection
 
     skip_final_collection()
     with forking_gc():

@@ -19,12 +19,12 @@ import ast
 import symtable
 from dataclasses import dataclass, field
 
-from mlops_nb.aliasing import AliasGroups, links
-from mlops_nb.defs import function_effects
-from mlops_nb.effects import BUILTINS, FuncInfo, call_name
-from mlops_nb.flow import reads_before_bound
-from mlops_nb.magics import parse, strip_magics
-from mlops_nb.scanner import Scanner, scan
+from mlops_nb.notebook.aliasing import AliasGroups, links
+from mlops_nb.notebook.defs import function_effects
+from mlops_nb.notebook.effects import BUILTINS, FuncInfo, call_name
+from mlops_nb.notebook.flow import reads_before_bound
+from mlops_nb.notebook.magics import parse, strip_magics
+from mlops_nb.notebook.scanner import Scanner, scan
 
 __all__ = ["BUILTINS", "BlockInfo", "FuncInfo", "analyse_block", "call_name"]
 

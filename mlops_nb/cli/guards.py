@@ -3,7 +3,7 @@
 Registered by cli.build_parser; imports nothing heavy at module level. Each command parses,
 calls one library function and renders. Exit codes: 7 data failed validation or drifted,
 8 model blocked, 9 registry error (unknown model or version, unsafe pickle), 10 lineage store
-error; the others are those of cli.py.
+error; the others are those of cli/__init__.py.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ def _drift_config(args: argparse.Namespace) -> Any:
     """Drift settings: params.yaml's key (default guards.drift), then the flags over it."""
     import dataclasses
 
-    from mlops_nb import params as params_mod
-    from mlops_nb.lineage import lookup
+    from mlops_nb.guards.lineage import lookup
+    from mlops_nb.guards.validation import drift as drift_mod
+    from mlops_nb.pipeline import params as params_mod
     from mlops_nb.project import PARAMS
-    from mlops_nb.validation import drift as drift_mod
 
     base = None
     try:
@@ -68,7 +68,7 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
 
 def _finish(report: dict[str, Any], args: argparse.Namespace) -> int:
     from mlops_nb.errors import DataValidationError
-    from mlops_nb.validation import report as report_mod
+    from mlops_nb.guards.validation import report as report_mod
 
     if args.report_dir:
         files = report_mod.write(report, Path(args.report_dir), f"{report['name']}_validation")
@@ -82,8 +82,8 @@ def _finish(report: dict[str, Any], args: argparse.Namespace) -> int:
 
 def cmd_validate_data(args: argparse.Namespace) -> int:
     from mlops_nb.errors import UsageError
-    from mlops_nb.validation import check, read_table
-    from mlops_nb.validation import schema as schema_mod
+    from mlops_nb.guards.validation import check, read_table
+    from mlops_nb.guards.validation import schema as schema_mod
 
     data = read_table(Path(args.data))
     if args.infer:
@@ -103,7 +103,7 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from mlops_nb.validation import check, read_table
+    from mlops_nb.guards.validation import check, read_table
 
     report = check(read_table(Path(args.current)), schema=None,
                    reference=read_table(Path(args.reference)), drift=_drift_config(args),
@@ -112,14 +112,14 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from mlops_nb.registry import Registry, default_root
+    from mlops_nb.guards.registry import Registry, default_root
 
     return Registry(default_root(_root(args)))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from mlops_nb.errors import UsageError
-    from mlops_nb.registry import parse_ref
+    from mlops_nb.guards.registry import parse_ref
 
     reg = _registry(args)
     if args.action == "list":
@@ -148,8 +148,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from mlops_nb import lineage
-    from mlops_nb.registry import parse_ref
+    from mlops_nb.guards import lineage
+    from mlops_nb.guards.registry import parse_ref
 
     root = _root(args)
     name, which = parse_ref(args.model)
@@ -180,7 +180,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from mlops_nb import lineage
+    from mlops_nb.guards import lineage
 
     runs = lineage.LineageStore(lineage.default_path(_root(args))).runs(args.n)
     if args.json:

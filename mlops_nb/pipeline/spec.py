@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_nb import analysis, namecheck, sections
-from mlops_nb.aliasing import AliasGroups
 from mlops_nb.errors import NotebookError, PipelineError
-from mlops_nb.magics import strip_magics
-from mlops_nb.tags import Cell, ParsedNotebook
+from mlops_nb.notebook import analysis, namecheck, sections
+from mlops_nb.notebook.aliasing import AliasGroups
+from mlops_nb.notebook.magics import strip_magics
+from mlops_nb.notebook.tags import Cell, ParsedNotebook
 
 log = logging.getLogger(__name__)
 

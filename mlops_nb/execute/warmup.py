@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mlops_nb import atomic
+from mlops_nb.artifacts import atomic
 
 
 @contextmanager
@@ -63,7 +63,7 @@ def run_imports(source: str, folder: Path) -> None:
     here = os.getcwd()
     try:
         os.chdir(folder)
-        from mlops_nb.magics import strip_magics
+        from mlops_nb.notebook.magics import strip_magics
 
         exec(compile(strip_magics(source), "<imports>", "exec"), {})  # noqa: S102
     except BaseException:  # noqa: BLE001 - the step reports its own import errors
@@ -84,8 +84,8 @@ def serializer_warmup() -> Iterator[None]:
     # what every step's own machinery imports: running cells, reading params.yaml, writing
     # and reading outputs (pyarrow.dataset is Parquet's read path), recording it done
     for name in ("pyarrow.parquet", "IPython.utils.capture", "IPython.core.logger",
-                 "pyarrow.pandas_compat", "pyarrow.dataset", "ruamel.yaml", "mlops_nb.runtime",
-                 "mlops_nb.run"):
+                 "pyarrow.pandas_compat", "pyarrow.dataset", "ruamel.yaml",
+                 "mlops_nb.execute.runtime", "mlops_nb.execute.state"):
         _quiet_import(name)
         yield
     if "sklearn" not in sys.modules:

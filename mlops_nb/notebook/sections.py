@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ast
 
-from mlops_nb.analysis import call_name
-from mlops_nb.magics import parse
+from mlops_nb.notebook.analysis import call_name
+from mlops_nb.notebook.magics import parse
 
 
 def literal_names(source: str, path: str = "<cell>") -> list[tuple[str, ast.AST]]:

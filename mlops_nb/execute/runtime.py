@@ -1,0 +1,146 @@
+"""What a generated step notebook calls while it runs: set-up, load inputs, save outputs.
+
+It is imported inside the kernel, so it imports nothing heavy itself. The working directory
+becomes the source notebook's folder (relative paths in user code work as they did
+interactively); outputs go under the project root, found from MLOPS_NB_ROOT or by walking up
+to the folder that holds `steps/<step>.ipynb`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlops_nb import artifacts
+from mlops_nb.artifacts import atomic
+from mlops_nb.errors import ArtifactError
+from mlops_nb.project import Layout
+
+_metrics: dict[str, float] = {}
+_context: dict[str, Any] = {}
+_ran_with: dict[str, Any] = {}  # the injected parameter values, set by execute_step
+
+
+def ran_with(parameters: dict[str, Any]) -> None:
+    """Record the parameter values injected into this step (for its done marker)."""
+    _ran_with.clear()
+    _ran_with.update(parameters)
+
+
+def _root(step: str) -> Path:
+    env = os.environ.get("MLOPS_NB_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "steps" / f"{step}.ipynb").exists():
+            return folder
+    raise RuntimeError(
+        f"cannot find the project of step '{step}' from {here}: run it from the project"
+        " folder or set MLOPS_NB_ROOT"
+    )
+
+
+def begin(step: str, notebook_dir: str) -> Path:
+    """Enter the source notebook's folder and remember the step; returns the project root."""
+    root = _root(step)
+    _context.clear()
+    _context.update(step=step, root=root)
+    _metrics.clear()
+    _inside(Layout(root).step_outputs(step))
+    clear_outputs(Layout(root), step)
+    folder = root / notebook_dir if notebook_dir else root
+    os.chdir(folder)
+    # as in Jupyter, modules beside the notebook are importable (`import helpers`)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return root
+
+
+def clear_outputs(layout: Layout, step: str) -> None:
+    """Remove a step's previous outputs (and Ploomber's records of them) before it runs.
+
+    Whatever runs the step (mlops-nb, DVC, Ploomber), a step that then fails leaves no old or
+    partial output behind that a later build could take for finished. The executed notebook,
+    which the runner is writing, stays.
+    """
+    folder = layout.step_outputs(step)
+    if not folder.is_dir():
+        return
+    keep = layout.executed(step).name
+    for entry in folder.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _layout() -> Layout:
+    return Layout(_context["root"])
+
+
+def _inside(path: Path) -> Path:
+    """Refuse an output path that resolves outside the project (`..`, a symlink out)."""
+    root = Path(_context["root"]).resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root / "outputs"):
+        raise ArtifactError(
+            f"output {path} resolves to {resolved}, outside {root / 'outputs'}; remove the"
+            " symlink (outputs must stay inside the project)"
+        )
+    return path
+
+
+def load(producer: str, name: str) -> Any:
+    return artifacts.load(_inside(_layout().output(producer, name)))
+
+
+def save(step: str, values: dict[str, Any]) -> None:
+    layout = _layout()
+    for name, value in values.items():
+        try:
+            artifacts.save(value, _inside(layout.output(step, name)))
+        except ArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unpicklable objects and the like
+            raise ArtifactError(
+                f"step '{step}' cannot hand '{name}' ({type(value).__name__}) to later steps:"
+                f" {type(exc).__name__}: {exc}; make it a file the step writes, or rebuild it"
+                " in the step that uses it"
+            ) from exc
+
+
+def end(step: str) -> None:
+    """Mark the step done for `mlops-nb status`, whichever tool ran it (DVC, Ploomber).
+
+    `mlops-nb run` records its own state, so its fast path skips this.
+    """
+    if os.environ.get("MLOPS_NB_RUNNER") == "fast":
+        return
+    from mlops_nb.execute.state import record_done
+
+    record_done(Path(_context["root"]), step, dict(_ran_with) or None)
+
+
+def log_metric(name: str, value: Any) -> None:
+    """Record a metric of the running step (also callable as mlops_nb.log_metric)."""
+    _metrics[name] = value
+
+
+def save_metrics(step: str, values: dict[str, Any]) -> None:
+    merged = {**values, **_metrics}
+    out: dict[str, Any] = {}
+    for k, v in merged.items():
+        try:
+            out[k] = float(v) if not isinstance(v, (bool, int)) else v
+        except (TypeError, ValueError):
+            out[k] = str(v)
+    path = _inside(_layout().metrics(step))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,68 @@
+"""The DVC stage's command, `python -m mlops_nb.step NAME`: run one compiled step, then exit.
+
+It hands the step to the project's warm worker when one is up (worker.py), else runs it in
+this process (step.py); a failure is recorded in the lineage store (state.record_failure),
+printed naming the step, and becomes the process's exit code (a guard's keeps its own, 7 or
+8). mlops_nb/step.py is the stable name generated dvc.yaml files call; it runs main() here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from mlops_nb.compile.record import check_hand_edits
+from mlops_nb.errors import MlopsNbError, UsageError
+from mlops_nb.execute.state import record_failure
+from mlops_nb.execute.step import execute_step
+from mlops_nb.project import find_root
+
+PARAMETERS_ENV = "MLOPS_NB_PARAMETERS"
+
+
+def _parameters_from_env() -> dict[str, Any] | None:
+    """Parameter values a caller passed (Ploomber's), as JSON in MLOPS_NB_PARAMETERS."""
+    text = os.environ.pop(PARAMETERS_ENV, None)
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise UsageError(f"{PARAMETERS_ENV} is not JSON: {text[:80]!r}") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"{PARAMETERS_ENV} must be a JSON object of parameter values")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m mlops_nb.step STEP", file=sys.stderr)
+        return 2
+    from mlops_nb.execute import watchdog
+    from mlops_nb.execute.exiting import skip_final_collection
+
+    skip_final_collection()  # a step run here holds pandas and the like: exit without collecting
+    watchdog.start()
+    try:
+        root = find_root()
+        check_hand_edits(root, [f"steps/{args[0]}.ipynb"])
+        try:
+            from mlops_nb.execute import worker
+
+            parameters = _parameters_from_env()
+            code, _ = worker.hand_over(root, args[0], parameters)
+            if code is not None:
+                return code
+            execute_step(root, args[0], parameters=parameters)
+        except (MlopsNbError, KeyboardInterrupt) as exc:
+            record_failure(root, args[0], exc)
+            raise
+    except KeyboardInterrupt:
+        return 130
+    except MlopsNbError as exc:
+        print(f"mlops-nb: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -1,0 +1,97 @@
+"""Run one compiled step in this process (or a papermill kernel): execute_step.
+
+The DVC stage's command (stage.py), the warm worker's children and `mlops-nb run --engine
+papermill` all run a step through it. The step's parameter values come from params.yaml and
+are injected as papermill does (an `injected-parameters` cell), so the executed notebook
+(outputs/NAME/NAME.ipynb) records what it ran with. A failure names the step, the source
+notebook's cell and the executed notebook to open; a guard's failure keeps its own exit code
+(7, 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.errors import Interrupted, StepFailed, UsageError
+from mlops_nb.execute.state import step_meta, step_parameters
+from mlops_nb.project import Layout
+
+
+def execute_step(root: Path, step: str, *, timeout: float | None = None,
+                 engine: str | None = None, shell: Any = None,
+                 parameters: dict[str, Any] | None = None) -> Path:
+    """Execute steps/STEP.ipynb in this process; returns the executed notebook's path.
+
+    `parameters` are the step's values (params.yaml's when None): Ploomber passes its own.
+
+    engine "inprocess" (default) runs the cells in an IPython shell of this process: a DVC
+    stage is a process of its own, so a kernel would only add start-up time and a TCP port
+    that can collide under load. "papermill" (or MLOPS_NB_ENGINE=papermill) starts a kernel
+    through papermill, as `ploomber build` does; both record the same executed notebook.
+    """
+    layout = Layout(root)
+    meta = step_meta(layout, step)
+    if parameters is None:
+        parameters = step_parameters(layout, meta)
+    executed = layout.executed(step)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MLOPS_NB_ROOT"] = str(root)
+    rel = executed.relative_to(root).as_posix()
+    engine = engine or os.environ.get("MLOPS_NB_ENGINE", "inprocess")
+    if engine == "papermill":
+        _execute_papermill(layout, step, parameters, executed, meta, timeout)
+        return executed
+    if engine != "inprocess":
+        raise UsageError(f"unknown MLOPS_NB_ENGINE {engine!r}: use inprocess or papermill")
+    from mlops_nb.execute import runtime
+    from mlops_nb.execute.cells import make_shell, prepare_notebook, run_cells
+    from mlops_nb.execute.fastrun import step_error
+
+    runtime.ran_with(parameters)
+
+    doc = prepare_notebook(json.loads(layout.step_notebook(step).read_text("utf-8")),
+                           parameters)
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)
+        ok = run_cells(shell if shell is not None else make_shell(), doc, executed)
+    except KeyboardInterrupt:
+        from mlops_nb.execute.cells import mark_executed
+
+        mark_executed(executed, "interrupted")
+        raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
+                          ) from None
+    finally:
+        os.chdir(cwd)
+    if not ok:
+        raise step_error(step, executed, meta["source"], rel)
+    return executed
+
+
+def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], executed: Path,
+                       meta: dict[str, Any], timeout: float | None) -> None:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from mlops_nb.execute.fastrun import step_error
+
+    rel = executed.relative_to(layout.root).as_posix()
+    try:
+        pm.execute_notebook(
+            str(layout.step_notebook(step)), str(executed), parameters=parameters,
+            cwd=str(layout.root), progress_bar=False, kernel_name="python3",
+            execution_timeout=timeout, request_save_on_cell_execute=True,
+        )
+    except PapermillExecutionError:
+        raise step_error(step, executed, meta["source"], rel) from None
+    except KeyboardInterrupt:
+        from mlops_nb.execute.cells import mark_executed
+
+        mark_executed(executed, "interrupted")
+        raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
+                          ) from None
+    except Exception as exc:  # kernel died, timeout...: still name the step
+        raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
