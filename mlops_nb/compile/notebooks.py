@@ -55,11 +55,6 @@ def _load_lines(step: StepSpec, spec: PipelineSpec, copied: set[str]) -> list[st
     return lines
 
 
-def _is_class(src: str) -> bool:
-    lines = [ln for ln in src.splitlines() if ln.strip() and not ln.lstrip().startswith("@")]
-    return bool(lines) and lines[0].startswith("class ")
-
-
 def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
     params = dict(nb.params)
     param_lines = "".join(f"{p} = {params[p]}\n" for p in step.params)
@@ -78,13 +73,14 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
         cells.append(_cell(nb.imports, role="imports"))
     if nb.functions.strip():
         cells.append(_cell(nb.functions))
-    # imports and classes first (loading an instance needs its class), then the inputs, then
-    # functions and lambdas, whose default arguments may read an input
-    first = [src for name, src in step.copied_defs if name.startswith("*") or _is_class(src)
-             or src.startswith(("import ", "from "))]
-    later = [src for _, src in step.copied_defs if src not in first]
+    # definitions first (unpickling may need a class or function by name), then the inputs,
+    # then the defs whose default arguments read an input; loaded lambdas get this step's
+    # globals, so they read them when called
+    first = [src for name, src in step.copied_defs if name not in step.late_defs]
+    later = [src for name, src in step.copied_defs if name in step.late_defs]
     copied = {name for name, _ in step.copied_defs}
-    loads = first + _load_lines(step, spec, copied) + later
+    loads = first + _load_lines(step, spec, copied) + later + [
+        f"{v} = _mlops_nb.adopt({v}, globals())" for v in step.rebind]
     if loads:
         cells.append(_cell("\n".join(loads)))
     cells += [_cell(c.source, source_cell=c.index) for c in step.cells]

@@ -101,6 +101,38 @@ def load(producer: str, name: str) -> Any:
     return artifacts.load(_inside(_layout().output(producer, name)))
 
 
+def adopt(value: Any, namespace: dict[str, Any], _depth: int = 0) -> Any:
+    """Give the functions a loaded value holds (a lambda in a dict, a closure in a list or an
+    attribute) the step's globals, so they read globals when called, as in one kernel:
+    unpickled, they carry copies of the globals of the step that made them. Containers are
+    changed in place; returns the value (a new function or tuple when it was one)."""
+    import types
+
+    if _depth > 4:
+        return value
+    if isinstance(value, types.FunctionType) and value.__globals__ is not namespace \
+            and value.__module__ in ("__main__", None):
+        fn = types.FunctionType(value.__code__, namespace, value.__name__,
+                                value.__defaults__, value.__closure__)
+        fn.__kwdefaults__ = value.__kwdefaults__
+        fn.__dict__.update(value.__dict__)
+        fn.__qualname__ = value.__qualname__
+        return fn
+    if isinstance(value, dict):
+        for k, v in value.items():
+            value[k] = adopt(v, namespace, _depth + 1)
+    elif isinstance(value, list):
+        value[:] = [adopt(v, namespace, _depth + 1) for v in value]
+    elif isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(adopt(v, namespace, _depth + 1) for v in value)
+    elif hasattr(value, "__dict__") and not isinstance(value, type) and (
+            type(value).__module__ == "__main__" or type(value).__name__ == "FunctionTransformer"):
+        for k, v in vars(value).items():
+            if callable(v) or isinstance(v, (dict, list, tuple)):
+                setattr(value, k, adopt(v, namespace, _depth + 1))
+    return value
+
+
 def save(step: str, values: dict[str, Any]) -> None:
     layout = _layout()
     for name, value in values.items():

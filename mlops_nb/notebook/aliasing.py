@@ -28,6 +28,11 @@ class AliasGroups:
         self.copies: set[str] = set()  # names bound to builtin sequences: a slice is a copy
         self.arrays: set[str] = set()  # pandas/numpy objects: `a[k] = v` copies v's values
         self.array_modules: set[str] = set()  # names of the pandas and numpy modules
+        # names whose objects may hold functions the notebook made (`fs = {'f': f}`, a
+        # lambda in a list): name -> what that code reads when called (the functions' names
+        # included); `lambdas`: those holding lambdas or closures, pickled by value
+        self.holds: dict[str, set[str]] = {}
+        self.lambdas: set[str] = set()
 
     def members(self, name: str) -> set[str]:
         return set(self._group.get(name, {name}))

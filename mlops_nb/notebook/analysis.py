@@ -148,8 +148,13 @@ def analyse_block(
             aliases.unlink(name)
         for left, right in linked:
             aliases.link(left, right)
-        mutated = aliases.expand(mutated) - aliases.immutable
+        # a function held by a changed container is not changed itself
+        mutated |= {n for n in aliases.expand(mutated) if n not in known_funcs}
+        mutated -= aliases.immutable
         _track_kinds(stmt, stores_ - aug, aliases)
+        if not is_def:
+            _track_code(stmt, stores_ - aug, scanner.mutated, linked, aliases, known_funcs,
+                        imported)
         if is_def or isinstance(stmt, (ast.Import, ast.ImportFrom)):
             mutated -= stores_
         info.inputs |= flow_reads | {m for m in mutated - reads if m not in definite}
@@ -229,3 +234,35 @@ def _array_call(node: ast.AST, aliases: AliasGroups) -> bool:
     return (isinstance(node.func.value, ast.Name) and node.func.value.id in aliases.arrays
             and node.func.attr in ("copy", "dropna", "fillna", "drop", "rename", "astype",
                                    "reset_index", "sort_values", "assign", "merge"))
+
+
+def _track_code(stmt: ast.stmt, rebound: set[str], changed: set[str],
+                linked: list[tuple[str, str]], aliases: AliasGroups,
+                known: dict[str, FuncInfo], imported: set[str]) -> None:
+    """Remember which names may now hold functions or lambdas the notebook made: a later
+    step that loads them must also get what that code reads when it is called."""
+    for name in rebound:
+        aliases.holds.pop(name, None)
+        aliases.lambdas.discard(name)
+    reads: set[str] = set()
+    has_lambda = False
+    called = {id(n.func) for n in ast.walk(stmt) if isinstance(n, ast.Call)}
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Lambda):
+            has_lambda = True
+            params = {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+            reads |= _loads_with_calls(node.body, known, imported)[0] - params
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
+                and node.id in known and id(node) not in called:
+            reads |= {node.id} | _called_closure({node.id}, known) | {
+                r for f in _called_closure({node.id}, known) for r in known[f].reads}
+    for _left, right in linked:
+        if right in aliases.holds:
+            reads |= aliases.holds[right]
+            has_lambda |= right in aliases.lambdas
+    if not reads and not has_lambda:
+        return
+    for name in rebound | changed:
+        aliases.holds.setdefault(name, set()).update(reads)
+        if has_lambda:
+            aliases.lambdas.add(name)

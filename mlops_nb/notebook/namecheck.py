@@ -36,11 +36,28 @@ def first_read(cells: Iterable[Cell], name: str) -> tuple[int, int] | None:
             tree = parse(cell.source)
         except SyntaxError:
             continue
-        lines = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name)
+        lines = [n.lineno for n in _outside_bodies(tree) if isinstance(n, ast.Name)
                  and n.id == name and isinstance(n.ctx, ast.Load)]
         if lines:
             return cell.index, min(lines)
     return None
+
+
+def _outside_bodies(node: ast.AST) -> list[ast.AST]:
+    """Nodes that run when the code runs: not the bodies of defs and lambdas, which run when
+    called (a name they read may be defined later, as Python allows)."""
+    out: list[ast.AST] = []
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        out.append(n)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            todo += n.decorator_list + n.args.defaults + [d for d in n.args.kw_defaults if d]
+        elif isinstance(n, ast.Lambda):
+            todo += n.args.defaults + [d for d in n.args.kw_defaults if d]
+        else:
+            todo += list(ast.iter_child_nodes(n))
+    return out
 
 
 def dynamic(cells: Iterable[Cell]) -> bool:

@@ -56,6 +56,12 @@ class StepSpec:
     # outputs that may share objects (`data = [train_df, test_df]`) are saved together as one
     # artifact, so a later step gets them back sharing the same objects, as in one kernel
     bundles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # copied defs whose defaults read a loaded input: made after the loading (the others
+    # before it, since unpickling may need them)
+    late_defs: tuple[str, ...] = ()
+    # inputs that may hold lambdas or closures: their functions are given this step's
+    # globals once loaded, so they read globals when called, as in one kernel
+    rebind: tuple[str, ...] = ()
 
     def artifact_for(self, var: str) -> str | None:
         """The output artifact that holds `var`, or None if this step does not hand it on."""
@@ -148,6 +154,8 @@ class _Draft:
     metrics: list[str]
     copied: dict[str, str]
     groups: dict[str, frozenset[str]] = field(default_factory=dict)
+    late: set[str] = field(default_factory=set)
+    rebind: set[str] = field(default_factory=set)
 
 
 def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
@@ -199,10 +207,16 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         class_defs: dict[str, str] = {}
         all_defs: dict[str, str] = {}
         for decl in nb.steps:
+            holds = {k: set(v) for k, v in aliases.holds.items()}
+            lambdas = set(aliases.lambdas)
             info = _analyse(nb, decl.cells, funcs, aliases, imported)
             d = _Draft(decl.name, nb, decl.cells, info, {}, set(), set(global_params),
                        set(), set(), [], {})
             needed = set(info.inputs)
+            for var in info.inputs & set(holds):  # code it holds reads its globals when called
+                needed |= holds[var] - info.writes
+                if var in lambdas:
+                    d.rebind.add(var)
             # a copied def or class brings what it reads when it is made (defaults, bases)
             for var in sorted(info.inputs | set(class_defs)):
                 if var in funcs and any(var in o.info.code_defs for o in order):
@@ -239,6 +253,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             for k in list(d.copied):
                 if not d.copied[k]:
                     d.copied[k] = all_defs.get(k, "")
+            loaded = {v for v in d.inputs if v not in d.copied}
+            d.late = {k for k in d.copied if k in funcs and funcs[k].def_reads & loaded}
             for prev, cell in zip(decl.prev, decl.prev_cells, strict=True):
                 if prev not in owner:
                     near = difflib.get_close_matches(prev, list(owner), n=1, cutoff=0.5)
@@ -301,6 +317,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             data_deps=tuple(sorted(d.data_deps)),
             metrics=tuple(d.metrics),
             bundles=_bundles(d),
+            late_defs=tuple(sorted(d.late & {k for k, v in d.copied.items() if v})),
+            rebind=tuple(sorted(d.rebind & set(d.inputs))),
             copied_defs=tuple(sorted(((k, v) for k, v in d.copied.items() if v),
                                      key=lambda kv: (not kv[1].startswith(("import", "from")),
                                                      kv[0]))),

@@ -18,7 +18,7 @@ from tests.reference import run_top_to_bottom
 pytestmark = pytest.mark.slow
 METRICS = {  # notebook -> (step that records the metrics, metric names)
     "tag_rules": ("summary", ("total", "mean", "log_total", "SCALE")),
-    "python_scopes": ("final", ("result", "a_val", "b_val", "N")),
+    "python_scopes": ("final", ("result", "a_val", "b_val", "c_val", "N")),
 }
 
 

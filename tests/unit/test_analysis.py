@@ -436,3 +436,25 @@ def test_a_numpy_view_is_an_alias():
     info = analyse_block("flat = arr.reshape(-1)\nflat[0] = 5\nv = np.asarray(other)\nv += 1",
                          {}, AliasGroups(), set())
     assert {"arr", "other"} <= info.mutated
+
+
+def test_functions_and_lambdas_inside_containers_read_globals_when_called(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["step:a"], "K = 1\ndef f(x):\n    return x * K\nfs = {'f': f}\n"
+                     "fs['g'] = lambda x: x + M\nM = 2"),
+        (["step:b"], "K = 10"),
+        (["step:c"], "alias = fs\nr = alias['f'](1)"),
+    ])
+    c = spec.step("c")
+    assert dict(c.inputs) == {"K": "b", "M": "a", "f": "a", "fs": "a"}
+    assert c.rebind == ("fs",) and "f" in dict(c.copied_defs)
+
+
+def test_adopt_gives_loaded_functions_the_steps_globals():
+    from mlops_nb.runtime import adopt
+
+    made: dict = {"K": 1}
+    exec("fs = {'g': lambda x: x + K, 'l': [lambda: K]}\nt = (lambda: K,)", made)
+    here = {"K": 10}
+    fs = adopt(made["fs"], here)
+    assert fs["g"](1) == 11 and fs["l"][0]() == 10 and adopt(made["t"], here)[0]() == 10
