@@ -14,11 +14,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_nb.errors import NotebookError, PipelineError
+from mlops_nb.errors import NotebookError
 from mlops_nb.notebook import analysis, namecheck, sections
 from mlops_nb.notebook.aliasing import AliasGroups
 from mlops_nb.notebook.magics import strip_magics
 from mlops_nb.notebook.tags import Cell, ParsedNotebook
+from mlops_nb.pipeline.order import toposort
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             if w and w != d.name:
                 d.upstream.add(w)
 
-    ordered = _toposort(drafts)
+    ordered = toposort(drafts)
     steps = tuple(
         StepSpec(
             name=d.name,
@@ -359,54 +360,3 @@ def _project_file(root: Path, nb_dir: Path, lit: str) -> str | None:
     if p.exists() and not (p.is_file() or p.is_dir()):
         return None
     return rel.as_posix()
-
-
-def _toposort(drafts: dict[str, _Draft]) -> list[_Draft]:
-    position = {name: i for i, name in enumerate(drafts)}
-    indeg = {n: 0 for n in drafts}
-    children: dict[str, list[str]] = {n: [] for n in drafts}
-    for d in drafts.values():
-        for u in d.upstream:
-            indeg[d.name] += 1
-            children[u].append(d.name)
-    ready = sorted((n for n, k in indeg.items() if k == 0), key=position.__getitem__)
-    out: list[_Draft] = []
-    while ready:
-        n = ready.pop(0)
-        out.append(drafts[n])
-        for c in children[n]:
-            indeg[c] -= 1
-            if indeg[c] == 0:
-                ready.append(c)
-                ready.sort(key=position.__getitem__)
-    if len(out) < len(drafts):
-        raise PipelineError(f"dependency cycle between steps: {' -> '.join(_cycle(drafts))}"
-                            "; remove a 'prev:' tag or move code so data flows one way")
-    return out
-
-
-def _cycle(drafts: dict[str, _Draft]) -> list[str]:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> list[str] | None:
-        state[n] = 1
-        stack.append(n)
-        for u in sorted(drafts[n].upstream):
-            if state.get(u) == 1:
-                return stack[stack.index(u):] + [u]
-            if u not in state:
-                found = visit(u)
-                if found:
-                    return found
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in drafts:
-        if n not in state:
-            found = visit(n)
-            if found:
-                where = [f"{s} ({drafts[s].nb.path})" for s in reversed(found)]
-                return where
-    return []
