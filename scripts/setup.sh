@@ -73,4 +73,9 @@ echo "setup: installing the locked versions into .venv"
 [ -x .venv/bin/python ] || "$UV" venv -q --python "$PY" .venv
 "$UV" pip sync -q --python .venv/bin/python --require-hashes "$LOCK"
 "$UV" pip install -q --python .venv/bin/python --no-deps -e .
+# 5. Jupyter: a regular install puts the config that enables our server extension (compile on
+# save) into .venv/etc/jupyter (pyproject's data-files); an editable install does not: copy it.
+conf=.venv/etc/jupyter/jupyter_server_config.d
+mkdir -p "$conf"
+cp jupyter-config/jupyter_server_config.d/mlops_nb.json "$conf/"
 digest > "$stamp"

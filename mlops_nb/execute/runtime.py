@@ -9,6 +9,7 @@ to the folder that holds `steps/<step>.ipynb`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -17,12 +18,15 @@ from typing import Any
 
 from mlops_nb import artifacts
 from mlops_nb.artifacts import atomic
-from mlops_nb.errors import ArtifactError
+from mlops_nb.errors import ArtifactError, UsageError
 from mlops_nb.project import Layout
+
+log = logging.getLogger(__name__)
 
 _metrics: dict[str, float] = {}
 _context: dict[str, Any] = {}
 _ran_with: dict[str, Any] = {}  # the injected parameter values, set by execute_step
+_warned: list[bool] = []  # log_metric outside a step has warned once
 
 
 def ran_with(parameters: dict[str, Any]) -> None:
@@ -81,13 +85,24 @@ def clear_outputs(layout: Layout, step: str) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _layout() -> Layout:
-    return Layout(_context["root"])
+def _step_root(call: str) -> Path:
+    """The running step's project root; outside a step, an error saying what to do instead."""
+    if "root" not in _context:
+        raise UsageError(
+            f"mlops_nb.runtime.{call}() works only inside a running pipeline step (a compiled"
+            " step notebook calls it); in an interactive notebook use `%load_ext mlops_nb`"
+            " then `%mlops load STEP` to get a step's inputs"
+        )
+    return Path(_context["root"])
+
+
+def _layout(call: str = "load") -> Layout:
+    return Layout(_step_root(call))
 
 
 def _inside(path: Path) -> Path:
     """Refuse an output path that resolves outside the project (`..`, a symlink out)."""
-    root = Path(_context["root"]).resolve()
+    root = _step_root("save").resolve()
     resolved = path.resolve()
     if not resolved.is_relative_to(root / "outputs"):
         raise ArtifactError(
@@ -98,7 +113,7 @@ def _inside(path: Path) -> Path:
 
 
 def load(producer: str, name: str) -> Any:
-    return artifacts.load(_inside(_layout().output(producer, name)))
+    return artifacts.load(_inside(_layout("load").output(producer, name)))
 
 
 def adopt(value: Any, namespace: dict[str, Any], _depth: int = 0) -> Any:
@@ -134,7 +149,7 @@ def adopt(value: Any, namespace: dict[str, Any], _depth: int = 0) -> Any:
 
 
 def save(step: str, values: dict[str, Any]) -> None:
-    layout = _layout()
+    layout = _layout("save")
     for name, value in values.items():
         try:
             artifacts.save(value, _inside(layout.output(step, name)))
@@ -157,12 +172,26 @@ def end(step: str) -> None:
         return
     from mlops_nb.execute.state import record_done
 
-    record_done(Path(_context["root"]), step, dict(_ran_with) or None)
+    record_done(_step_root("end"), step, dict(_ran_with) or None)
 
 
 def log_metric(name: str, value: Any) -> None:
-    """Record a metric of the running step (also callable as mlops_nb.log_metric)."""
+    """Record a metric of the running step (also callable as mlops_nb.log_metric).
+
+    Outside a step the value is kept (in this module's metrics) and a warning, once per
+    session, says it reaches the metrics file only when the pipeline runs.
+    """
+    if "root" not in _context and not _warned:
+        _warned.append(True)
+        log.warning("log_metric(%r, ...) outside a pipeline step: the value is kept in this"
+                    " session (mlops_nb.runtime.metrics()) and recorded in the step's"
+                    " metrics file only when the pipeline runs", name)
     _metrics[name] = value
+
+
+def metrics() -> dict[str, Any]:
+    """The metrics logged so far in this process (a step's, or an interactive session's)."""
+    return dict(_metrics)
 
 
 def save_metrics(step: str, values: dict[str, Any]) -> None:
@@ -173,6 +202,6 @@ def save_metrics(step: str, values: dict[str, Any]) -> None:
             out[k] = float(v) if not isinstance(v, (bool, int)) else v
         except (TypeError, ValueError):
             out[k] = str(v)
-    path = _inside(_layout().metrics(step))
+    path = _inside(_layout("save_metrics").metrics(step))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")

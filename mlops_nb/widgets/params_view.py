@@ -1,0 +1,141 @@
+"""The parameters widget: params.yaml as a form with a fitting control per value; queue one
+experiment or a grid (`dvc exp run --queue`), then run the queue with progress.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.errors import MlopsNbError
+from mlops_nb.widgets import background
+from mlops_nb.widgets import parameters as par
+from mlops_nb.widgets.render import html_message, html_table, text_table
+from mlops_nb.widgets.views import View, one_line
+
+
+class ParametersView(View):
+    """params.yaml as a form; queue one experiment or a grid, then run the queue."""
+
+    def __init__(self, root: Path, choices: dict[str, list[Any]] | None = None) -> None:
+        super().__init__()
+        self.root = root
+        try:
+            self.fields = par.read_fields(root, choices)
+        except MlopsNbError as exc:
+            self.fields, self.error = [], one_line(exc)
+
+    def text(self) -> str:
+        if self.error:
+            return f"parameters: error: {self.error}"
+        return text_table(["parameter", "value", "control"],
+                          [[f.key, f.value, f.kind] for f in self.fields])
+
+    def html(self) -> str:
+        if self.error:
+            return html_message(f"parameters: error: {self.error}", error=True)
+        return html_table(["parameter", "value", "control"],
+                          [[f.key, f.value, f.kind] for f in self.fields], css="mlops-params")
+
+    def _control(self, f: par.Field) -> Any:
+        import ipywidgets as w
+
+        style = {"description_width": "initial"}
+        label = f.key
+        if f.kind == "bool":
+            return w.Checkbox(bool(f.value), description=label, indent=False)
+        if f.kind == "int":
+            return w.IntText(f.value, description=label, style=style)
+        if f.kind == "float":
+            return w.FloatText(f.value, description=label, style=style)
+        if f.kind == "choice":
+            return w.Dropdown(options=list(f.choices), value=f.value if f.value in f.choices
+                              else f.choices[0], description=label, style=style)
+        shown = f.value if isinstance(f.value, str) else json.dumps(f.value)
+        return w.Text(shown, description=label, style=style)
+
+    def build(self) -> Any:
+        import ipywidgets as w
+
+        controls = {f.key: self._control(f) for f in self.fields}
+        axes = {f.key: w.Text(placeholder="grid: v1, v2, ...", layout=w.Layout(width="12em"))
+                for f in self.fields}
+        status = w.HTML("")
+        bar = w.IntProgress(value=0, min=0, max=1, description="queue")
+        queue_one = w.Button(description="Queue experiment")
+        queue_grid = w.Button(description="Queue grid")
+        run_q = w.Button(description="Run queue", button_style="primary")
+        queued: list[str] = []
+
+        def edited() -> dict[str, Any]:
+            point = {}
+            for f in self.fields:
+                value = controls[f.key].value
+                if f.kind == "text":
+                    value = par.parse_value(f, value)
+                if value != f.value:
+                    point[f.key] = value
+            return point
+
+        def enqueue(points: list[dict[str, Any]]) -> None:
+            status.value = html_message(f"queueing {len(points)} experiment(s)...")
+
+            def work() -> None:
+                try:
+                    for p in points:
+                        queued.append(par.queue(self.root, p))
+                        bar.max = max(bar.max, len(queued))
+                    status.value = html_message(f"{len(queued)} queued; press Run queue")
+                except MlopsNbError as exc:
+                    status.value = html_message(one_line(exc), error=True)
+
+            threading.Thread(target=work, daemon=True).start()
+
+        def on_one(_: Any) -> None:
+            try:
+                enqueue([edited()])
+            except MlopsNbError as exc:
+                status.value = html_message(one_line(exc), error=True)
+
+        def on_grid(_: Any) -> None:
+            try:
+                base = edited()
+                spans = {f.key: par.parse_values(f, axes[f.key].value) for f in self.fields
+                         if axes[f.key].value.strip()}
+                points = [{**base, **p} for p in par.grid(self.fields, spans)]
+                enqueue(points)
+            except MlopsNbError as exc:
+                status.value = html_message(one_line(exc), error=True)
+
+        def on_run(_: Any) -> None:
+            run_q.disabled = True
+            started: list[str] = []
+            bar.value, bar.max = 0, max(1, len(queued))
+            status.value = html_message("running the queue...")
+
+            def on_line(line: str) -> None:
+                # DVC prints "Reproducing experiment 'NAME'" as each queued one starts
+                name = par.started_experiment(line)
+                if name:
+                    started.append(name)
+                    bar.value = min(bar.max, len(started) - 1)
+                    status.value = html_message(f"running {name} ({len(started)} of"
+                                                f" {bar.max})")
+
+            def on_exit(done: background.Finished) -> None:
+                run_q.disabled = False
+                if done.ok:
+                    bar.value = bar.max
+                    queued.clear()
+                status.value = html_message(done.message(), error=not done.ok)
+
+            background.start(par.run_queue_command(), self.root, label="dvc exp run --run-all",
+                             on_line=on_line, on_exit=on_exit)
+
+        queue_one.on_click(on_one)
+        queue_grid.on_click(on_grid)
+        run_q.on_click(on_run)
+        rows = [w.HBox([controls[f.key], axes[f.key]]) for f in self.fields]
+        return w.VBox([*rows, w.HBox([queue_one, queue_grid, run_q, bar]), status])

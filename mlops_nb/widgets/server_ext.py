@@ -1,0 +1,77 @@
+"""Compile on save: a Jupyter Server extension that compiles a project when JupyterLab saves
+one of its notebooks, so the pipeline files never lag behind the notebook.
+
+Enabled by installing the package (a jupyter_server_config.d file turns it on). Only a
+notebook under a project's `notebooks/` folder (a folder with `notebooks/` and
+`params.yaml`) triggers a compile, never a hidden file or a generated step notebook. A
+compile error (a misspelt tag) is logged with its notebook and cell; the step preview shows
+it too. The save itself never fails because of us.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.project import NOTEBOOKS, PARAMS
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()  # one compile at a time: two saves must not interleave writes
+
+
+def project_of(path: Path) -> Path | None:
+    """The project whose notebooks/ holds `path`, or None (not a project notebook)."""
+    path = path.resolve()
+    if path.suffix != ".ipynb":
+        return None
+    for folder in path.parents:
+        if folder.name == NOTEBOOKS:
+            root = folder.parent
+            rel = path.relative_to(folder)
+            if any(part.startswith(".") for part in rel.parts):
+                return None  # checkpoints, scratch copies
+            return root if (root / PARAMS).is_file() else None
+    return None
+
+
+def compile_saved(path: Path) -> list[str] | None:
+    """Compile the project of a saved notebook; the files written, or None when the
+    notebook is not a project's. A compile error is logged, never raised."""
+    from mlops_nb.errors import MlopsNbError
+
+    root = project_of(path)
+    if root is None:
+        return None
+    from mlops_nb import compile as compile_mod
+
+    with _lock:
+        try:
+            result = compile_mod.compile_project(root)
+        except MlopsNbError as exc:
+            log.warning("mlops_nb: compile on save of %s failed: %s", path, exc)
+            return []
+        except Exception:  # noqa: BLE001 - a save must never fail because of us
+            log.exception("mlops_nb: compile on save of %s failed", path)
+            return []
+    if result.written:
+        log.info("mlops_nb: compiled %s after saving %s: wrote %s", root, path.name,
+                 ", ".join(result.written))
+    return list(result.written)
+
+
+def post_save(model: dict[str, Any], os_path: str, contents_manager: Any, **_: Any) -> None:
+    """Jupyter Server's post-save hook."""
+    if (model or {}).get("type") != "notebook":
+        return
+    compile_saved(Path(os_path))
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "mlops_nb.widgets.server_ext"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    serverapp.contents_manager.register_post_save_hook(post_save)
+    serverapp.log.info("mlops_nb: compile on save enabled")
