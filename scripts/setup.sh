@@ -78,4 +78,10 @@ echo "setup: installing the locked versions into .venv"
 conf=.venv/etc/jupyter/jupyter_server_config.d
 mkdir -p "$conf"
 cp jupyter-config/jupyter_server_config.d/mlops_nb.json "$conf/"
+# Ploomber's own Jupyter Server extension swaps in a contents manager that fails on JupyterLab 4's
+# async one (every folder listing: 500, "'coroutine' object is not subscriptable"), so JupyterLab
+# cannot open a notebook: keep it off. `ploomber build` and the rest of Ploomber are unaffected.
+if grep -q '"ploomber": true' "$conf/ploomber.json" 2>/dev/null; then
+  .venv/bin/jupyter server extension disable --sys-prefix ploomber >/dev/null 2>&1
+fi
 digest > "$stamp"

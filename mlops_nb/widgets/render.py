@@ -53,8 +53,9 @@ def html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, css: st
         tds = "".join(f"<td{align(i)}>{html.escape(cell_text(v))}</td>"
                       for i, v in enumerate(row))
         body.append(f"<tr{cls}>{tds}</tr>")
-    return (f'<div class="mlops-nb">{STYLE}<table class="{html.escape(css)}"><thead><tr>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    return (f'<div class="mlops-nb" style="overflow-x:auto">{STYLE}'
+            f'<table class="{html.escape(css)}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def html_message(text: str, *, error: bool = False) -> str:
@@ -70,7 +71,7 @@ def scatter_svg(points: Sequence[tuple[float, float, str]], xlabel: str, ylabel:
     HTML fallback and in a browser without a kernel.
     """
     w, h = size
-    pad = 40
+    pad = 64
     if not points:
         return html_message(f"no experiment has both {xlabel} and {ylabel} as numbers")
     xs = [p[0] for p in points]

@@ -72,6 +72,22 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "mlops_nb.widgets.server_ext"}]
 
 
+def _hook(manager: Any) -> None:
+    if manager is not None and not getattr(manager, "_mlops_nb_hooked", False):
+        manager.register_post_save_hook(post_save)
+        manager._mlops_nb_hooked = True
+
+
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    serverapp.contents_manager.register_post_save_hook(post_save)
+    _hook(serverapp.contents_manager)
+
+    def again() -> None:
+        # Extensions loaded after this one may replace the contents manager (Ploomber's
+        # does): hook whatever manager serves requests once the server runs.
+        _hook(serverapp.web_app.settings.get("contents_manager"))
+        _hook(serverapp.contents_manager)
+
+    io_loop = getattr(serverapp, "io_loop", None)
+    if io_loop is not None:
+        io_loop.add_callback(again)
     serverapp.log.info("mlops_nb: compile on save enabled")

@@ -1,0 +1,185 @@
+"""The widgets' models on a real project (real `dvc exp show --json`, real runs), and the
+%mlops magic in a real IPython kernel (nbclient).
+
+One small project, built once for the module: a step `make` feeding two branches (`score`
+with a metric, `side`), run with `dvc repro` and committed, then two experiments and a
+queued one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.widgets import experiments as exp
+from mlops_nb.widgets import parameters as par
+from mlops_nb.widgets import pipeline as pipe
+from mlops_nb.widgets.loader import load_step
+from mlops_nb.widgets.preview import preview
+from tests.conftest import cli, git_project, make_nb, sh
+
+pytestmark = pytest.mark.slow
+
+CELLS = [
+    (["imports"], "import json"),
+    (["pipeline-parameters"], "ALPHA = 2\nLABEL = 'x'\nFLAG = True"),
+    (["step:make"], "data = [i * ALPHA for i in range(5)]"),
+    (["step:score"], "score = sum(data) / 10.0\nprint(LABEL, score)"),
+    (["step:side"], "side = len(data) if FLAG else 0"),
+    (["pipeline-metrics"], "print(score)"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("widgets") / "tiny"
+    root.mkdir()
+    git_project(root)
+    make_nb(root / "notebooks" / "tiny.ipynb", CELLS)
+    cli(["compile"], root)
+    sh(["dvc", "repro", "-q"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "baseline"], root)
+    sh(["dvc", "exp", "run", "-q", "-n", "alpha3", "-S", "tiny.ALPHA=3"], root)
+    sh(["dvc", "exp", "run", "-q", "-n", "alpha5", "-S", "tiny.ALPHA=5"], root)
+    sh(["dvc", "exp", "run", "--queue", "-n", "later", "-S", "tiny.ALPHA=7"], root)
+    sh(["git", "checkout", "--", "params.yaml"], root)  # `exp run` left ALPHA=5 applied
+    sh(["dvc", "checkout", "-q"], root)
+    cli(["run"], root)  # checked-out outputs have new mtimes: `run` makes them its own again
+    return root
+
+
+def test_experiments_rows_from_real_dvc(tiny: Path) -> None:
+    rows = exp.load(tiny)
+    by = {r.name: r for r in rows}
+    assert rows[0].kind == "workspace"
+    base = next(r for r in rows if r.kind == "baseline")
+    assert base.metrics["score"] == 2.0 and base.params["tiny.ALPHA"] == 2
+    assert by["alpha3"].metrics["score"] == 3.0 and by["alpha3"].baseline == base.name
+    assert by["alpha5"].params == {**base.params, "tiny.ALPHA": 5}
+    assert by["later"].queued and not by["alpha3"].queued
+    params, metrics = exp.columns(rows)
+    assert metrics == ["score"]
+    assert params == ["tiny.ALPHA", "tiny.LABEL", "tiny.FLAG"]
+    header, body = exp.table(rows)
+    assert header == ["name", "score", "tiny.ALPHA", "tiny.LABEL", "tiny.FLAG"]
+    assert ["alpha3", 3.0, 3, "x", True] in body
+    assert ["later (queued)", None, 7, "x", True] in body
+
+
+def test_filter_sort_compare_plot(tiny: Path) -> None:
+    rows = exp.load(tiny)
+    names = [r.name for r in exp.filter_rows(rows, "score>2.5")]
+    assert names == ["workspace", "alpha3", "alpha5"] or \
+        sorted(names) == sorted(["workspace", "alpha3", "alpha5"])
+    assert [r.name for r in exp.filter_rows(rows, "tiny.ALPHA=5")] == ["workspace", "alpha5"]
+    assert {r.name for r in exp.filter_rows(rows, "alph")} >= {"alpha3", "alpha5", "workspace"}
+    ranked = exp.sort_rows([r for r in rows if r.kind != "workspace"], "score",
+                           descending=True)
+    assert [r.name for r in ranked][:3] == ["alpha5", "alpha3", ranked[2].name]
+    assert ranked[-1].name == "later"  # no metric yet: last
+    base, chosen, diffs = exp.compare(rows, ["alpha3", "alpha5"])
+    assert base.kind == "baseline" and [r.name for r in chosen] == ["alpha3", "alpha5"]
+    by_col = {d.column: d for d in diffs}
+    assert by_col["score"].deltas == (1.0, 3.0)
+    assert by_col["tiny.ALPHA"].values == (3, 5) and "tiny.LABEL" not in by_col
+    points = exp.plot_points(rows, "score", "tiny.ALPHA")
+    assert [(x, y) for x, y, _ in points if _ != "workspace"] == [(2.0, 2.0), (3.0, 3.0),
+                                                                   (5.0, 5.0)]
+    with pytest.raises(exp.ExperimentsError, match="no experiment named nope"):
+        exp.compare(rows, ["nope"])
+
+
+def test_experiments_view_text_and_html(tiny: Path) -> None:
+    from mlops_nb.widgets.exp_view import ExperimentsView
+
+    view = ExperimentsView(tiny)
+    bundle = view._repr_mimebundle_()
+    assert "alpha3" in bundle["text/plain"] and "score" in bundle["text/plain"]
+    assert '<table class="mlops-exp">' in bundle["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "alpha5" in view.compare_html(["alpha5"])
+
+
+def test_pipeline_states_and_branches(tiny: Path) -> None:
+    nodes = {n.step: n for n in pipe.load(tiny)}
+    assert {n.state for n in nodes.values()} == {pipe.UP_TO_DATE}
+    assert (nodes["make"].column, nodes["score"].column, nodes["side"].column) == (0, 1, 1)
+    assert {nodes["score"].row, nodes["side"].row} == {0, 1}  # branches side by side
+    assert nodes["score"].executed == "outputs/score/score.ipynb"
+    svg = pipe.svg(list(nodes.values()))
+    assert svg.count("<rect") == 3 and svg.count("<line") == 2
+
+
+def test_parameters_fields_grid_and_preview(tiny: Path) -> None:
+    fields = par.read_fields(tiny)
+    assert [(f.key, f.kind) for f in fields] == [("tiny.ALPHA", "int"), ("tiny.LABEL", "text"),
+                                                  ("tiny.FLAG", "bool")]
+    pv = preview(tiny, tiny / "notebooks" / "tiny.ipynb")
+    assert not pv.error
+    rows = {s.step: s for s in pv.steps}
+    assert rows["score"].inputs == (("data", "make"),) and rows["make"].outputs == ("data",)
+    assert rows["make"].params == ("ALPHA",) and rows["side"].params == ("FLAG",)
+
+
+def test_load_step_and_refused_hash(tiny: Path) -> None:
+    ns: dict = {}
+    report = load_step(tiny, "score", ns)
+    assert ns["data"] == [0, 2, 4, 6, 8] and ns["LABEL"] == "x"
+    assert "data from step make" in report.text() and "run finished" in report.text()
+
+
+def _notebook(path: Path, sources: list[str]) -> None:
+    make_nb(path, [([], s) for s in sources])
+
+
+def test_magics_in_a_real_kernel(tiny: Path, tmp_path: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb_path = tiny / "notebooks" / ".magics-test.ipynb"
+    _notebook(nb_path, [
+        "%load_ext mlops_nb\n%load_ext mlops_nb",
+        "%mlops",
+        "%mlops load score",
+        "import json\nprint(json.dumps({'data': data, 'LABEL': LABEL}))",
+        "%mlops load nosuch",
+        "%mlops exp show",
+        "%mlops pipeline",
+        "import mlops_nb\nmlops_nb.log_metric('x', 1.5)\n"
+        "from mlops_nb import runtime\nprint(runtime.metrics())",
+        "from mlops_nb import runtime\ntry:\n    runtime.load('make', 'data')\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)",
+        "import pathlib\np = pathlib.Path('../outputs/make/data/data.json')\n"
+        "p.write_text(p.read_text() + ' ')",
+        "%mlops load score",
+    ])
+    nb = nbformat.read(nb_path, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(nb_path.parent)}}).execute()
+    nb_path.unlink()
+
+    def text(i: int, stream: str = "stdout") -> str:
+        outs = nb.cells[i].outputs
+        return "".join(o.get("text", "") for o in outs if o.get("name") == stream)
+
+    def errors(i: int) -> list:
+        return [o for o in nb.cells[i].outputs if o.output_type == "error"]
+
+    assert not any(errors(i) for i in range(len(nb.cells)))
+    assert "%mlops load STEP" in text(1)
+    assert "loaded the inputs of step 'score'" in text(2) and "from step make" in text(2)
+    assert json.loads(text(3)) == {"data": [0, 2, 4, 6, 8], "LABEL": "x"}
+    err = text(4, "stderr")
+    assert err.startswith("mlops: error: no step named 'nosuch'") and err.count("\n") == 1
+    shown = next(o for o in nb.cells[5].outputs if o.output_type == "display_data")
+    assert "alpha3" in shown.data["text/plain"] and "mlops-exp" in shown.data["text/html"]
+    piped = next(o for o in nb.cells[6].outputs if o.output_type == "display_data")
+    assert "up to date" in piped.data["text/plain"]
+    assert "{'x': 1.5}" in text(7) and "recorded in the step's metrics file only when"\
+        in text(7, "stderr")
+    assert text(8).startswith("UsageError mlops_nb.runtime.load() works only inside")
+    refused = text(10, "stderr")
+    assert "hash mismatch" in refused and refused.count("\n") == 1

@@ -1,0 +1,108 @@
+"""Pure parts of the widgets: parameter forms and grids, the pipeline graph's layout and
+states, progress lines, the text/HTML tables, and which saved files compile on save."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.errors import UsageError
+from mlops_nb.run import CHANGED, NEVER_RUN, UP_TO_DATE
+from mlops_nb.spec import PipelineSpec, StepSpec
+from mlops_nb.widgets import parameters as par
+from mlops_nb.widgets import pipeline as pipe
+from mlops_nb.widgets.render import html_table, text_table
+from mlops_nb.widgets.server_ext import compile_saved, project_of
+from tests.conftest import make_nb
+
+
+def test_fields_get_fitting_controls() -> None:
+    data = {"iris": {"N": 100, "RATE": 0.5, "ON": False, "NAME": "rf", "LAYERS": [1, 2]},
+            "other": {"CRIT": "gini"}}
+    fields = par.fields(data, {"other.CRIT": ["gini", "entropy"]})
+    assert [(f.key, f.kind) for f in fields] == [
+        ("iris.N", "int"), ("iris.RATE", "float"), ("iris.ON", "bool"), ("iris.NAME", "text"),
+        ("iris.LAYERS", "text"), ("other.CRIT", "choice")]
+    by = {f.key: f for f in fields}
+    assert par.parse_value(by["iris.N"], " 7 ") == 7
+    assert par.parse_value(by["iris.ON"], "true") is True
+    assert par.parse_value(by["iris.LAYERS"], "[3, 4]") == [3, 4]
+    assert par.parse_value(by["other.CRIT"], "entropy") == "entropy"
+    with pytest.raises(UsageError, match=r"iris.N: 'x' is not a int"):
+        par.parse_value(by["iris.N"], "x")
+    with pytest.raises(UsageError, match="not one of gini, entropy"):
+        par.parse_value(by["other.CRIT"], "log")
+    assert par.parse_values(by["iris.RATE"], "0.1, 0.2") == [0.1, 0.2]
+    assert par.parse_values(by["iris.RATE"], " ") == [0.5]
+
+
+def test_grid_is_the_product_of_changed_values() -> None:
+    fields = par.fields({"g": {"A": 1, "B": True}})
+    points = par.grid(fields, {"g.A": [1, 2], "g.B": [True, False]})
+    assert points == [{}, {"g.B": False}, {"g.A": 2}, {"g.A": 2, "g.B": False}]
+    assert par.set_args({"g.A": 2, "g.B": False, "g.S": "4"}) == [
+        "-S", "g.A=2", "-S", "g.B=false", "-S", 'g.S="4"']
+    assert par.queue_command({"g.A": 2})[-4:] == ["run", "--queue", "-S", "g.A=2"]
+    with pytest.raises(UsageError, match="no parameter g.Z"):
+        par.grid(fields, {"g.Z": [1]})
+    with pytest.raises(UsageError, match="at most 64"):
+        par.grid(par.fields({"g": {"A": 0, "B": 0}}), {"g.A": range(9), "g.B": range(9)})
+    assert par.started_experiment("Reproducing experiment 'hilly-roup'") == "hilly-roup"
+    assert par.started_experiment("Running stage 'load':") is None
+
+
+def _step(name: str, *upstream: str) -> StepSpec:
+    return StepSpec(name=name, notebook="n.ipynb", cells=(), inputs=(), outputs=(), params=(),
+                    upstream=upstream, data_deps=(), metrics=(), copied_defs=())
+
+
+def test_graph_layout_branches_and_stale_downstream() -> None:
+    spec = PipelineSpec((), (_step("load"), _step("a", "load"), _step("b", "load"),
+                             _step("join", "a", "b"), _step("report", "join")))
+    states = {"load": (UP_TO_DATE, ""), "a": (CHANGED, "code changed"), "b": (UP_TO_DATE, ""),
+              "join": (UP_TO_DATE, "")}
+    nodes = {n.step: n for n in pipe.nodes_of(spec, states, {"a": "outputs/a/a.ipynb"})}
+    assert [(nodes[s].column, nodes[s].row) for s in ("load", "a", "b", "join", "report")] == \
+        [(0, 0), (1, 0), (1, 1), (2, 0), (3, 0)]
+    assert nodes["join"].state == pipe.STALE and "a must run first" in nodes["join"].reason
+    assert nodes["b"].state == UP_TO_DATE and nodes["report"].state == NEVER_RUN
+    moved = pipe.advance(list(nodes.values()), "a", pipe.RUNNING)
+    assert [n.state for n in moved if n.step == "a"] == [pipe.RUNNING]
+    assert pipe.progress("train: running") == ("train", "running")
+    assert pipe.progress("ran 2, up to date 1") is None
+    text = pipe.text(list(nodes.values()))
+    assert "join" in text and "stale (a must run first)" in text
+    html = pipe.table_html(list(nodes.values()), Path("/p"))
+    assert 'href="' in html and "outputs/a/a.ipynb</a>" in html
+
+
+def test_tables_escape_and_align() -> None:
+    text = text_table(["name", "acc"], [["<x>", 0.123456789], ["y", None]])
+    assert text.splitlines() == ["name  acc", "----  --------", "<x>   0.123457", "y     -"]
+    html = html_table(["name", "acc"], [["<x>", 1.0]])
+    assert '<td class="l">&lt;x&gt;</td><td>1</td>' in html
+
+
+def test_compile_on_save_picks_project_notebooks(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    nb = make_nb(root / "notebooks" / "a.ipynb", [(["step:one"], "x = 1")])
+    (root / "params.yaml").write_text("{}\n")
+    assert project_of(nb) == root.resolve()
+    assert project_of(root / "notebooks" / ".ipynb_checkpoints" / "a-checkpoint.ipynb") is None
+    assert project_of(root / "steps" / "one.ipynb") is None
+    assert project_of(tmp_path / "elsewhere.ipynb") is None
+    assert compile_saved(nb) is not None and (root / "steps" / "one.ipynb").exists()
+    assert compile_saved(tmp_path / "elsewhere.ipynb") is None
+    make_nb(nb, [(["stp:one"], "x = 1")])  # a tag error: logged, never raised
+    assert compile_saved(nb) == []
+
+
+def test_installed_package_enables_the_server_extension() -> None:
+    out = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "server", "extension",
+                          "list"], capture_output=True, text=True, check=True)
+    lines = (out.stdout + out.stderr).splitlines()
+    assert any("mlops_nb" in ln and "enabled" in ln for ln in lines)
+    assert any("mlops_nb" in ln and "OK" in ln for ln in lines)
