@@ -5,6 +5,19 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
+# The JupyterLab end-to-end test drives Debian's chromium with Playwright (Playwright's own
+# browser download is never used): install it where it is missing and apt can.
+CHROMIUM=${MLOPS_NB_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing Debian's chromium for the JupyterLab end-to-end test"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+      >/dev/null || { echo "test.sh: apt-get install chromium failed" >&2; exit 1; }
+  else
+    echo "test.sh: WARNING: $CHROMIUM is missing and apt-get cannot run here (not root or no" \
+         "apt): the JupyterLab end-to-end test WILL BE SKIPPED. Install chromium to run it." >&2
+  fi
+fi
 # lint and types first: cheap, and they fail for reasons a test would not show
 .venv/bin/ruff check mlops_nb tests || exit 1
 .venv/bin/mypy mlops_nb || exit 1
