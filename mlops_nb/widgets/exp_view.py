@@ -93,7 +93,8 @@ class ExperimentsView(View):
                 except MlopsNbError as exc:
                     status.value = html_message(one_line(exc), error=True)
 
-            threading.Thread(target=work, daemon=True).start()
+            self.thread = threading.Thread(target=work, daemon=True)
+            self.thread.start()
 
         def on_apply(_: Any) -> None:
             if len(pick.value) != 1:

@@ -91,7 +91,8 @@ class ParametersView(View):
                 except MlopsNbError as exc:
                     status.value = html_message(one_line(exc), error=True)
 
-            threading.Thread(target=work, daemon=True).start()
+            self.thread = threading.Thread(target=work, daemon=True)
+            self.thread.start()
 
         def on_one(_: Any) -> None:
             try:
@@ -120,7 +121,9 @@ class ParametersView(View):
                 name = par.started_experiment(line)
                 if name:
                     started.append(name)
-                    bar.value = min(bar.max, len(started) - 1)
+                    self.events.append((name, "running"))
+                    bar.max = max(bar.max, len(started))  # experiments queued elsewhere too
+                    bar.value = len(started) - 1
                     status.value = html_message(f"running {name} ({len(started)} of"
                                                 f" {bar.max})")
 
@@ -130,9 +133,11 @@ class ParametersView(View):
                     bar.value = bar.max
                     queued.clear()
                 status.value = html_message(done.message(), error=not done.ok)
+                self.events.append(("queue", "done" if done.ok else "failed"))
 
-            background.start(par.run_queue_command(), self.root, label="dvc exp run --run-all",
-                             on_line=on_line, on_exit=on_exit)
+            self.thread = background.start(par.run_queue_command(), self.root,
+                                           label="dvc exp run --run-all", on_line=on_line,
+                                           on_exit=on_exit)
 
         queue_one.on_click(on_one)
         queue_grid.on_click(on_grid)

@@ -9,6 +9,7 @@ a thread (background.py): the kernel never waits. Errors show as one line in the
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class View:
     def __init__(self) -> None:
         self._widget: Any = None
         self.error = ""
+        self.thread: threading.Thread | None = None  # the last background job (tests join it)
+        self.events: list[tuple[str, str]] = []  # (step or job, state) as progress came in
 
     def text(self) -> str:
         raise NotImplementedError
@@ -114,6 +117,7 @@ class PipelineView(View):
             def on_line(line: str) -> None:
                 got = pipe.progress(line)
                 if got:
+                    self.events.append(got)
                     self.nodes = pipe.advance(self.nodes, *got)
                     show()
 
@@ -124,11 +128,12 @@ class PipelineView(View):
                 for b in (run_all, run_one):
                     b.disabled = False
                 status.value = html_message(done.message(), error=not done.ok)
+                self.events.append(("run", "done" if done.ok else "failed"))
 
             args = ["run", *names] + (["-f"] if force.value else [])
-            background.start(background.mlops_command(self.root, *args), self.root,
-                             label="mlops-nb " + " ".join(args), on_line=on_line,
-                             on_exit=on_exit)
+            self.thread = background.start(background.mlops_command(self.root, *args), self.root,
+                                           label="mlops-nb " + " ".join(args),
+                                           on_line=on_line, on_exit=on_exit)
 
         def on_refresh(_: Any) -> None:
             self.reload()

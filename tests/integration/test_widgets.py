@@ -183,3 +183,56 @@ def test_magics_in_a_real_kernel(tiny: Path, tmp_path: Path) -> None:
     assert text(8).startswith("UsageError mlops_nb.runtime.load() works only inside")
     refused = text(10, "stderr")
     assert "hash mismatch" in refused and refused.count("\n") == 1
+
+
+def _controls(box) -> list:  # noqa: ANN001 - an ipywidgets container
+    out = [box]
+    for child in getattr(box, "children", ()):
+        out += _controls(child)
+    return out
+
+
+def test_pipeline_view_runs_a_step_in_the_background(tiny: Path) -> None:
+    import ipywidgets as w
+
+    from mlops_nb.widgets.views import PipelineView
+
+    view = PipelineView(tiny)
+    parts = _controls(view.widget)
+    button = next(c for c in parts if isinstance(c, w.Button) and c.description == "Run step")
+    next(c for c in parts if isinstance(c, w.Dropdown) and c.description == "step").value = \
+        "score"
+    next(c for c in parts if isinstance(c, w.Checkbox) and c.description == "force").value = True
+    button.click()  # returns at once: the run is a child process watched by a thread
+    assert view.thread is not None
+    view.thread.join(timeout=300)
+    assert not view.thread.is_alive()
+    assert view.events.index(("score", "running")) < view.events.index(("score", "done"))
+    assert view.events[-1] == ("run", "done")
+    assert {n.state for n in view.nodes} == {pipe.UP_TO_DATE}
+    assert "score" in view.text() and "up to date" in view.text()
+
+
+# Last in the module: running the queue also runs the fixture's queued experiment "later".
+def test_parameters_view_queues_and_runs_an_experiment(tiny: Path) -> None:
+    import ipywidgets as w
+
+    from mlops_nb.widgets.params_view import ParametersView
+
+    view = ParametersView(tiny)
+    assert "tiny.ALPHA" in view.text() and "int" in view.text()
+    parts = _controls(view.widget)
+    buttons = {c.description: c for c in parts if isinstance(c, w.Button)}
+    next(c for c in parts if isinstance(c, w.IntText) and c.description == "tiny.ALPHA").value = 4
+    buttons["Queue experiment"].click()
+    assert view.thread is not None
+    view.thread.join(timeout=120)
+    queued = [r for r in exp.load(tiny) if r.queued]
+    assert {r.params["tiny.ALPHA"] for r in queued} == {4, 7}
+    buttons["Run queue"].click()
+    view.thread.join(timeout=600)
+    assert view.events[-1] == ("queue", "done")
+    assert len([e for e in view.events if e[1] == "running"]) == 2
+    rows = exp.load(tiny)
+    assert not any(r.queued for r in rows)
+    assert any(r.params["tiny.ALPHA"] == 4 and r.metrics.get("score") == 4.0 for r in rows)
