@@ -36,9 +36,11 @@ def project_of(path: Path) -> Path | None:
     return None
 
 
-def compile_saved(path: Path) -> list[str] | None:
+def compile_saved(path: Path, logger: logging.Logger | None = None) -> list[str] | None:
     """Compile the project of a saved notebook; the files written, or None when the
-    notebook is not a project's. A compile error is logged, never raised."""
+    notebook is not a project's. A compile error is logged (to `logger`: the server's own
+    log when the server calls), never raised."""
+    log_to = logger or log
     from mlops_nb.errors import MlopsNbError
 
     root = project_of(path)
@@ -50,14 +52,14 @@ def compile_saved(path: Path) -> list[str] | None:
         try:
             result = compile_mod.compile_project(root)
         except MlopsNbError as exc:
-            log.warning("mlops_nb: compile on save of %s failed: %s", path, exc)
+            log_to.warning("mlops_nb: compile on save of %s failed: %s", path, exc)
             return []
         except Exception:  # noqa: BLE001 - a save must never fail because of us
-            log.exception("mlops_nb: compile on save of %s failed", path)
+            log_to.exception("mlops_nb: compile on save of %s failed", path)
             return []
     if result.written:
-        log.info("mlops_nb: compiled %s after saving %s: wrote %s", root, path.name,
-                 ", ".join(result.written))
+        log_to.info("mlops_nb: compiled %s after saving %s: wrote %s", root, path.name,
+                    ", ".join(result.written))
     return list(result.written)
 
 
@@ -65,7 +67,7 @@ def post_save(model: dict[str, Any], os_path: str, contents_manager: Any, **_: A
     """Jupyter Server's post-save hook."""
     if (model or {}).get("type") != "notebook":
         return
-    compile_saved(Path(os_path))
+    compile_saved(Path(os_path), getattr(contents_manager, "log", None))
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

@@ -171,4 +171,6 @@ def test_experiments_widget_and_compile_on_save(example_project: Path, tmp_path:
     assert "n_rows = len(df)" in source
     # the server's post-save hook compiled before it answered the save
     assert "n_rows = len(df)" in (root / "steps/load.ipynb").read_text()
-    assert "mlops_nb: compile on save enabled" in "".join(lab.log)
+    log = "".join(lab.log)
+    assert "mlops_nb: compile on save enabled" in log
+    assert "mlops_nb: compiled" in log and "steps/load.ipynb" in log
