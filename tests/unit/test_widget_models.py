@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mlops_nb.errors import UsageError
-from mlops_nb.run import CHANGED, NEVER_RUN, UP_TO_DATE
-from mlops_nb.spec import PipelineSpec, StepSpec
+from mlops_nb.execute.run import CHANGED, NEVER_RUN, UP_TO_DATE
+from mlops_nb.pipeline.spec import PipelineSpec, StepSpec
 from mlops_nb.widgets import parameters as par
 from mlops_nb.widgets import pipeline as pipe
 from mlops_nb.widgets.render import html_table, text_table
