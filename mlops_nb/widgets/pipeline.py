@@ -148,21 +148,28 @@ def svg(nodes: list[Node], *, box: tuple[int, int] = (120, 34), gap: tuple[int, 
     """The DAG as an SVG: a box per step coloured by state, an arrow per edge."""
     w, h = box
     gx, gy = gap
-    pos = {n.step: (10 + n.column * (w + gx), 10 + n.row * (h + gy)) for n in nodes}
+    span = {(c.step, n.step): n.column - c.column for n in nodes for c in nodes
+            if c.step in n.upstream}
+    lift = 12 * max((s - 1 for s in span.values()), default=0)  # room for arcs over boxes
+    top = 10 + lift
+    pos = {n.step: (10 + n.column * (w + gx), top + n.row * (h + gy)) for n in nodes}
     width = 20 + (max((n.column for n in nodes), default=0) + 1) * (w + gx) - gx
-    height = 20 + (max((n.row for n in nodes), default=0) + 1) * (h + gy) - gy
+    height = top + 10 + (max((n.row for n in nodes), default=0) + 1) * (h + gy) - gy
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="mlops-dag" width="{width}"'
              f' height="{height}" font-family="sans-serif" font-size="12">',
              '<defs><marker id="mlops-arrow" markerWidth="8" markerHeight="8" refX="8" refY="4"'
              ' orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#555"/></marker></defs>']
-    for n in nodes:
-        x2, y2 = pos[n.step]
-        for u in n.upstream:
-            if u in pos:
-                x1, y1 = pos[u]
-                parts.append(f'<line x1="{x1 + w}" y1="{y1 + h // 2}" x2="{x2}"'
-                             f' y2="{y2 + h // 2}" stroke="#555"'
-                             ' marker-end="url(#mlops-arrow)"/>')
+    for (u, v), s in span.items():
+        x1, y1 = pos[u][0] + w, pos[u][1] + h // 2
+        x2, y2 = pos[v][0], pos[v][1] + h // 2
+        if s > 1 and y1 == y2:  # an edge over other boxes of its row: an arc above them
+            x1, y1, x2, y2 = x1 - w // 2, pos[u][1], x2 + w // 2, pos[v][1]
+            peak = min(y1, y2) - 12 * (s - 1)
+            d = f"M{x1},{y1} C{x1},{peak} {x2},{peak} {x2},{y2}"
+        else:
+            d = f"M{x1},{y1} L{x2},{y2}"
+        parts.append(f'<path d="{d}" fill="none" stroke="#555"'
+                     ' marker-end="url(#mlops-arrow)"/>')
     for n in nodes:
         x, y = pos[n.step]
         title = html.escape(f"{n.step}: {n.state}" + (f" ({n.reason})" if n.reason else ""))

@@ -110,7 +110,7 @@ def test_pipeline_states_and_branches(tiny: Path) -> None:
     assert {nodes["score"].row, nodes["side"].row} == {0, 1}  # branches side by side
     assert nodes["score"].executed == "outputs/score/score.ipynb"
     svg = pipe.svg(list(nodes.values()))
-    assert svg.count("<rect") == 3 and svg.count("<line") == 2
+    assert svg.count("<rect") == 3 and svg.count("marker-end") == 2
 
 
 def test_parameters_fields_grid_and_preview(tiny: Path) -> None:

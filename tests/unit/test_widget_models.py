@@ -75,6 +75,12 @@ def test_graph_layout_branches_and_stale_downstream() -> None:
     assert pipe.progress("ran 2, up to date 1") is None
     text = pipe.text(list(nodes.values()))
     assert "join" in text and "stale (a must run first)" in text
+    svg = pipe.svg(list(nodes.values()))
+    assert svg.count("<rect") == 5 and svg.count("marker-end") == 5
+    assert " C" not in svg  # no edge skips a column here: all straight
+    chain = pipe.layout([pipe.Node("a", (), NEVER_RUN), pipe.Node("b", ("a",), NEVER_RUN),
+                         pipe.Node("c", ("a", "b"), NEVER_RUN)])
+    assert pipe.svg(chain).count(" C") == 1  # a -> c passes over b: drawn as an arc
     html = pipe.table_html(list(nodes.values()), Path("/p"))
     assert 'href="' in html and "outputs/a/a.ipynb</a>" in html
 
