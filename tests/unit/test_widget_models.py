@@ -112,3 +112,19 @@ def test_installed_package_enables_the_server_extension() -> None:
     lines = (out.stdout + out.stderr).splitlines()
     assert any("mlops_nb" in ln and "enabled" in ln for ln in lines)
     assert any("mlops_nb" in ln and "OK" in ln for ln in lines)
+
+
+def test_preview_names_a_tag_error_and_its_cell(tmp_path: Path) -> None:
+    from mlops_nb.widgets.preview import preview
+
+    root = tmp_path / "proj"
+    nb = make_nb(root / "notebooks" / "a.ipynb", [(["step:one"], "x = 1"),
+                                                 (["stp:two"], "y = x + 1")])
+    shown = preview(root, nb)
+    assert shown.steps == () and shown.error_cell == 2
+    assert "notebooks/a.ipynb cell 2" in shown.error and "step:two" in shown.error
+    assert shown.text().splitlines()[1].startswith("error: notebooks/a.ipynb cell 2")
+    assert 'class="err"' in shown.html()
+    make_nb(nb, [(["step:one"], "x = 1"), (["step:two"], "y = x + 1")])
+    rows = {s.step: s for s in preview(root, nb).steps}
+    assert rows["two"].inputs == (("x", "one"),) and rows["two"].cells == (2,)
