@@ -155,6 +155,10 @@ def test_magics_in_a_real_kernel(tiny: Path, tmp_path: Path) -> None:
         "import pathlib\np = pathlib.Path('../outputs/make/data/data.json')\n"
         "p.write_text(p.read_text() + ' ')",
         "%mlops load score",
+        "%mlops compile",
+        "%mlops status",
+        "%mlops run score",
+        "%mlops frobnicate",
     ])
     nb = nbformat.read(nb_path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3",
@@ -183,6 +187,13 @@ def test_magics_in_a_real_kernel(tiny: Path, tmp_path: Path) -> None:
     assert text(8).startswith("UsageError mlops_nb.runtime.load() works only inside")
     refused = text(10, "stderr")
     assert "hash mismatch" in refused and refused.count("\n") == 1
+    assert "3 steps: make -> " in text(11)
+    assert "make" in text(12) and "changed (outputs missing or changed)" in text(12)
+    # make's output was changed by hand: it reruns; its value is the same, so score is kept
+    assert text(13).splitlines() == ["make: running", "make: done", "score: up to date",
+                                     "ran 1, up to date 1"]
+    assert text(14, "stderr") == "mlops: error: unknown %mlops command 'frobnicate'; `%mlops`" \
+        " lists them\n"
 
 
 def _controls(box) -> list:  # noqa: ANN001 - an ipywidgets container
