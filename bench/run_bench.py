@@ -32,6 +32,7 @@ from pathlib import Path
 import make_project as mp
 import measure
 import report
+import sections
 import yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -316,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                              loads=loads, variants=variants, repo=REPO,
                              code=(code_at_start, report.code_digest(REPO)))
         print(text)
-        if out:
-            out.write_text(text)
+        if out:  # other benchmarks' marked sections of the file stay (sections.py)
+            out.write_text(sections.keep_sections(out, text))
             print(f"wrote {out}")
         return 1 if any(c.problems for c in all_cases) else 0
     finally:

@@ -159,3 +159,15 @@ class Interrupted(MlopsNbError):
     """The run was stopped by Ctrl-C or SIGTERM; nothing was recorded as done."""
 
     exit_code = 130
+
+
+class DriftDetected(MlopsNbError):
+    """Served data drifted from the model's training data past the threshold (monitor)."""
+
+    exit_code = 14
+
+    def __init__(self, model: str, columns: list[str], report: str) -> None:
+        self.model = model
+        self.columns = columns
+        self.report = report
+        super().__init__(f"served data of {model} drifted ({', '.join(columns)}); see {report}")

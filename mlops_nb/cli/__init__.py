@@ -7,7 +7,8 @@ code (a traceback only with --verbose). Heavy modules are imported inside the co
 Exit codes: 0 ok; 1 other mlops_nb error; 2 usage error; 3 a notebook, params.yaml or the
 pipeline is invalid; 4 generated files are stale (compile --check); 5 a step failed;
 6 a step output is missing or corrupted; 7-10 the guards (see guards); 11 another run
-holds the project; 12 a step timed out; 13 a step's process died; 130 interrupted.
+holds the project; 12 a step timed out; 13 a step's process died; 14 served data
+drifted (monitor); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import os
 import sys
 
-from mlops_nb.cli import guards, pipeline
+from mlops_nb.cli import guards, pipeline, serve
 from mlops_nb.errors import MlopsNbError
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipeline.register(sub)
     guards.register(sub)
+    serve.register(sub)
     return p
 
 

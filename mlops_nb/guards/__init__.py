@@ -183,7 +183,8 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
                       floors: dict[str, float] | None = None, allow_tie: bool = False,
                       scorers: dict[str, Scorer] | None = None,
                       data_report: dict[str, Any] | None = None, promote: bool = True,
-                      fail_if_blocked: bool = False, allow_pickle: bool = False
+                      fail_if_blocked: bool = False, allow_pickle: bool = False,
+                      reference: Any = None, schema: str | Path | Any = None
                       ) -> dict[str, Any]:
     """Gate `model` against the production version of `name`; register and promote it if it passes.
 
@@ -192,6 +193,11 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
     scorer the baseline's recorded metric is used. `gate` is a list of metric names or a
     mapping name -> {direction, min_delta, min_relative, floor}; by default every metric.
     Returns the decision as a dict (passed, promoted, version, reasons, checks, run_id).
+
+    A registered version keeps its input's data schema (`schema`, a YAML path or Schema; by
+    default the one `data_report` was checked against, else inferred from `reference` or the
+    evaluation features), which serving turns into its request schema, and a sample of
+    `reference` (the training features), which monitoring compares served data with.
     """
     from mlops_nb.guards import lineage, registry
 
@@ -242,7 +248,11 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
                 "code": {p: h for s in run.steps for p, h in s.inputs.items()
                          if p.startswith("steps/")},
                 "decision": decision.to_dict(), "baseline_metrics": baseline}
-        mv = reg.register(name, model, candidate, info=info, allow_pickle=allow_pickle)
+        features = _frame(reference, "reference") if reference is not None else (
+            _frame(eval_data[0], "eval_data") if eval_data is not None else None)
+        mv = reg.register(name, model, candidate, info=info, allow_pickle=allow_pickle,
+                          schema=_input_schema(schema, data_report, features),
+                          reference=_frame(reference, "reference"))
         version = mv.version
         if promote:
             reg.promote(name, mv.version, reason="; ".join(decision.reasons))
@@ -260,6 +270,19 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
         raise ModelBlockedError(name, list(decision.reasons))
     return {**decision.to_dict(), "promoted": outcome == "promoted", "outcome": outcome,
             "name": name, "version": version, "metrics": candidate, "run_id": run_id}
+
+
+def _input_schema(schema: Any, data_report: dict[str, Any] | None, features: Any) -> Any:
+    """The data schema to keep with a model: given, the data report's, or inferred."""
+    from mlops_nb.guards.validation import schema as schema_mod
+
+    if schema is None and data_report is not None:
+        schema = data_report.get("schema")
+    if isinstance(schema, (str, Path)):
+        return schema_mod.load(Path(schema))
+    if schema is not None:
+        return schema
+    return schema_mod.infer(features) if features is not None else None
 
 
 def load_production(name: str, *, allow_pickle: bool = False) -> Any:

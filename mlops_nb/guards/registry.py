@@ -2,7 +2,10 @@
 
 Layout: `<registry>/<name>/v<N>/` holds `model/` (written by artifacts.save: skops for
 scikit-learn, so loading runs no code) and `version.json` (stage, metrics, the data and code
-hashes, params, git commit, run id, the gate's decision, the stage history). The registry of a
+hashes, params, git commit, run id, the gate's decision, the stage history); optionally
+`schema.yaml` (the data schema of the model's input, which serving derives its request schema
+from) and `reference/` (a sample of the training features, what monitoring compares served
+data with). The registry of a
 project is `.mlops_nb/registry/` (or $MLOPS_NB_REGISTRY). A version appears only complete
 (built aside, then renamed); stage changes hold a per-model file lock, and promoting one
 version to `production` archives the previous one, so at most one version is in production.
@@ -33,6 +36,7 @@ from mlops_nb.errors import ArtifactError, RegistryError, UnsafeModelError
 log = logging.getLogger(__name__)
 
 STAGES = ("candidate", "production", "archived")
+REFERENCE_ROWS = 5000  # training rows kept with a version for drift checks (a seeded sample)
 SAFE_MODULES = ("sklearn.", "numpy.", "scipy.")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -160,9 +164,12 @@ class Registry:
         return prod[-1] if prod else None
 
     def register(self, name: str, model: Any, metrics: dict[str, Any], *,
-                 info: dict[str, Any] | None = None, allow_pickle: bool = False
-                 ) -> ModelVersion:
-        """Store a new version in stage `candidate`; returns it."""
+                 info: dict[str, Any] | None = None, allow_pickle: bool = False,
+                 schema: Any = None, reference: Any = None) -> ModelVersion:
+        """Store a new version in stage `candidate`; returns it.
+
+        `schema` (a validation Schema) and `reference` (a DataFrame of training features, of
+        which at most REFERENCE_ROWS rows are kept) are stored beside the model."""
         with self._lock(name):
             folder = self._model_dir(name)
             number = max((_vnum(p.name) for p in folder.glob("v*")), default=0) + 1
@@ -180,6 +187,7 @@ class Registry:
                           "sha256": meta["sha256"], **(info or {}),
                           "history": [{"stage": "candidate", "at": _now()}]}
                 _write_json(tmp / "version.json", record)
+                _write_extras(tmp, schema, reference)
                 os.rename(tmp, folder / f"v{number}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -215,6 +223,36 @@ class Registry:
                    allow_pickle: bool = False, trusted: list[str] | None = None) -> Any:
         mv = self.get(name, which)
         return load_model_file(mv.path / "model", allow_pickle=allow_pickle, trusted=trusted)
+
+
+def _write_extras(folder: Path, schema: Any, reference: Any) -> None:
+    if schema is not None:
+        from mlops_nb.guards.validation import schema as schema_mod
+
+        schema_mod.save(schema, folder / "schema.yaml")
+    if reference is not None:
+        if len(reference) > REFERENCE_ROWS:
+            reference = reference.sample(REFERENCE_ROWS, random_state=0)
+        artifacts.save(reference, folder / "reference")
+
+
+def schema_of(mv: ModelVersion) -> Any:
+    """The data schema stored with a version (a validation Schema), or None."""
+    from mlops_nb.guards.validation import schema as schema_mod
+
+    path = mv.path / "schema.yaml"
+    return schema_mod.load(path) if path.is_file() else None
+
+
+def reference_of(mv: ModelVersion) -> Any:
+    """The training-feature sample stored with a version (a DataFrame), or None."""
+    folder = mv.path / "reference"
+    if not folder.is_dir():
+        return None
+    try:
+        return artifacts.load(folder)
+    except ArtifactError as exc:
+        raise RegistryError(f"{mv.ref}: its training reference is unreadable ({exc})") from exc
 
 
 def _vnum(name: str) -> int:

@@ -1,0 +1,178 @@
+"""CLI commands of serving and monitoring: `serve`, `predict`, `monitor`.
+
+Registered by cli.build_parser; each parses, calls one library function and renders.
+Exit codes: those of cli.py; `monitor` exits 14 when served data drifted past the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _root(args: argparse.Namespace) -> Path:
+    from mlops_nb.project import find_root
+
+    return find_root(Path(args.project) if getattr(args, "project", None) else None)
+
+
+def _model(args: argparse.Namespace, root: Path) -> str:
+    """The model the command is about: as given, or the registry's only one."""
+    from mlops_nb.errors import UsageError
+    from mlops_nb.guards.registry import Registry, default_root
+
+    if args.model:
+        return str(args.model)
+    names = Registry(default_root(root)).names()
+    if len(names) == 1:
+        return names[0]
+    raise UsageError("name the model, e.g. iris or iris:2: the registry holds "
+                     + (", ".join(names) if names else "none yet (run the pipeline first)"))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from mlops_nb.serve.server import TOKEN_ENV, ServeSettings, check_binding, serve
+
+    check_binding(args.host, args.token or os.environ.get(TOKEN_ENV))  # before any loading
+    root = _root(args)
+    settings = ServeSettings(
+        root=str(root), ref=_model(args, root), host=args.host, port=args.port,
+        workers=args.workers, schema=args.schema, max_rows=args.max_rows,
+        max_body=args.max_body, poll=args.poll, log_dir=args.log_dir,
+        log_max_bytes=args.log_max_bytes, log_max_files=args.log_max_files)
+    serve(settings, token=args.token, announce=lambda line: print(line, flush=True))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the serving commands to the `mlops-nb` parser."""
+    s = sub.add_parser("serve", help="REST service of a registered model (production by"
+                                     " default): /predict, /health, /version, /metrics")
+    s.add_argument("model", nargs="?",
+                   help="NAME (its production version, followed on promotion), NAME@production"
+                        " or NAME:VERSION (pinned); default: the registry's only model")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; another needs a token)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    s.add_argument("--token", help="bearer token required on every path but /health"
+                                   " (or $MLOPS_NB_SERVE_TOKEN)")
+    s.add_argument("--schema", help="data schema YAML (default: the one stored with the model)")
+    s.add_argument("--max-rows", type=int, default=1000, help="records per request (1000)")
+    s.add_argument("--max-body", type=int, default=2**20, help="request body bytes (1 MiB)")
+    s.add_argument("--poll", type=float, default=1.0,
+                   help="seconds between checks for a newly promoted version (1)")
+    s.add_argument("--log-dir", help="serving log folder (default .mlops_nb/serving/NAME)")
+    s.add_argument("--log-max-bytes", type=int, default=64 * 2**20,
+                   help="rotate a log file at this size (64 MiB)")
+    s.add_argument("--log-max-files", type=int, default=20, help="log files kept (20)")
+    s.set_defaults(func=cmd_serve)
+    register_more(sub)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mlops_nb.guards.registry import Registry, default_root
+    from mlops_nb.guards.validation import schema as schema_mod
+    from mlops_nb.serve.batch import predict_file
+
+    schema = schema_mod.load(Path(args.schema)) if args.schema else None
+    root = _root(args)
+    result = predict_file(Registry(default_root(root)), _model(args, root), Path(args.input),
+                          Path(args.output), overwrite=args.overwrite, schema=schema)
+    extra = (f"; {result.out_of_range} value(s) outside the training range"
+             if result.out_of_range else "")
+    print(f"{result.model}: predicted {result.rows} rows in {result.seconds:.2f} s"
+          f" ({result.rows_per_second:,.0f} rows/s) -> {result.output}{extra}")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from mlops_nb.cli.guards import _drift_config
+    from mlops_nb.errors import DriftDetected
+    from mlops_nb.guards.registry import parse_ref
+    from mlops_nb.monitor.check import monitor
+
+    root = _root(args)
+    model = _model(args, root)
+    name = parse_ref(model)[0]
+    log_dir = Path(args.log_dir) if args.log_dir else root / ".mlops_nb" / "serving" / name
+    report_dir = Path(args.report_dir) if args.report_dir else \
+        root / ".mlops_nb" / "monitor" / name
+    since = time.time() - args.since_hours * 3600 if args.since_hours else None
+    try:
+        report = monitor(root, model, log_dir=log_dir, report_dir=report_dir,
+                         drift=_drift_config(args), min_rows=args.min_rows, since=since,
+                         retrain=args.retrain)
+    except DriftDetected:
+        report = json.loads((report_dir / "monitor.json").read_text(encoding="utf-8"))
+        _show_monitor(report, args.json)
+        raise
+    _show_monitor(report, args.json)
+    return 0
+
+
+def _show_monitor(report: dict, as_json: bool) -> None:  # type: ignore[type-arg]
+    import json
+
+    if as_json:
+        print(json.dumps(report, indent=1, default=str))
+        return
+    print(f"{report['model']}: {report['status'].upper()} ({report['rows']} served records)")
+    if report.get("message"):
+        print(f"  {report['message']}")
+    data = report.get("data") or {}
+    for c in (data.get("drift") or {}).get("columns", []):
+        flag = {True: "DRIFT", False: "ok", None: "not checked"}[c["drifted"]]
+        stat = "-" if c["statistic"] is None else f"{float(c['statistic']):.4g}"
+        print(f"  {c['column']:<24} {c['method']:<14} {stat:>10} (threshold"
+              f" {c['threshold']:g})  {flag}")
+    for a in (report.get("skew") or {}).get("anomalies", []):
+        print(f"  skew: {a['message']}")
+    pred = report.get("prediction_drift")
+    if pred:
+        print(f"  predictions: {pred['method']} {float(pred['statistic'] or 0):.4g}"
+              f" drifted={pred['drifted']}")
+    r = report.get("retraining")
+    if r:
+        decision = (r.get("decision") or {}).get("decision", "unknown")
+        print(f"  retraining: experiment {r['experiment']} exit {r['exit_code']}"
+              f" ({r['seconds']} s), gate: {decision}; log {r['log']}")
+    for f in report.get("report_files", []):
+        print(f"  report: {f}")
+
+
+def register_more(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from mlops_nb.cli.guards import _drift_flags
+
+    s = sub.add_parser("predict", help="batch prediction over a CSV or Parquet file")
+    s.add_argument("model", nargs="?",
+                   help="NAME (production), NAME@production or NAME:VERSION; default: the"
+                        " registry's only model")
+    s.add_argument("--input", required=True, help="input .csv or .parquet")
+    s.add_argument("--output", required=True, help="output .csv or .parquet (written"
+                                                   " atomically)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    s.add_argument("--schema", help="data schema YAML (default: the one stored with the model)")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("monitor", help="drift and skew of served data vs the training data;"
+                                       " exit 14 on drift")
+    s.add_argument("model", nargs="?",
+                   help="NAME (production), NAME@production or NAME:VERSION; default: the"
+                        " registry's only model")
+    s.add_argument("--log-dir", help="serving log folder (default .mlops_nb/serving/NAME)")
+    s.add_argument("--report-dir", help="where monitor.json and monitor.html go (default"
+                                        " .mlops_nb/monitor/NAME)")
+    s.add_argument("--min-rows", type=int, default=30,
+                   help="served records needed for a verdict (30)")
+    s.add_argument("--since-hours", type=float, help="only records served in the last H hours")
+    s.add_argument("--retrain", action="store_true",
+                   help="on drift, start a retraining run (dvc exp run) through the gate")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    _drift_flags(s)
+    s.set_defaults(func=cmd_monitor)

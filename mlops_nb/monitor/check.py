@@ -1,0 +1,182 @@
+"""`mlops-nb monitor`: compare what a model served with its training data; report; retrain.
+
+The served records of one model version (production by default) are compared with the
+training sample stored with that version in the registry, using the data-validation code:
+per-column drift and the data set's verdict (validation.drift), schema anomalies of served
+data (values outside the training range, unseen categories: training-serving skew), the shift
+of each column's mean in training standard deviations, and the drift of the predicted classes
+against the model's predictions on its training data. Reports go to `monitor.json` and
+`monitor.html`. Data-set drift raises DriftDetected (its own exit code), after retraining
+when asked.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.artifacts import atomic
+from mlops_nb.errors import DriftDetected, RegistryError, UsageError
+from mlops_nb.guards.registry import Registry, parse_ref, reference_of, schema_of
+from mlops_nb.guards.validation import check as validate
+from mlops_nb.guards.validation import drift as drift_mod
+from mlops_nb.guards.validation import report as report_mod
+from mlops_nb.monitor import servelog
+
+log = logging.getLogger(__name__)
+
+MIN_ROWS = 30
+
+
+def _skew(reference: Any, current: Any) -> list[dict[str, Any]]:
+    """Per numeric column: training and serving mean and std, and the mean's shift in
+    training standard deviations."""
+    from pandas.api import types as pt
+
+    out = []
+    for col in reference.columns:
+        if col not in current.columns or not pt.is_numeric_dtype(reference[col].dtype) \
+                or pt.is_bool_dtype(reference[col].dtype):
+            continue
+        serve = current[col].astype(float)
+        train_mean, train_std = float(reference[col].mean()), float(reference[col].std())
+        serve_mean = float(serve.mean())
+        shift = (serve_mean - train_mean) / train_std if train_std > 0 else math.nan
+        out.append({"column": str(col), "train_mean": train_mean, "serve_mean": serve_mean,
+                    "train_std": train_std, "serve_std": float(serve.std()),
+                    "mean_shift_std": None if math.isnan(shift) else round(shift, 4)})
+    return out
+
+
+def _prediction_drift(model: Any, reference: Any, served: Any, cfg: drift_mod.DriftConfig
+                      ) -> dict[str, Any] | None:
+    import numpy as np
+    import pandas as pd
+
+    try:
+        with np.errstate(all="ignore"):
+            expected = pd.Series(model.predict(reference)).astype(str)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot score its own reference
+        log.warning("prediction drift not checked: %s", exc)
+        return None
+    got = served.dropna().astype(str)
+    if not len(got):
+        return None
+    return drift_mod.column_drift("prediction", expected, got, cfg).to_dict()
+
+
+def monitor(root: Path, ref: str, *, log_dir: Path, report_dir: Path,
+            drift: drift_mod.DriftConfig | None = None, min_rows: int = MIN_ROWS,
+            since: float | None = None, retrain: bool = False) -> dict[str, Any]:
+    """Compare the served records of `ref` with its training data; write the reports.
+
+    Returns the report; raises DriftDetected when the data set drifted (after starting a
+    retraining run if `retrain`), UsageError when there is nothing to compare.
+    """
+    reg = Registry(_registry_root(root))
+    name, which = parse_ref(ref)
+    mv = reg.get(name, which)
+    reference = reference_of(mv)
+    if reference is None:
+        raise RegistryError(f"{mv.ref} has no training reference stored: register it with"
+                            " promote_if_better(..., reference=X_train)")
+    served = servelog.read(log_dir, version=mv.version, since=since)
+    rows = len(served.features)
+    if not served.files:
+        raise UsageError(f"no serving log in {log_dir}: serve the model first"
+                         " (mlops-nb serve), or pass --log-dir")
+    base: dict[str, Any] = {"model": mv.ref, "rows": rows, "log_dir": str(log_dir),
+                            "log_files": len(served.files), "unreadable_lines": served.skipped,
+                            "versions_in_log": {str(k): v for k, v in
+                                                sorted(served.versions.items())}}
+    if rows < min_rows:
+        report = {**base, "status": "insufficient", "drift_detected": False,
+                  "message": f"{rows} served record(s) of {mv.ref}, fewer than {min_rows}:"
+                             " no verdict"}
+        _write(report, None, report_dir)
+        return report
+    cfg = drift or drift_mod.DriftConfig()
+    data = validate(served.features, schema=schema_of(mv), reference=reference, drift=cfg,
+                    warn_only=True, name=f"serving-{mv.name}")
+    model = reg.load_model(mv.name, mv.version)
+    dataset_drift = bool(data["drift"] and data["drift"]["dataset_drift"])
+    report = {**base, "status": "drift" if dataset_drift else "ok",
+              "drift_detected": dataset_drift,
+              "drifted_columns": data["drift"]["drifted_columns"] if data["drift"] else [],
+              "skew": {"anomalies": data["anomalies"], "columns": _skew(reference,
+                                                                        served.features)},
+              "prediction_drift": _prediction_drift(model, reference, served.predictions, cfg),
+              "data": data, "retraining": None}
+    if dataset_drift and retrain:
+        from mlops_nb.monitor.retrain import retrain as run_retrain
+
+        report["retraining"] = run_retrain(root, mv.name, report_dir).to_dict()
+    files = _write(report, data, report_dir)
+    if dataset_drift:
+        raise DriftDetected(mv.ref, report["drifted_columns"], str(files[1]))
+    return report
+
+
+def _registry_root(root: Path) -> Path:
+    from mlops_nb.guards.registry import default_root
+
+    return default_root(root)
+
+
+def _write(report: dict[str, Any], data: dict[str, Any] | None, folder: Path
+           ) -> tuple[Path, Path]:
+    js, ht = folder / "monitor.json", folder / "monitor.html"
+    report["report_files"] = [str(js), str(ht)]
+    atomic.write_text(js, json.dumps(report, indent=1, default=str) + "\n")
+    atomic.write_text(ht, to_html(report, data))
+    return js, ht
+
+
+def _num(v: Any) -> str:
+    return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def to_html(report: dict[str, Any], data: dict[str, Any] | None) -> str:
+    e = html.escape
+    colour = {"ok": "#1a7f37", "insufficient": "#9a6700", "drift": "#cf222e"}[report["status"]]
+    parts = ["<!doctype html><meta charset='utf-8'>",
+             f"<title>Monitoring: {e(report['model'])}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style>",
+             f"<h1>Monitoring: {e(report['model'])}</h1>",
+             f"<p><b style='color:{colour}'>{e(report['status'].upper())}</b> &middot;"
+             f" {report['rows']} served records &middot; {report['log_files']} log file(s)</p>"]
+    if report.get("message"):
+        parts.append(f"<p>{e(report['message'])}</p>")
+    retraining = report.get("retraining")
+    if retraining:
+        decision = retraining.get("decision") or {}
+        parts.append(f"<h2>Retraining</h2><p>experiment {e(retraining['experiment'])}:"
+                     f" exit {retraining['exit_code']} in {retraining['seconds']} s; gate:"
+                     f" {e(str(decision.get('decision', 'unknown')))}; log"
+                     f" {e(retraining['log'])}</p>")
+    skew = (report.get("skew") or {}).get("columns") or []
+    if skew:
+        parts.append("<h2>Training-serving skew</h2><table><tr><th>column</th>"
+                     "<th>train mean</th><th>serve mean</th><th>train std</th>"
+                     "<th>serve std</th><th>mean shift (train std)</th></tr>")
+        for c in skew:
+            parts.append(f"<tr><td>{e(c['column'])}</td><td>{_num(c['train_mean'])}</td>"
+                         f"<td>{_num(c['serve_mean'])}</td><td>{_num(c['train_std'])}</td>"
+                         f"<td>{_num(c['serve_std'])}</td><td>{_num(c['mean_shift_std'])}</td>"
+                         "</tr>")
+        parts.append("</table>")
+    pred = report.get("prediction_drift")
+    if pred:
+        parts.append(f"<h2>Predictions</h2><p>predicted classes vs the model's predictions on"
+                     f" its training data: {e(pred['method'])} {_num(pred['statistic'])}"
+                     f" (threshold {_num(pred['threshold'])}), drifted:"
+                     f" {e(str(pred['drifted']))}</p>")
+    if data is not None:  # the data-validation report, as the guards render it
+        body = report_mod.to_html(data).split("</style>", 1)[-1]
+        parts.append("<h2>Data (drift and schema)</h2>" + body)
+    return "\n".join(parts) + "\n"

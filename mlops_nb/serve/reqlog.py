@@ -1,0 +1,148 @@
+"""The serving log: every request's records and predictions, as JSON lines for `monitor`.
+
+Rule: logging never blocks or fails a response. A request hands its records to a bounded
+queue (`put_nowait`); one writer thread turns them into lines and appends them to
+`<dir>/requests-<pid>.jsonl` (one file per server process, so workers never interleave
+lines). When full, the queue drops the records and counts them (reported in /metrics) rather
+than wait. A file that reaches `max_bytes` is renamed `requests-<pid>-<time>.jsonl` and a new
+one started; the folder keeps at most `max_files` files (the oldest go), so the log is bounded
+by about max_bytes x max_files.
+
+One line per request, columnar: {"ts", "request", "model", "version", "rows", "x": {column:
+[values]}, "prediction": [values]}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PATTERN = "requests-*.jsonl"
+_Item = tuple[dict[str, Any], list[dict[str, Any]], list[Any]]
+
+
+class RequestLog:
+    def __init__(self, folder: Path, *, max_bytes: int = 64 * 2**20, max_files: int = 20,
+                 queue_size: int = 10_000) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.max_files = max(2, max_files)
+        self.dropped = 0
+        self.written = 0
+        self._queue: queue.Queue[_Item | None] = queue.Queue(queue_size)
+        self._thread: threading.Thread | None = None
+        self._file: Any = None
+        self._path = folder / f"requests-{os.getpid()}.jsonl"
+
+    def submit(self, entry: dict[str, Any], records: list[dict[str, Any]],
+               predictions: list[Any]) -> bool:
+        """Queue a request's records for writing; never waits (a full queue drops them,
+        counted). `entry` holds the request's own fields (ts, request, model, version)."""
+        try:
+            self._queue.put_nowait((entry, records, predictions))
+        except queue.Full:
+            self.dropped += len(records)
+            return False
+        return True
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._prune()
+        self._thread = threading.Thread(target=self._run, name="mlops-nb-request-log",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def flush(self) -> None:
+        """Wait until every row queued so far is written (for tests and shutdown)."""
+        self._queue.join()
+
+    def _open(self) -> Any:
+        if self._file is None:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                         0o644)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
+        return self._file
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    break
+                batch = [item]
+                while len(batch) < 256:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)  # seen after this batch is written
+                        self._queue.task_done()
+                        break
+                    batch.append(nxt)
+                    self._queue.task_done()
+                self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - a full disk must not stop serving
+                log.error("request log %s: %s", self._path, exc)
+            finally:
+                self._queue.task_done()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _write(self, batch: list[_Item]) -> None:
+        f = self._open()
+        f.write("".join(line(*item) for item in batch))
+        f.flush()
+        self.written += sum(len(item[1]) for item in batch)
+        if f.tell() >= self.max_bytes:
+            f.close()
+            self._file = None
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            rotated = self._path.with_name(f"{self._path.stem}-{stamp}-{time.time_ns()}.jsonl")
+            os.replace(self._path, rotated)
+            self._prune()
+
+    def _prune(self) -> None:
+        """Keep the newest max_files - 1 files: the file this process writes next is the last."""
+        for old in log_files(self.folder)[:-(self.max_files - 1)]:
+            old.unlink(missing_ok=True)
+
+
+def line(entry: dict[str, Any], records: list[dict[str, Any]], predictions: list[Any]) -> str:
+    """One request as a JSON line, its records as columns."""
+    columns: dict[str, list[Any]] = {name: [] for name in (records[0] if records else {})}
+    for rec in records:
+        for name, value in rec.items():
+            columns[name].append(value)
+    return json.dumps({**entry, "rows": len(records), "x": columns, "prediction": predictions},
+                      separators=(",", ":"), default=str) + "\n"
+
+
+def log_files(folder: Path) -> list[Path]:
+    """The log's files, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob(PATTERN):
+        try:
+            found.append((path.stat().st_mtime_ns, path.name, path))
+        except FileNotFoundError:  # pruned by another worker meanwhile
+            continue
+    return [path for _, _, path in sorted(found)]

@@ -1,0 +1,148 @@
+"""Helpers for the serving tests: a trained example project, a real server on a free loopback
+port, and raw HTTP for what httpx will not send (a 100 MB chunked body)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import REPO, sh, tool_env
+
+_BUILT: dict[str, Path] = {}
+
+
+def trained_example(dest: Path, scratch: Path) -> Path:
+    """The example project after `dvc repro` (one promoted model), committed, at `dest`.
+
+    Built once per test process in `scratch`, then copied (git, DVC cache, outputs and the
+    registry come along), so each test module gets its own project cheaply."""
+    if "example" not in _BUILT:
+        root = scratch / "example"
+        root.mkdir(parents=True)
+        shutil.copytree(REPO / "notebooks", root / "notebooks",
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        shutil.copy(REPO / "params.yaml", root / "params.yaml")
+        sh(["git", "init", "-q"], root)
+        sh([sys.executable, "-m", "mlops_nb", "init", "."], root)
+        sh([sys.executable, "-m", "mlops_nb", "compile"], root)
+        sh(["git", "add", "-A"], root)
+        sh(["git", "commit", "-qm", "example"], root)
+        sh(["dvc", "repro"], root)
+        sh(["git", "add", "-A"], root)
+        sh(["git", "commit", "-qm", "trained"], root)
+        _BUILT["example"] = root
+    shutil.copytree(_BUILT["example"], dest, symlinks=True)
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`mlops-nb serve` in a subprocess on 127.0.0.1, ready when /health answers."""
+
+    def __init__(self, root: Path, *args: str, token: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        cmd = [sys.executable, "-m", "mlops_nb", "serve", "--port", str(self.port), *args]
+        if token:
+            cmd += ["--token", token]
+        self.proc = subprocess.Popen(cmd, cwd=root, env=tool_env(**(env or {})),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{out}\n{err}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("server did not answer /health within 120 s")
+            time.sleep(0.05)  # polling a condition (the port), not synchronising on time
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM (the served log is flushed on the way out); returns stdout, stderr."""
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return out, err
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serving(root: Path, *args: str, **kw: object) -> Iterator[Server]:
+    server = Server(root, *args, **kw)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def raw_post(port: int, path: str, headers: dict[str, str], body: Iterable[bytes],
+             chunked: bool) -> tuple[int, bytes, int]:
+    """POST `body` over a plain socket while reading the answer; returns the status, the
+    response bytes and how many body bytes went out before the server stopped reading."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items())
+    if chunked:
+        head += "Transfer-Encoding: chunked\r\n"
+    sent = [0]
+
+    def writer() -> None:
+        try:
+            sock.sendall((head + "\r\n").encode())
+            for chunk in body:
+                data = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") if chunked else chunk
+                sock.sendall(data)
+                sent[0] += len(chunk)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server refused the rest and closed: what these tests expect
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    response = b""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    except OSError:
+        pass
+    thread.join(timeout=60)
+    sock.close()
+    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
+    return status, response, sent[0]
