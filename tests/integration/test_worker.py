@@ -54,11 +54,13 @@ def test_a_step_that_kills_its_process_leaves_the_worker_serving(project):
     sh(["mlops-nb", "compile"], project)
     sh(["dvc", "repro"], project)
     nb = project / "notebooks/nb.ipynb"
-    nb.write_text(nb.read_text().replace("y = x + helper.VALUE", "import os\\nos._exit(4)"))
+    # y stays defined for step c (a read of an undefined name is a compile error)
+    nb.write_text(nb.read_text().replace("y = x + helper.VALUE",
+                                         "import os\\nos._exit(4)\\ny = x"))
     sh(["mlops-nb", "compile"], project)
     res = sh(["dvc", "repro"], project, check=False)
     assert res.returncode != 0 and "failed to reproduce 'b'" in res.stderr
-    nb.write_text(nb.read_text().replace("import os\\nos._exit(4)", "y = x + 100"))
+    nb.write_text(nb.read_text().replace("import os\\nos._exit(4)\\ny = x", "y = x + 100"))
     sh(["mlops-nb", "compile"], project)
     sh(["dvc", "repro"], project)
     assert _metric(project) == 101
