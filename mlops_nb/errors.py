@@ -171,3 +171,12 @@ class DriftDetected(MlopsNbError):
         self.columns = columns
         self.report = report
         super().__init__(f"served data of {model} drifted ({', '.join(columns)}); see {report}")
+
+
+class ExportError(PipelineError):
+    """The pipeline cannot be exported to another engine as it is (a step would not run on a
+    cluster: it hands on a file handle, or writes files outside its outputs)."""
+
+    def __init__(self, step: str | None, message: str) -> None:
+        self.step = step
+        super().__init__(f"step '{step}': {message}" if step else message)

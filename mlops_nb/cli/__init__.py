@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from mlops_nb.cli import guards, pipeline, serve
+from mlops_nb.cli import export, guards, pipeline, serve
 from mlops_nb.errors import MlopsNbError
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.register(sub)
     guards.register(sub)
     serve.register(sub)
+    export.register(sub)
     return p
 
 

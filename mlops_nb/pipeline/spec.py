@@ -63,6 +63,9 @@ class StepSpec:
     # inputs that may hold lambdas or closures: their functions are given this step's
     # globals once loaded, so they read globals when called, as in one kernel
     rebind: tuple[str, ...] = ()
+    # project files the step writes by literal path (not under outputs/): a side effect that
+    # only a shared filesystem carries to a later step
+    writes: tuple[str, ...] = ()
 
     def artifact_for(self, var: str) -> str | None:
         """The output artifact that holds `var`, or None if this step does not hand it on."""
@@ -157,6 +160,7 @@ class _Draft:
     groups: dict[str, frozenset[str]] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
     rebind: set[str] = field(default_factory=set)
+    writes: set[str] = field(default_factory=set)
 
 
 def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
@@ -268,6 +272,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                     continue
                 if lit in info.written_literals:
                     writers.setdefault(rel, decl.name)
+                    d.writes.add(rel)
                 else:
                     d.data_deps.add(rel)
             for name in info.writes:
@@ -320,6 +325,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             bundles=_bundles(d),
             late_defs=tuple(sorted(d.late & {k for k, v in d.copied.items() if v})),
             rebind=tuple(sorted(d.rebind & set(d.inputs))),
+            writes=tuple(sorted(d.writes)),
             copied_defs=tuple(sorted(((k, v) for k, v in d.copied.items() if v),
                                      key=lambda kv: (not kv[1].startswith(("import", "from")),
                                                      kv[0]))),

@@ -1,0 +1,163 @@
+"""`mlops-nb export kfp` writes a KFP v2 package (no pipeline runs here; see
+tests/integration/test_export_kfp_local.py for kfp.local runs)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, cli, make_nb
+
+kfp_components = pytest.importorskip("kfp.components")
+
+FANOUT = REPO / "tests/fixtures/fanout"
+
+
+@pytest.fixture
+def fan(tmp_path: Path) -> Path:
+    root = tmp_path / "fan"
+    shutil.copytree(FANOUT, root)
+    return root
+
+
+def _docs(path: Path) -> list[dict]:
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_package_loads_and_has_the_spec_dag(fan):
+    res = cli(["export", "kfp"], fan)
+    package = fan / "kfp/pipeline.yaml"
+    assert "wrote kfp/pipeline.yaml" in res.stdout
+    pipeline = kfp_components.load_component_from_file(str(package))
+    assert pipeline.name == "fan"
+    ir = _docs(package)[0]
+    tasks = ir["root"]["dag"]["tasks"]
+    assert sorted(tasks) == ["combine", "double", "make", "report", "square"]
+    deps = {name: sorted(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    # fan-out: double and square both wait for make only, so they may run in parallel
+    assert deps == {"make": [], "double": ["make"], "square": ["make"],
+                    "combine": ["double", "square"], "report": ["combine"]}
+    # the data edges are artifacts; `prev:combine` carries none: an order-only .after()
+    combine_in = tasks["combine"]["inputs"]["artifacts"]
+    assert combine_in == {
+        "double_doubled": {"taskOutputArtifact": {"outputArtifactKey": "doubled",
+                                                  "producerTask": "double"}},
+        "square_squares": {"taskOutputArtifact": {"outputArtifactKey": "squares",
+                                                  "producerTask": "square"}}}
+    assert "artifacts" not in tasks["report"].get("inputs", {})
+    # every parameter of params.yaml, with its value as default
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert {k: (v["parameterType"], v["defaultValue"]) for k, v in params.items()} == {
+        "fan_N": ("NUMBER_INTEGER", 10), "fan_SCALE": ("NUMBER_INTEGER", 2),
+        "fan_LABEL": ("STRING", "null")}  # None travels as JSON text
+    # the step's params feed its component
+    assert tasks["double"]["inputs"]["parameters"] == {
+        "SCALE": {"componentInputParameter": "fan_SCALE"}}
+    # executed notebooks as HTML, metrics as Metrics artifacts
+    outs = ir["components"]["comp-combine"]["outputDefinitions"]["artifacts"]
+    assert outs["notebook"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert outs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+
+
+def test_step_code_and_data_travel_inside_the_package(fan):
+    cli(["export", "kfp", "--image", "registry.example/fan:1"], fan)
+    ir = _docs(fan / "kfp/pipeline.yaml")[0]
+    make = ir["deploymentSpec"]["executors"]["exec-make"]["container"]
+    assert make["image"] == "registry.example/fan:1"
+    code = make["command"][-1]
+    assert "offset = int(open(" in code and '"generated_by": "mlops-nb compile"' in code
+    assert "'notebooks/data/offset.txt': 'Nwo='" in code  # base64 of "7\n"
+    assert "pip install" not in " ".join(make["command"])  # the image holds the libraries
+
+
+def test_parameter_values_come_from_params_yaml(fan):
+    cli(["compile"], fan)
+    text = (fan / "params.yaml").read_text().replace("N: 10", "N: 25")
+    (fan / "params.yaml").write_text(text)
+    cli(["export", "kfp"], fan)
+    params = _docs(fan / "kfp/pipeline.yaml")[0]["root"]["inputDefinitions"]["parameters"]
+    assert params["fan_N"]["defaultValue"] == 25
+
+
+def test_export_twice_is_byte_identical_and_writes_the_image_files(fan, tmp_path):
+    cli(["export", "kfp", "-o", "out/p.yaml"], fan)
+    first = {p.name: p.read_bytes() for p in (fan / "out").iterdir()}
+    assert sorted(first) == ["Dockerfile", "image.txt", "p.yaml", "requirements.lock"]
+    res = cli(["export", "kfp", "-o", "out/p.yaml"], fan)
+    assert "wrote" not in res.stdout
+    assert {p.name: p.read_bytes() for p in (fan / "out").iterdir()} == first
+    lock = first["requirements.lock"].decode()
+    assert "\nkfp==" in lock and "\npandas==" in lock and "#   mlops_nb==" in lock
+    assert first["image.txt"].decode().startswith("mlops-nb-fan:")
+    assert b"COPY requirements.lock" in first["Dockerfile"]
+    ir = _docs(fan / "out/p.yaml")[0]
+    image = ir["deploymentSpec"]["executors"]["exec-make"]["container"]["image"]
+    assert image == first["image.txt"].decode().strip()
+
+
+def test_kale_resource_tags_set_task_resources(fan):
+    cli(["export", "kfp"], fan)
+    ir, platform = _docs(fan / "kfp/pipeline.yaml")
+    execs = ir["deploymentSpec"]["executors"]
+    double = execs["exec-double"]["container"]["resources"]
+    assert double["resourceMemoryLimit"] == "1Gi"
+    assert double["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert double["accelerator"]["resourceCount"] == "1"
+    assert execs["exec-square"]["container"]["resources"]["resourceCpuLimit"] == "500m"
+    assert "resources" not in execs["exec-make"]["container"]
+    pod = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-double"]
+    assert pod["podMetadata"] == {"annotations": {"owner": "data-science"},
+                                  "labels": {"team": "ml"}}
+
+
+def test_data_uri_makes_data_files_importer_inputs(fan):
+    cli(["export", "kfp", "--data-uri", "gs://bucket/fan"], fan)
+    ir = _docs(fan / "kfp/pipeline.yaml")[0]
+    tasks = ir["root"]["dag"]["tasks"]
+    importers = [t for t in tasks.values() if t["componentRef"]["name"].startswith(
+        "comp-importer")]
+    assert len(importers) == 1
+    uri = ir["components"][importers[0]["componentRef"]["name"]]
+    assert uri and "gs://bucket/fan/notebooks/data/offset.txt" in (
+        fan / "kfp/pipeline.yaml").read_text()
+    assert "Nwo=" not in (fan / "kfp/pipeline.yaml").read_text()  # not packaged
+
+
+def test_refuses_a_step_that_writes_outside_its_outputs(project):
+    make_nb(project / "notebooks/w.ipynb", [
+        (["step:make"], "import pandas as pd\ndf = pd.DataFrame({'a': [1]})\n"
+                        "df.to_csv('interim.csv')"),
+        (["step:use"], "import pandas as pd\nback = pd.read_csv('interim.csv')"),
+    ])
+    res = cli(["export", "kfp"], project, check=False)
+    assert res.returncode == 3
+    assert "step 'make': writes notebooks/interim.csv by literal path" in res.stderr
+    assert not (project / "kfp").exists()
+
+
+def test_refuses_an_output_that_is_a_file_handle(project):
+    make_nb(project / "notebooks/h.ipynb", [
+        (["step:opener"], "f = open('notes.txt', 'w')"),
+        (["step:writer"], "f.write('x')"),
+    ])
+    res = cli(["export", "kfp"], project, check=False)
+    assert res.returncode == 3
+    assert "step 'opener': hands 'f' (notebooks/h.ipynb cell 1: open(...))" in res.stderr
+
+
+def test_refuses_unknown_resource_and_bad_settings(project):
+    make_nb(project / "notebooks/r.ipynb", [
+        (["step:a", "limit:ephemeral-storage:1Gi"], "x = 1"),
+    ])
+    res = cli(["export", "kfp"], project, check=False)
+    assert res.returncode == 3
+    assert "notebooks/r.ipynb cell 1: tag 'limit:ephemeral-storage:1Gi' of step 'a'" in (
+        res.stderr)
+    make_nb(project / "notebooks/r.ipynb", [(["step:a"], "x = 1")])
+    res = cli(["export", "kfp", "-S", "r.X=1"], project, check=False)
+    assert res.returncode == 2 and "add --local or --submit" in res.stderr
+    res = cli(["export", "kfp", "--local", "-S", "r.NOPE=1"], project, check=False)
+    assert res.returncode == 2 and "expected GROUP.NAME=VALUE" in res.stderr
