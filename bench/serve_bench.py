@@ -92,6 +92,8 @@ def mlflow_python(log: Path) -> tuple[Path | None, str]:
     return py, ""
 
 
+MLFLOW = [""]  # the MLflow version measured, for the report
+
 EXPORT = """
 import sys, mlflow.sklearn, skops.io as sio
 path, out = sys.argv[1], sys.argv[2]
@@ -256,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_mlflow:
             py, note = mlflow_python(log)
             if py is not None:
+                MLFLOW[0] = subprocess.run([str(py), "-c", "import mlflow;"
+                                            " print(mlflow.__version__)"], capture_output=True,
+                                           text=True, env=ENV).stdout.strip()
                 model = export_mlflow(py, root, work, log)
                 port = free_port()
                 # MLflow starts its scoring server as `uvicorn` found on PATH
@@ -307,11 +312,17 @@ def render(cells: dict, servers: list[Server], args: argparse.Namespace, command
         f" connections, one server worker each; whole benchmark {elapsed / 60:.1f} min  ",
         f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}; machine: {os.cpu_count()}"
         f" logical cores, Python {platform.python_version()}  ",
-        f"mlops_nb at `{commit}`; " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
+        f"mlops_nb at `{commit}`; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + (f"; MLflow {MLFLOW[0]} (its own virtualenv, same scikit-learn stack)"
+           if MLFLOW[0] else ""), "",
         "Model: the example pipeline's promoted iris:1 (a scikit-learn Pipeline: log-ratio"
         " features + a 100-tree random forest), the same fitted object in both servers"
         " (MLflow's copy exported from the registry's skops file). The load generator is a"
-        " second process on the same 2 cores (httpx, asyncio). Medians over rounds.", "",
+        " second process on the same 2 cores (httpx, asyncio). Medians over rounds. Requests/s"
+        " and latency depend on what else the machine runs (see the load average); the"
+        " servers' CPU time per request much less so. Both servers spend most of it in the"
+        " forest's predict (~8 ms for one row here), so 1 and 100 records cost about the"
+        " same.", "",
         "| server | records/request | requests/s | records/s | p50 ms | p99 ms |"
         " server CPU ms/request | errors |",
         "|---|---|---|---|---|---|---|---|",
