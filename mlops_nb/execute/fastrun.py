@@ -37,6 +37,7 @@ from mlops_nb.execute.cells import (
     prepare_notebook,
     run_cells,
 )
+from mlops_nb.execute.runtime import prepare_outputs
 from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
@@ -139,7 +140,7 @@ class WarmRunner:
                  timeout: float | None = None, expected: float | None = None) -> Path:
         """Run one step in a forked child; `expected`: its wall time last run, if known."""
         executed = self.layout.executed(step)
-        executed.parent.mkdir(parents=True, exist_ok=True)
+        prepare_outputs(self.layout, step)
         doc = json.loads(self.layout.step_notebook(step).read_text(encoding="utf-8"))
         doc = prepare_notebook(doc, parameters)
         rel = executed.relative_to(self.root).as_posix()

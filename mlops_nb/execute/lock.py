@@ -1,12 +1,20 @@
-"""The project's run lock: one `mlops-nb run` at a time per project.
+"""The project's run lock: one runner at a time per project, whichever it is.
 
+`mlops-nb run` holds it for the whole run, a DVC stage and a Ploomber task for their step: a
+second runner fails at once (exit 11) naming the holder, before it clears or writes anything,
+so two runners never delete each other's outputs. `mlops-nb run` and a Ploomber task also
+hold DVC's repository lock, since `dvc repro` deletes a stage's outputs before it runs it.
 It is an advisory `flock` on .mlops_nb/run.lock, so the kernel releases it when its holder
-dies, even by kill -9: a lock left by a dead process never blocks the next run. The file's
-text (pid, host, start time, command) only names the holder in the error a second run gets.
+dies, even by kill -9: a lock left by a dead process never blocks the next run. The file is
+opened with O_NOFOLLOW (a symlink planted there is refused, never followed and truncated).
+Its text (pid, host, start time, command) only names the holder in the error a second run
+gets. A process started by the holder to run the step (Ploomber's fallback) inherits it
+through HELD_BY.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -30,18 +38,54 @@ def _holder(path: Path) -> str:
         return "an unknown process (the lock file's text is unreadable)"
 
 
-@contextmanager
-def run_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the run lock for the duration of the block, or fail at once naming the holder."""
-    path = state_dir / "run.lock"
+HELD_BY = "MLOPS_NB_LOCK_HELD_BY"
+
+
+def held_by_parent() -> bool:
+    """Whether this process's parent holds the lock and handed its step to it."""
+    return os.environ.get(HELD_BY) == str(os.getppid())
+
+
+def _open_nofollow(path: Path) -> int:
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except IsADirectoryError:
         raise LockError(f"{path} is a folder, not a lock file; remove it and run again") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockError(f"{path} is a symlink; state files are never followed: remove it"
+                            " and run again") from None
         raise LockError(f"cannot open the run lock {path} ({exc.strerror}); check its"
                         " permissions, or remove it if no mlops-nb run is active") from None
+
+
+@contextmanager
+def dvc_lock(root: Path) -> Iterator[None]:
+    """Hold DVC's own repository lock (.dvc/tmp/lock, an flock as DVC takes it), so that a
+    `dvc repro` started meanwhile fails before it deletes any stage's outputs (DVC removes
+    them before its stage command, ours, could check anything). No-op without `.dvc/`."""
+    if not (root / ".dvc").is_dir():
+        yield
+        return
+    fd = _open_nofollow(root / ".dvc" / "tmp" / "lock")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockError("a dvc command holds this project (its lock .dvc/tmp/lock); wait"
+                            " for it to finish or stop it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_lock(state_dir: Path, command: str | None = None) -> Iterator[None]:
+    """Hold the run lock for the duration of the block, or fail at once naming the holder.
+    `command` names the holder in another runner's error (default: this mlops-nb command)."""
+    path = state_dir / "run.lock"
+    fd = _open_nofollow(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,7 +93,7 @@ def run_lock(state_dir: Path) -> Iterator[None]:
             raise LockError(f"another run holds this project ({_holder(path)}); wait for it"
                             f" to finish or stop it (lock: {path})") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                "command": " ".join(["mlops-nb", *sys.argv[1:]])}
+                "command": command or " ".join(["mlops-nb", *sys.argv[1:]])}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield

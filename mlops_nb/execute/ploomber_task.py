@@ -40,21 +40,19 @@ def run_step(product, step, digest, parameters=None, upstream=None):
 def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
     from mlops_nb.compile.record import check_hand_edits
     from mlops_nb.errors import Interrupted, MlopsNbError
-    from mlops_nb.execute import worker
     from mlops_nb.execute.exiting import skip_final_collection
-    from mlops_nb.execute.stage import PARAMETERS_ENV
-    from mlops_nb.project import find_root
+    from mlops_nb.execute.lock import dvc_lock, run_lock
+    from mlops_nb.project import Layout, find_root
 
     skip_final_collection()
     parameters = dict(parameters or {})
-    root = find_root(Path(str(product["nb"])).resolve().parent)
-    check_hand_edits(root, [f"steps/{step}.ipynb"])
-    code, message = worker.hand_over(root, step, parameters)
-    if code is None:
-        env = {**os.environ, PARAMETERS_ENV: json.dumps(parameters), "MLOPS_NB_WORKER": "0"}
-        code = subprocess.run([sys.executable, "-m", "mlops_nb.step", step], cwd=root,
-                              env=env).returncode
-        message = ""
+    try:
+        root = find_root(Path(str(product["nb"])).resolve().parent)
+    except MlopsNbError:  # a symlinked outputs/ (refused below, before anything is written)
+        root = find_root()
+    with run_lock(Layout(root).state, f"ploomber task {step}"), dvc_lock(root):
+        check_hand_edits(root, [f"steps/{step}.ipynb"])
+        code, message = _hand_over_or_run(root, step, parameters)
     if code == 130:
         raise Interrupted(f"step '{step}' was interrupted")
     if code:
@@ -62,3 +60,20 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
                                       " printed above")
         err.exit_code = code
         raise err
+
+
+def _hand_over_or_run(root: Path, step: str, parameters: dict[str, Any]) -> tuple[int, str]:
+    """Hand the step to the warm worker, else run it as DVC would, in a child process that
+    inherits this task's hold on the run lock."""
+    from mlops_nb.execute import worker
+    from mlops_nb.execute.lock import HELD_BY
+    from mlops_nb.execute.stage import PARAMETERS_ENV
+
+    code, message = worker.hand_over(root, step, parameters)
+    if code is None:
+        env = {**os.environ, PARAMETERS_ENV: json.dumps(parameters), "MLOPS_NB_WORKER": "0",
+               HELD_BY: str(os.getpid())}
+        code = subprocess.run([sys.executable, "-m", "mlops_nb.step", step], cwd=root,
+                              env=env).returncode
+        message = ""
+    return code, message

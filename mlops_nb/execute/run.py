@@ -95,9 +95,9 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
     """
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    from mlops_nb.execute.lock import run_lock
+    from mlops_nb.execute.lock import dvc_lock, run_lock
 
-    with run_lock(Layout(root).state), _sigterm_as_interrupt():
+    with run_lock(Layout(root).state), dvc_lock(root), _sigterm_as_interrupt():
         return _run_locked(root, names, force=force, engine=engine, timeout=timeout,
                            on_step=on_step)
 

@@ -85,6 +85,26 @@ def clear_outputs(layout: Layout, step: str) -> None:
             entry.unlink(missing_ok=True)
 
 
+def prepare_outputs(layout: Layout, step: str) -> None:
+    """What every runner does before it writes anything of a step (its executed notebook
+    comes first): refuse an outputs folder that resolves outside the project (a symlinked
+    `outputs/`), then remove all the step's previous outputs, executed notebook and done
+    marker included, so a step killed or failing before its first cell ran (a kernel that
+    never started) is never taken for done with its old outputs."""
+    folder = layout.step_outputs(step)
+    outputs = (layout.root / "outputs").resolve()
+    for path in (layout.root / "outputs", folder):
+        resolved = path.resolve()
+        if not resolved.is_relative_to(layout.root.resolve()) or (
+                path == folder and not resolved.is_relative_to(outputs)):
+            raise ArtifactError(
+                f"{path} resolves to {resolved}, outside {layout.root}; remove the symlink"
+                " (outputs must stay inside the project); nothing was written")
+    clear_outputs(layout, step)
+    layout.executed(step).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def _step_root(call: str) -> Path:
     """The running step's project root; outside a step, an error saying what to do instead."""
     if "root" not in _context:

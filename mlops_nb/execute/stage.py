@@ -1,9 +1,11 @@
 """The DVC stage's command, `python -m mlops_nb.step NAME`: run one compiled step, then exit.
 
-It hands the step to the project's warm worker when one is up (worker.py), else runs it in
-this process (step.py); a failure is recorded in the lineage store (state.record_failure),
-printed naming the step, and becomes the process's exit code (a guard's keeps its own, 7 or
-8). mlops_nb/step.py is the stable name generated dvc.yaml files call; it runs main() here.
+It holds the project's run lock for its step (lock.py; unless the Ploomber task that started
+it holds it), then hands the step to the project's warm worker when one is up (worker.py),
+else runs it in this process (step.py); a failure is recorded in the lineage store
+(state.record_failure), printed naming the step, and becomes the process's exit code (a
+guard's keeps its own, 7 or 8). mlops_nb/step.py is the stable name generated dvc.yaml files
+call; it runs main() here.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from mlops_nb.compile.record import check_hand_edits
 from mlops_nb.errors import MlopsNbError, UsageError
+from mlops_nb.execute.lock import held_by_parent, run_lock
 from mlops_nb.execute.state import record_failure
 from mlops_nb.execute.step import execute_step
-from mlops_nb.project import find_root
+from mlops_nb.project import Layout, find_root
 
 PARAMETERS_ENV = "MLOPS_NB_PARAMETERS"
 
@@ -36,6 +41,24 @@ def _parameters_from_env() -> dict[str, Any] | None:
     return values
 
 
+def _stage(root: Path, step: str) -> int | None:
+    """Run the step as a DVC stage does (in the warm worker if it can): the worker's exit
+    code, None when it ran here."""
+    check_hand_edits(root, [f"steps/{step}.ipynb"])
+    try:
+        from mlops_nb.execute import worker
+
+        parameters = _parameters_from_env()
+        code, _ = worker.hand_over(root, step, parameters)
+        if code is not None:
+            return code
+        execute_step(root, step, parameters=parameters)
+    except (MlopsNbError, KeyboardInterrupt) as exc:
+        record_failure(root, step, exc)
+        raise
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -48,18 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     watchdog.start()
     try:
         root = find_root()
-        check_hand_edits(root, [f"steps/{args[0]}.ipynb"])
-        try:
-            from mlops_nb.execute import worker
-
-            parameters = _parameters_from_env()
-            code, _ = worker.hand_over(root, args[0], parameters)
+        with ExitStack() as scope:
+            if not held_by_parent():
+                scope.enter_context(run_lock(Layout(root).state, f"dvc stage {args[0]}"))
+            code = _stage(root, args[0])
             if code is not None:
                 return code
-            execute_step(root, args[0], parameters=parameters)
-        except (MlopsNbError, KeyboardInterrupt) as exc:
-            record_failure(root, args[0], exc)
-            raise
     except KeyboardInterrupt:
         return 130
     except MlopsNbError as exc:

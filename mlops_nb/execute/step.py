@@ -37,7 +37,9 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None,
     if parameters is None:
         parameters = step_parameters(layout, meta)
     executed = layout.executed(step)
-    executed.parent.mkdir(parents=True, exist_ok=True)
+    from mlops_nb.execute.runtime import prepare_outputs
+
+    prepare_outputs(layout, step)
     os.environ["MLOPS_NB_ROOT"] = str(root)
     rel = executed.relative_to(root).as_posix()
     engine = engine or os.environ.get("MLOPS_NB_ENGINE", "inprocess")
