@@ -32,6 +32,10 @@ class NotebookError(MlopsNbError):
         super().__init__(f"{where}: {message}")
 
 
+class NoStepsError(NotebookError):
+    """A notebook has no `step:` tag at all (an exploration notebook, not yet tagged)."""
+
+
 class PipelineError(MlopsNbError):
     """The steps do not form a valid pipeline (cycle, unknown or duplicate step)."""
 
@@ -52,6 +56,7 @@ class StepFailed(MlopsNbError):
     def __init__(self, step: str, message: str, executed: str | None = None) -> None:
         self.step = step
         self.executed = executed
+        self.cell_traceback = ""  # the failing cell's own traceback, when a cell raised
         tail = f"; open {executed} to see what ran" if executed else ""
         super().__init__(f"step '{step}' failed: {message}{tail}")
 

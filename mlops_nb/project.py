@@ -72,6 +72,11 @@ def rel_output(step: str, var: str) -> str:
     return f"{OUTPUTS}/{step}/{var}"
 
 
+def rel_done(step: str) -> str:
+    """The step's done marker (see run.record_done): a DVC output, so checkout restores it."""
+    return f"{OUTPUTS}/{step}/.mlops_nb-done.json"
+
+
 def rel_metrics(step: str) -> str:
     return f"{OUTPUTS}/{step}/metrics.json"
 
@@ -128,4 +133,24 @@ def init(root: Path) -> list[str]:
             with open(path, "a") as f:
                 f.write("\n" + GITIGNORE)
             created.append(".gitignore (appended)")
+    if _first_commit(root, [p for p in (".dvc", ".dvcignore", ".gitignore", PARAMS)
+                            if (root / p).exists()]):
+        created.append("the first commit")
     return created
+
+
+def _first_commit(root: Path, paths: list[str]) -> bool:
+    """Commit what init made when the repository has no commit yet (DVC experiments fail on
+    an empty repository); nothing else of the folder is added."""
+    has_head = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=root,
+                              capture_output=True).returncode == 0
+    if has_head:
+        return False
+    _run(["git", "add", "--", *paths], root)
+    res = subprocess.run(["git", "commit", "-q", "-m", "mlops-nb init", "--", *paths],
+                         cwd=root, capture_output=True, text=True)
+    if res.returncode != 0:
+        log.warning("could not make the first commit (%s); commit the project yourself",
+                    res.stderr.strip() or res.stdout.strip())
+        return False
+    return True

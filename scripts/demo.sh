@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # The main job on the example project (the repository root): set up, compile the tagged
 # notebook, run the pipeline, run two experiments with DVC and print the experiment table.
+# It leaves the working tree as it found it: `dvc exp run` writes the experiment's values into
+# params.yaml and DVC writes dvc.lock, so both are put back on the way out (the experiments
+# stay in DVC's refs, `dvc exp show` lists them) and the outputs are checked out again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source .venv/bin/activate
 export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
 [ -d .dvc ] || mlops-nb init .
+kept=$(mktemp -d)
+cp params.yaml "$kept/params.yaml"
+[ -f dvc.lock ] && cp dvc.lock "$kept/dvc.lock"
+put_back() {
+  cp "$kept/params.yaml" params.yaml
+  if [ -f "$kept/dvc.lock" ]; then cp "$kept/dvc.lock" dvc.lock; else rm -f dvc.lock; fi
+  rm -rf "$kept"
+}
+trap put_back EXIT
 echo "== mlops-nb compile"; mlops-nb compile
 echo "== mlops-nb run"; mlops-nb run
 echo "== mlops-nb status"; mlops-nb status
 echo "== dvc repro"; dvc repro
+cp dvc.lock "$kept/baseline.lock"
 echo "== dvc exp run (fewer, shallower trees)"
 dvc exp run -S iris.N_ESTIMATORS=10 -S iris.MAX_DEPTH=2
 echo "== dvc exp run (more, deeper trees)"
@@ -18,3 +31,7 @@ dvc exp run -S iris.N_ESTIMATORS=300 -S iris.MAX_DEPTH=8
 echo "== dvc exp show"
 # the parameter and metric columns (dependency hashes dropped for width)
 dvc exp show --no-pager --md --drop '^(outputs|steps|notebooks)/'
+# back to the baseline's values and outputs (from DVC's cache, nothing reruns)
+cp "$kept/params.yaml" params.yaml
+cp "$kept/baseline.lock" dvc.lock
+dvc checkout -q

@@ -27,15 +27,45 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlops-nb",
         description="Turn tagged notebooks into reproducible papermill/Ploomber/DVC pipelines.",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("-C", "--project", help="project folder (default: found from the cwd)")
-    sub = p.add_subparsers(dest="command", required=True)
+    _common_flags(p)
+    p.set_defaults(verbose=False, project=None)
+    p.add_argument("--version", action="version", version=f"mlops-nb {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of these (`mlops-nb COMMAND --help` for more)")
 
     pipeline.register(sub)
     guards.register(sub)
     serve.register(sub)
     export.register(sub)
+    for parser in _subparsers(p):  # `mlops-nb run -v` as well as `mlops-nb -v run`
+        _common_flags(parser)
     return p
+
+
+def _common_flags(p: argparse.ArgumentParser) -> None:
+    """-v and -C, defaulting to SUPPRESS so a subcommand's copy never undoes the global one."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks (a failed cell's own) and debug logs")
+    p.add_argument("-C", "--project", default=argparse.SUPPRESS, metavar="DIR",
+                   help="project folder (default: found from the current folder)")
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                out += [child, *_subparsers(child)]
+    return out
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlops_nb")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MlopsNbError as exc:
-        if args.verbose:
+        if args.verbose and getattr(exc, "cell_traceback", ""):
+            # the user's failing line matters, not how mlops_nb got there
+            print(exc.cell_traceback, file=sys.stderr)  # type: ignore[attr-defined]
+        elif args.verbose:
             import traceback
 
             traceback.print_exc()

@@ -89,7 +89,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
     if args.infer:
         if not args.schema:
             raise UsageError("--infer needs --schema PATH to write the schema to")
-        schema_mod.save(schema_mod.infer(data, min_rows=args.min_rows), Path(args.schema))
+        schema_mod.save(schema_mod.infer(data, min_rows=args.min_rows, ranges=args.ranges),
+                        Path(args.schema))
         print(f"wrote {args.schema}: {len(data.columns)} columns; review it and commit it")
         return 0
     if not args.schema and not args.reference:
@@ -224,6 +225,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--schema", help="schema YAML to check against (or write, with --infer)")
     s.add_argument("--infer", action="store_true", help="infer the schema from DATA, write it")
     s.add_argument("--min-rows", type=int, default=1, help="with --infer: rows required")
+    s.add_argument("--ranges", action="store_true",
+                   help="with --infer: the observed min and max become hard limits")
     s.add_argument("--reference", help="reference data to measure drift against")
     _drift_flags(s)
     _report_flags(s)
@@ -231,21 +234,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     s = sub.add_parser("drift", help="per-column drift of CURRENT vs REFERENCE; exit 7 on"
                                      " data-set drift")
-    s.add_argument("reference")
-    s.add_argument("current")
+    s.add_argument("reference", help="the data to compare against (e.g. the training data)")
+    s.add_argument("current", help="the data to check (e.g. served or new data)")
     _drift_flags(s)
     _report_flags(s)
     s.set_defaults(func=cmd_drift)
 
     s = sub.add_parser("models", help="the model registry: list, show, promote")
-    s.add_argument("action", choices=["list", "show", "promote"])
-    s.add_argument("ref", nargs="?", help="NAME, NAME:VERSION or NAME@production")
-    s.add_argument("--stage", default="production",
+    msub = s.add_subparsers(dest="action", required=True, metavar="{list,show,promote}",
+                            help="what to do with the registry")
+    m = msub.add_parser("list", help="registered versions, of every model or of NAME")
+    m.add_argument("ref", nargs="?", metavar="NAME", help="only this model's versions")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=cmd_models)
+    m = msub.add_parser("show", help="one version: stage, metrics, hashes, params, run")
+    m.add_argument("ref", metavar="NAME:VERSION", help="e.g. iris:2 or iris@production")
+    m.add_argument("--json", action="store_true", help="print JSON (the default output)")
+    m.set_defaults(func=cmd_models)
+    m = msub.add_parser("promote", help="move a version to a stage (default production)")
+    m.add_argument("ref", metavar="NAME:VERSION", help="e.g. iris:2")
+    m.add_argument("--stage", default="production",
                    choices=["production", "candidate", "archived"],
-                   help="with promote: the stage to move to (default production)")
-    s.add_argument("--reason", help="with promote: why, kept in the version's history")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_models)
+                   help="the stage to move to (default production)")
+    m.add_argument("--reason", help="why, kept in the version's history")
+    m.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    m.set_defaults(func=cmd_models)
 
     s = sub.add_parser("lineage", help="which data, code and params made MODEL_VERSION")
     s.add_argument("model", help="NAME:VERSION or NAME@production")

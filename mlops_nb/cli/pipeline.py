@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -24,7 +25,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"created {item}")
     if not created:
         print("already a project; nothing changed")
+    print(NEXT_STEPS)
     return 0
+
+
+NEXT_STEPS = """
+next:
+  1. put a notebook in notebooks/ (or start one there in JupyterLab)
+  2. tag its cells in JupyterLab's cell-tag editor (the gear icon on the right):
+     imports, functions, pipeline-parameters, step:NAME, prev:NAME, skip, pipeline-metrics
+  3. mlops-nb compile        (then mlops-nb run, dvc repro or ploomber build)
+  4. git add -A && git commit -m "pipeline"   (DVC experiments need a commit)"""
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -40,9 +51,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"wrote {rel}")
     for rel in result.removed:
         print(f"removed {rel}")
-    steps = " -> ".join(s.name for s in result.spec.steps)
-    print(f"{len(result.spec.steps)} steps: {steps}")
+    print(summary(result.spec))
     return 0
+
+
+def summary(spec: Any) -> str:
+    """The steps as a chain when they form one, else each step with what it needs."""
+    steps = list(spec.steps)
+    chain = all(list(s.upstream) == ([steps[i - 1].name] if i else [])
+                for i, s in enumerate(steps))
+    if chain:
+        return f"{len(steps)} steps: " + " -> ".join(s.name for s in steps)
+    width = max(len(s.name) for s in steps)
+    lines = [f"{len(steps)} steps (each after what it needs):"]
+    lines += [f"  {s.name:<{width}}  <- {', '.join(s.upstream)}" if s.upstream else f"  {s.name}"
+              for s in steps]
+    return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -59,12 +83,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from mlops_nb import compile as compile_mod
-    from mlops_nb.execute.run import statuses
+    from mlops_nb.execute.status import statuses
 
     root = _root(args)
-    spec, _ = compile_mod.render(root)
+    spec, files = compile_mod.render(root)
     width = max(len(s.name) for s in spec.steps)
-    for st in statuses(root, spec):
+    for st in statuses(root, spec, files):
         reason = f" ({st.reason})" if st.reason else ""
         print(f"{st.step:<{width}}  {st.status}{reason}")
     return 0
@@ -73,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the pipeline's commands to the `mlops-nb` parser."""
     s = sub.add_parser("init", help="make a folder an mlops_nb project (git, DVC, layout)")
-    s.add_argument("dir", nargs="?", default=".")
+    s.add_argument("dir", nargs="?", default=".", help="the project folder (default: here)")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("compile", help="notebooks -> steps/, pipeline.yaml, dvc.yaml, params.yaml")
@@ -83,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("run", help="compile and run the pipeline (or STEPs and what they need)")
-    s.add_argument("steps", nargs="*")
+    s.add_argument("steps", nargs="*", metavar="STEP",
+                   help="steps to run, with the steps they need (default: all)")
     s.add_argument("-f", "--force", action="store_true", help="rerun steps that are up to date")
     s.add_argument("--engine", choices=("fast", "papermill"), default="fast",
                    help="fast: fork each step from one warm process (default); papermill:"
@@ -92,5 +117,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="stop a step that runs longer (exit 12); its notebook is kept")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("status", help="show each step as up to date, changed or never run")
+    s = sub.add_parser("status", help="each step: up to date, changed (and what), failed,"
+                                      " never run or stale")
     s.set_defaults(func=cmd_status)

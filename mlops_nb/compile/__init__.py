@@ -15,9 +15,15 @@ from pathlib import Path
 
 from mlops_nb.artifacts import atomic
 from mlops_nb.compile.notebooks import GENERATED_BY, render_step
-from mlops_nb.compile.record import check_hand_edits, write_record
+from mlops_nb.compile.record import (
+    check_hand_edits,
+    last_seeded,
+    record_sources,
+    write_record,
+    write_seeded,
+)
 from mlops_nb.compile.targets import render_dvc, render_ploomber
-from mlops_nb.errors import StaleError, UsageError
+from mlops_nb.errors import NoStepsError, StaleError, UsageError
 from mlops_nb.notebook.tags import parse_notebook
 from mlops_nb.pipeline import params as params_mod
 from mlops_nb.pipeline.spec import PipelineSpec, build_spec
@@ -57,13 +63,31 @@ def discover(root: Path, paths: list[str] | None = None) -> list[Path]:
 
 def render(root: Path, paths: list[str] | None = None) -> tuple[PipelineSpec, dict[str, str]]:
     """The spec and every generated file's text, keyed by project-relative path."""
+    spec, files, _ = render_with_notes(root, paths)
+    return spec, files
+
+
+def render_with_notes(root: Path, paths: list[str] | None = None
+                      ) -> tuple[PipelineSpec, dict[str, str], list[str]]:
+    """render(), plus notes for the user: notebooks skipped for having no step, what the
+    parameter merge has to say (see params.seed)."""
     parsed = []
+    notes: list[str] = []
+    untagged: list[NoStepsError] = []
     for path in discover(root, paths):
         try:
             display = path.relative_to(root).as_posix()
         except ValueError:
             raise UsageError(f"{path}: notebooks must be inside the project {root}") from None
-        parsed.append(parse_notebook(path, display))
+        try:
+            parsed.append(parse_notebook(path, display))
+        except NoStepsError as exc:
+            if paths:  # named on the command line: it was meant to be compiled
+                raise
+            untagged.append(exc)
+            notes.append(f"{display}: skipped, no cell is tagged 'step:<name>' yet")
+    if not parsed and untagged:
+        raise untagged[0]
     spec = build_spec(parsed, root)
     files: dict[str, str] = {}
     for step in spec.steps:
@@ -75,12 +99,13 @@ def render(root: Path, paths: list[str] | None = None) -> tuple[PipelineSpec, di
     existing = params_path.read_text(encoding="utf-8") if params_path.exists() else None
     if existing is not None:
         params_mod.read(params_path, PARAMS)  # fail early, with line and column
-    seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks})
+    seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks},
+                             last_seeded(root), notes)
     if seeded is None and existing is not None and params_mod.is_empty(existing):
         # Ploomber refuses an env.yaml that is not a mapping: comments alone are null in YAML
         seeded = existing.rstrip("\n") + "\n{}\n" if existing.strip() else "{}\n"
     files[PARAMS] = seeded if seeded is not None else (existing or "{}\n")
-    return spec, files
+    return spec, files, notes
 
 
 def _stale_steps(root: Path, wanted: dict[str, str]) -> list[str]:
@@ -114,10 +139,18 @@ def _ensure_env_link(root: Path) -> bool:
     return True
 
 
+def _root_relative(root: Path, paths: list[str] | None) -> list[str] | None:
+    if not paths:
+        return None
+    return [(Path.cwd() / p).resolve().relative_to(root.resolve()).as_posix() for p in paths]
+
+
 def compile_project(root: Path, paths: list[str] | None = None, *,
                     refuse_hand_edits: bool = False) -> CompileResult:
     """Write the generated files; with refuse_hand_edits, stop if one was edited by hand."""
-    spec, files = render(root, paths)
+    spec, files, notes = render_with_notes(root, paths)
+    for note in notes:
+        log.warning("%s", note)
     generated = {rel: text for rel, text in files.items() if rel != PARAMS}
     if refuse_hand_edits:
         check_hand_edits(root, expected=generated)
@@ -135,6 +168,8 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
     if _ensure_env_link(root):
         written.append(ENV_LINK)
     write_record(root, generated)
+    write_seeded(root, {n.stem: list(n.params) for n in spec.notebooks})
+    record_sources(root, _root_relative(root, paths))
     return CompileResult(spec, tuple(written), tuple(removed))
 
 
@@ -147,7 +182,8 @@ def check(root: Path, paths: list[str] | None = None) -> PipelineSpec:
         if not path.exists():
             stale.append(f"{rel} (missing)")
         elif path.read_text(encoding="utf-8") != text:
-            stale.append(f"{rel} (differs)" if rel != PARAMS else f"{rel} (parameters missing)")
+            stale.append(f"{rel} (differs)" if rel != PARAMS
+                         else f"{rel} (parameters missing or changed in the notebook)")
     stale += [f"{rel} (no such step any more)" for rel in _stale_steps(root, files)]
     if stale:
         raise StaleError("generated files do not match the notebooks: " + ", ".join(stale)

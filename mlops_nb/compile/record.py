@@ -14,9 +14,10 @@ from pathlib import Path
 
 from mlops_nb.artifacts import atomic
 from mlops_nb.errors import ConfigError
-from mlops_nb.project import STATE
+from mlops_nb.project import NOTEBOOKS, STATE
 
 RECORD = "compiled.json"
+SEEDED = "seeded.json"  # the parameter defaults compile seeded params.yaml from, last time
 
 
 def _digest(text: bytes) -> str:
@@ -77,3 +78,56 @@ def _first_difference(a: str, b: str) -> tuple[int, int]:
 def recorded(root: Path) -> dict[str, str]:
     """The files compile last wrote (paths relative to the root) with their sha256."""
     return _record(root)
+
+
+def write_seeded(root: Path, groups: dict[str, list[tuple[str, str]]]) -> None:
+    path = root / STATE / SEEDED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = last_seeded(root)  # a compile of some notebooks keeps the others' record
+    data.update({g: dict(params) for g, params in groups.items()})
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def last_seeded(root: Path) -> dict[str, dict[str, str]]:
+    """What compile seeded last: its record, else (a fresh clone) the parameters cells of the
+    committed step notebooks, which hold the notebook defaults they were compiled from."""
+    try:
+        data = json.loads((root / STATE / SEEDED).read_text())
+        if isinstance(data, dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    out: dict[str, dict[str, str]] = {}
+    for f in sorted((root / "steps").glob("*.ipynb")):
+        try:
+            doc = json.loads(f.read_text())
+            group = doc["metadata"]["mlops_nb"]["group"]
+            cell = next(c for c in doc["cells"] if "parameters" in c["metadata"].get("tags", []))
+        except (OSError, ValueError, KeyError, TypeError, StopIteration):
+            continue
+        for line in "".join(cell["source"]).splitlines():
+            name, sep, literal = line.partition(" = ")
+            if sep and name.isidentifier():
+                out.setdefault(group, {})[name] = literal
+    return out
+
+
+SOURCES = "sources.json"  # the notebooks compile last read, by hash (see fresh.py)
+
+
+def notebook_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def project_notebooks(root: Path) -> list[Path]:
+    return sorted(f for f in (root / NOTEBOOKS).rglob("*.ipynb")
+                  if not any(p.startswith(".") for p in f.relative_to(root).parts))
+
+
+def record_sources(root: Path, paths: list[str] | None) -> None:
+    """Record the notebooks compile just read (and the paths it was given, if any)."""
+    data = {"paths": paths, "notebooks": {f.relative_to(root).as_posix(): notebook_digest(f)
+                                          for f in project_notebooks(root)}}
+    path = root / STATE / SOURCES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))

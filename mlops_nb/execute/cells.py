@@ -9,7 +9,6 @@ notebook after every cell, so a crash keeps everything up to the failing cell.
 from __future__ import annotations
 
 import json
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,6 @@ def make_shell() -> Any:
     # forked steps must not share one SQLite file and its writer thread
     config.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=config, colors="nocolor")
-    if shell.display_formatter is not None:
-        shell.display_formatter.active_types = ["text/plain", "text/html", "image/png"]
     # `%matplotlib inline` asks for a GUI event loop, which a shell without a kernel lacks;
     # the inline back end needs none: figures arrive as display data, as in Jupyter
     shell.enable_gui = lambda gui=None: None  # type: ignore[method-assign]
@@ -41,7 +38,10 @@ def _injected_cell(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_notebook(doc: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """The notebook as papermill would run it: parameters injected after the parameters cell."""
+    """The notebook as papermill would run it: parameters injected after the parameters cell
+    (none when there are no parameters, as papermill does)."""
+    if not parameters:
+        return doc
     cells = list(doc["cells"])
     at = next((i + 1 for i, c in enumerate(cells)
                if "parameters" in c.get("metadata", {}).get("tags", [])), 0)
@@ -53,44 +53,29 @@ def write_notebook(path: Path, doc: dict[str, Any]) -> None:
     atomic.write_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
-def _outputs(captured: Any, result: Any) -> list[dict[str, Any]]:
-    outs: list[dict[str, Any]] = []
-    if captured.stdout:
-        outs.append({"output_type": "stream", "name": "stdout", "text": captured.stdout})
-    if captured.stderr:
-        outs.append({"output_type": "stream", "name": "stderr", "text": captured.stderr})
-    for rich in captured.outputs:
-        outs.append({"output_type": "display_data", "data": dict(rich.data),
-                     "metadata": dict(rich.metadata or {})})
-    if result is not None and result.result is not None:
-        outs.append({"output_type": "execute_result", "execution_count": None,
-                     "data": {"text/plain": repr(result.result)}, "metadata": {}})
-    return outs
-
-
 def run_cells(shell: Any, doc: dict[str, Any], executed: Path) -> bool:
-    """Run every code cell in `shell`; write the executed notebook after each; False on error."""
-    from IPython.utils.capture import capture_output
+    """Run every code cell in `shell` as a kernel would (see kernelio); write the executed
+    notebook after each; False on error."""
+    from mlops_nb.execute import kernelio
 
+    sink = kernelio.install(shell)
+    # as in Jupyter and papermill: `if __name__ == '__main__':` cells run, and Python's
+    # default filters show DeprecationWarnings raised by the step's own code
+    shell.user_ns["__name__"] = "__main__"
     count = 0
     for cell in doc["cells"]:
         if cell.get("cell_type") != "code":
             continue
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         count += 1
-        with capture_output(display=True) as captured:
+        sink.start(count)
+        with kernelio.capturing(sink):
             result = shell.run_cell(source, store_history=False, silent=False)
         cell["execution_count"] = count
-        cell["outputs"] = _outputs(captured, result)
-        err = result.error_before_exec or result.error_in_exec
-        if err is not None:
-            cell["outputs"].append({
-                "output_type": "error", "ename": type(err).__name__, "evalue": str(err),
-                "traceback": traceback.format_exception(type(err), err, err.__traceback__),
-            })
-            write_notebook(executed, doc)
-            return False
+        cell["outputs"] = sink.items
         write_notebook(executed, doc)
+        if result.error_before_exec is not None or result.error_in_exec is not None:
+            return False
     return True
 
 
@@ -106,17 +91,29 @@ def mark_executed(executed: Path, status: str) -> None:
     write_notebook(executed, doc)
 
 
-def failure_of(executed: Path, source_notebook: str) -> tuple[str, str]:
-    """(where and what, exception class name) of the error an executed notebook recorded."""
+def failure_of(executed: Path, source_notebook: str) -> tuple[str, str, str]:
+    """(where and what, exception class name, the cell's traceback) of the error an executed
+    notebook recorded. The cell is named by its number in the source notebook and by its first
+    line, which is what JupyterLab shows (it numbers no cells)."""
+    import re
+
     try:
         doc = json.loads(executed.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return "", ""
+        return "", "", ""
     for cell in doc.get("cells", []):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 src = cell.get("metadata", {}).get("mlops_nb", {}).get("source_cell")
                 err = f"{out.get('ename')}: {out.get('evalue')}"
-                where = f"{source_notebook} cell {src}" if src else "generated code of the step"
-                return f"{where}: {err}", str(out.get("ename", ""))
-    return "", ""
+                where = "generated code of the step"
+                if src:
+                    text = cell.get("source", "")
+                    text = "".join(text) if isinstance(text, list) else text
+                    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+                    first = first if len(first) <= 60 else first[:57] + "..."
+                    where = f"{source_notebook} cell {src} (`{first}`)"
+                tb = "\n".join(out.get("traceback", []))
+                tb = re.sub(r"\x1b\[[0-9;]*m", "", tb)  # a kernel's traceback has colours
+                return f"{where}: {err}", str(out.get("ename", "")), tb
+    return "", "", ""

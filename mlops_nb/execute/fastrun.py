@@ -198,8 +198,9 @@ def _exit_of(status: int) -> tuple[int, int]:
 
 def step_error(step: str, executed: Path, source_notebook: str, rel: str) -> StepFailed:
     """The failure of a step whose cell raised; a guard's error keeps its own exit code."""
-    where, ename = failure_of(executed, source_notebook)
+    where, ename, cell_tb = failure_of(executed, source_notebook)
     err = StepFailed(step, where or "a cell raised", rel)
+    err.cell_traceback = cell_tb
     err.exit_code = exit_code_of(ename) or err.exit_code
     return err
 

@@ -31,6 +31,17 @@ def run_step(product, step, digest, parameters=None, upstream=None):
     _run(product, step, parameters)
 
 
+def check_compiled(dag):
+    """pipeline.yaml's on_render hook: `ploomber build` and `ploomber status` stop when a
+    notebook changed and the step notebooks do not show it yet (see compile/fresh.py)."""
+    from mlops_nb.compile.fresh import ensure_fresh
+    from mlops_nb.project import find_root
+
+    task = next(iter(dag.values()))
+    ensure_fresh(find_root(Path(str(task.product["nb"])).resolve().parent),
+                 then="run `ploomber build` again")
+
+
 # run_step is two short lines with no annotations on purpose: to decide what is outdated,
 # Ploomber normalizes a task's source with autopep8 twice per product, 0.2 s a time for a
 # 40-line function (4.7 s of a no-op `ploomber build` of 4 steps), 0.01 s for this one.
@@ -38,6 +49,7 @@ def run_step(product, step, digest, parameters=None, upstream=None):
 
 
 def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
+    from mlops_nb.compile.fresh import ensure_fresh
     from mlops_nb.compile.record import check_hand_edits
     from mlops_nb.errors import Interrupted, MlopsNbError
     from mlops_nb.execute.exiting import skip_final_collection
@@ -52,6 +64,7 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
         root = find_root()
     with run_lock(Layout(root).state, f"ploomber task {step}"), dvc_lock(root):
         check_hand_edits(root, [f"steps/{step}.ipynb"])
+        ensure_fresh(root, then="run `ploomber build` again")
         code, message = _hand_over_or_run(root, step, parameters)
     if code == 130:
         raise Interrupted(f"step '{step}' was interrupted")

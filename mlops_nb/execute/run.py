@@ -1,7 +1,8 @@
-"""`mlops-nb run` and `mlops-nb status`: execute the compiled pipeline, skipping what is done.
+"""`mlops-nb run`: execute the compiled pipeline, skipping what is done.
 
 What "done" means (fingerprints, outputs intact, the records of each step) is state.py's;
-this module orders the steps, runs those not up to date and records them there.
+this module orders the steps, runs those not up to date and records them there (every step
+writes its own done marker when it ends; status.py reports).
 """
 
 from __future__ import annotations
@@ -16,16 +17,27 @@ from typing import TYPE_CHECKING
 
 from mlops_nb import compile as compile_mod
 from mlops_nb.errors import MlopsNbError, UsageError
+from mlops_nb.execute.hashes import Hashes
 from mlops_nb.execute.state import (
     fingerprint,
     load_state,
+    marker,
     outputs_intact,
-    outputs_record,
+    record_done,
     record_failure,
     recorded,
     save_state,
     step_meta,
     step_parameters,
+)
+from mlops_nb.execute.status import (  # noqa: F401 - where callers found them before
+    CHANGED,
+    FAILED,
+    NEVER_RUN,
+    STALE,
+    UP_TO_DATE,
+    StepStatus,
+    statuses,
 )
 from mlops_nb.execute.step import execute_step
 from mlops_nb.pipeline.spec import PipelineSpec, StepSpec
@@ -33,33 +45,6 @@ from mlops_nb.project import Layout
 
 if TYPE_CHECKING:
     from mlops_nb.execute.fastrun import WarmRunner
-
-UP_TO_DATE, CHANGED, NEVER_RUN = "up to date", "changed", "never run"
-
-
-@dataclass(frozen=True)
-class StepStatus:
-    step: str
-    status: str
-    reason: str = ""
-
-
-def statuses(root: Path, spec: PipelineSpec) -> list[StepStatus]:
-    layout = Layout(root)
-    state = load_state(layout).get("steps", {})
-    out = []
-    for step in spec.steps:
-        rec = recorded(layout, state, step.name)
-        if rec is None:
-            out.append(StepStatus(step.name, NEVER_RUN))
-        elif not outputs_intact(layout, step, rec.get("outputs", {})):
-            out.append(StepStatus(step.name, CHANGED, "outputs missing or changed"))
-        elif rec.get("fingerprint") != fingerprint(layout, step, spec):
-            out.append(StepStatus(step.name, CHANGED, "code, parameters or inputs changed"))
-        else:
-            out.append(StepStatus(step.name, UP_TO_DATE))
-    return out
-
 
 def select(spec: PipelineSpec, names: list[str] | None) -> list[StepSpec]:
     """The named steps and every step they need, in pipeline order."""
@@ -165,11 +150,12 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     ran, skipped = [], []
     with ExitStack() as scope:
         executor = _Executor(root, engine, timeout, scope)
+        hashes = Hashes(root)
         for step in select(spec, names):
             rec = recorded(layout, steps_state, step.name)
-            fp = fingerprint(layout, step, spec)
+            fp = fingerprint(layout, step, spec, hashes)
             fresh = (not force and rec is not None and rec.get("fingerprint") == fp
-                     and outputs_intact(layout, step, rec.get("outputs", {})))
+                     and outputs_intact(layout, step, rec.get("outputs", {}), hashes))
             if fresh:
                 skipped.append(step.name)
                 if on_step:
@@ -186,10 +172,12 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
                     on_step(step.name, "failed")
                 record_failure(root, step.name, exc)
                 raise
-            steps_state[step.name] = {"fingerprint": fp, "outputs": outputs_record(layout, step),
-                                      "seconds": round(seconds, 3)}
+            if marker(layout, step.name) is None:  # the step's own end writes it
+                record_done(root, step.name)
+            steps_state[step.name] = {"seconds": round(seconds, 3)}
             save_state(layout, state)
             ran.append(step.name)
             if on_step:
                 on_step(step.name, "done")
+        hashes.save()
     return RunResult(tuple(ran), tuple(skipped))

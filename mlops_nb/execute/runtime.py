@@ -49,8 +49,9 @@ def _root(step: str) -> Path:
     )
 
 
-def begin(step: str, notebook_dir: str) -> Path:
-    """Enter the source notebook's folder and remember the step; returns the project root."""
+def begin(step: str, notebook_dir: str) -> None:
+    """Enter the source notebook's folder and remember the step (it returns nothing: the set-up
+    cell of an executed notebook shows no output)."""
     root = _root(step)
     _context.clear()
     _context.update(step=step, root=root)
@@ -62,7 +63,6 @@ def begin(step: str, notebook_dir: str) -> Path:
     # as in Jupyter, modules beside the notebook are importable (`import helpers`)
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-    return root
 
 
 def clear_outputs(layout: Layout, step: str) -> None:
@@ -184,12 +184,7 @@ def save(step: str, values: dict[str, Any]) -> None:
 
 
 def end(step: str) -> None:
-    """Mark the step done for `mlops-nb status`, whichever tool ran it (DVC, Ploomber).
-
-    `mlops-nb run` records its own state, so its fast path skips this.
-    """
-    if os.environ.get("MLOPS_NB_RUNNER") == "fast":
-        return
+    """Mark the step done, whichever tool ran it (mlops-nb, DVC, Ploomber)."""
     from mlops_nb.execute.state import record_done
 
     record_done(_step_root("end"), step, dict(_ran_with) or None)

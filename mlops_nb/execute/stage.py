@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.compile.fresh import ensure_fresh
 from mlops_nb.compile.record import check_hand_edits
 from mlops_nb.errors import MlopsNbError, UsageError
 from mlops_nb.execute.lock import held_by_parent, run_lock
@@ -45,6 +46,7 @@ def _stage(root: Path, step: str) -> int | None:
     """Run the step as a DVC stage does (in the warm worker if it can): the worker's exit
     code, None when it ran here."""
     check_hand_edits(root, [f"steps/{step}.ipynb"])
+    ensure_fresh(root, then="run `dvc repro` again")
     try:
         from mlops_nb.execute import worker
 
@@ -62,8 +64,10 @@ def _stage(root: Path, step: str) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m mlops_nb.step STEP", file=sys.stderr)
+        print("usage: python -m mlops_nb.step STEP | --check-compiled", file=sys.stderr)
         return 2
+    if args[0] == "--check-compiled":
+        return _check_compiled()
     from mlops_nb.execute import watchdog
     from mlops_nb.execute.exiting import skip_final_collection
 
@@ -79,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
                 return code
     except KeyboardInterrupt:
         return 130
+    except MlopsNbError as exc:
+        print(f"mlops-nb: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _check_compiled() -> int:
+    """DVC's first stage: fail when a notebook changed and the step notebooks do not show it."""
+    try:
+        ensure_fresh(find_root(), then="run `dvc repro` again")
     except MlopsNbError as exc:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         return exc.exit_code

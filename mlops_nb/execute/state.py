@@ -1,10 +1,12 @@
 """What is known of a step's last run: its fingerprint, the records of success and failure.
 
 A step is up to date when its fingerprint (step notebook text, parameter values, the hashes
-of its inputs and data files) equals the one recorded when it last succeeded and its outputs
-are still as it wrote them. `mlops-nb run` keeps its records in .mlops_nb/state.json, written
-atomically after each successful step, never for a failed one; a step that DVC or Ploomber ran
-leaves a done marker in its outputs folder (record_done). Every runner imports this module;
+of its inputs and data files, its order-only upstreams' fingerprints: content only, never
+times) equals the one its done marker recorded when it last succeeded, whichever runner ran
+it, and its outputs are still as it wrote them. The marker (outputs/STEP/.mlops_nb-done.json)
+is a DVC output, so `dvc checkout` and DVC's run-cache bring back the marker of the outputs
+they bring back; a failed step has none. .mlops_nb/state.json keeps each step's last duration
+(and, from older versions, records that the marker replaces). Every runner imports this module;
 it imports no runner, so the execution core has no import circle.
 """
 
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_nb.artifacts import atomic, read_meta
 from mlops_nb.errors import ArtifactError, Interrupted, UsageError
+from mlops_nb.execute.hashes import Hashes
 from mlops_nb.pipeline import params as params_mod
-from mlops_nb.project import PARAMS, Layout
+from mlops_nb.project import PARAMS, Layout, rel_done
 
 if TYPE_CHECKING:
     from mlops_nb.pipeline.spec import PipelineSpec, StepSpec
@@ -70,102 +73,122 @@ def save_state(layout: Layout, state: dict[str, Any]) -> None:
     atomic.write_text(path, json.dumps(state, indent=1, sort_keys=True))
 
 
-def _file_digest(path: Path) -> str:
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            st = f.stat()
-            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()
-    if not path.exists():
-        return "missing"
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec,
+                hashes: Hashes | None = None) -> str:
+    return parts_digest(parts_of(layout, step.name, spec.fingerprint_plan(step.name),
+                                hashes=hashes))
 
 
-def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str:
-    return _fingerprint(layout, step.name, spec.fingerprint_plan(step.name))
-
-
-def _fingerprint(layout: Layout, name: str, plan: dict[str, list],
-                 parameters: dict[str, Any] | None = None) -> str:
-    """`parameters`: the values the step ran with, when not params.yaml's (a Ploomber
-    `--env--` override); a step run so is then "changed" until it runs with params.yaml's."""
-    h = hashlib.sha256()
-    h.update(layout.step_notebook(name).read_bytes())
+def parts_of(layout: Layout, name: str, plan: dict[str, list],
+           parameters: dict[str, Any] | None = None, hashes: Hashes | None = None
+           ) -> dict[str, Any]:
+    """What a step's result depends on, each part by content: its notebook, its parameter
+    values, its inputs' and data files' hashes, and the fingerprints of its order-only
+    upstream steps. `parameters`: the values the step ran with, when not params.yaml's (a
+    Ploomber `--env--` override); a step run so is then "changed" until it runs with
+    params.yaml's."""
+    hashes = hashes or Hashes(layout.root)
     if parameters is None:
         parameters = step_parameters(layout, step_meta(layout, name))
-    h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    inputs = {}
     for producer, art in plan["inputs"]:
         try:
-            h.update(read_meta(layout.output(producer, art))["sha256"].encode())
+            inputs[f"{producer}/{art}"] = read_meta(layout.output(producer, art))["sha256"]
         except ArtifactError:
-            h.update(b"missing")
-    for dep in plan["data_deps"]:
-        h.update(f"{dep}={_file_digest(layout.root / dep)}".encode())
+            inputs[f"{producer}/{art}"] = "missing"
+    after = {}
     for u in plan["after"]:  # order-only edges (prev:, files): rerun when the upstream reran
-        # (data edges are covered by the input hashes above, as in DVC)
-        h.update(str(layout.executed(u).stat().st_mtime_ns if layout.executed(u).exists()
-                     else 0).encode())
-    return h.hexdigest()
+        done = marker(layout, u)  # with other inputs (data edges: the input hashes)
+        after[u] = done.get("fingerprint", "none") if done else "none"
+    return {"code": hashlib.sha256(layout.step_notebook(name).read_bytes()).hexdigest(),
+            "params": json.loads(json.dumps(parameters, sort_keys=True, default=str)),
+            "inputs": inputs,
+            "data": {dep: hashes.of_tree(layout.root / dep) for dep in plan["data_deps"]},
+            "after": after}
 
 
-def outputs_record(layout: Layout, step: StepSpec) -> dict[str, str]:
-    return _outputs_of(layout, step.name, step.outputs)
+def parts_digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def _outputs_of(layout: Layout, name: str, outputs: Iterable[str]) -> dict[str, str]:
-    """Each output's recorded hash, with its data file's size and mtime: a cheap check that
-    catches changed bytes without hashing (a load still verifies the full hash)."""
-    rec = {}
-    for var in outputs:
-        folder = layout.output(name, var)
-        meta = read_meta(folder)
-        try:
-            st = (folder / meta["file"]).stat()
-        except OSError:
-            raise ArtifactError(f"output {folder} lost its data file; rerun its step") from None
-        rec[var] = f"{meta['sha256']}:{st.st_size}:{st.st_mtime_ns}"
-    return rec
+    """Each output's hash, as its meta.json records it."""
+    return {var: read_meta(layout.output(name, var))["sha256"] for var in outputs}
 
 
-def outputs_intact(layout: Layout, step: StepSpec, recorded: dict[str, str]) -> bool:
+def outputs_intact(layout: Layout, step: StepSpec, recorded: dict[str, str],
+                    hashes: Hashes) -> bool:
+    """The outputs are those the record names, byte for byte (a data file whose size or
+    mtime changed is hashed again: `dvc checkout` rewrites files with the same bytes)."""
     try:
-        return outputs_record(layout, step) == recorded and layout.executed(step.name).exists()
+        for var in step.outputs:
+            folder = layout.output(step.name, var)
+            meta = read_meta(folder)
+            want = str(recorded.get(var, "")).split(":")[0]
+            if meta["sha256"] != want or hashes.of(folder / meta["file"]) != want:
+                return False
+        return layout.executed(step.name).exists()
     except ArtifactError:
         return False
 
 
-DONE = ".mlops_nb-done.json"
+DONE = Path(rel_done("x")).name
 
 
 def record_done(root: Path, name: str, parameters: dict[str, Any] | None = None) -> None:
-    """Write the step's done marker (its fingerprint and outputs) at the end of a step that
-    DVC or Ploomber ran; a step that fails never gets one (its outputs folder is cleared)."""
+    """Write the step's done marker at the end of a step that succeeded, whichever runner
+    ran it: what it depended on and its outputs' hashes, content only (no times), so the
+    same run gives the same bytes. DVC tracks it as an output, so `dvc checkout` brings
+    back the marker of the outputs it brings back. A failed step never gets one (its
+    outputs folder is cleared when it starts)."""
     try:
         layout = Layout(root)
         meta = step_meta(layout, name)  # compile stored what the fingerprint reads
-        rec = {"fingerprint": _fingerprint(layout, name, meta["fingerprint"], parameters),
+        hashes = Hashes(root)
+        parts = parts_of(layout, name, meta["fingerprint"], parameters, hashes)
+        rec = {"fingerprint": parts_digest(parts), "parts": parts,
                "outputs": _outputs_of(layout, name, meta["outputs"])}
         path = layout.step_outputs(name) / DONE
-        atomic.write_text(path, json.dumps(rec, sort_keys=True))
+        atomic.write_text(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        hashes.save()
     except Exception:  # noqa: BLE001 - a missing marker only means "not known up to date"
         log.warning("could not record step %s as done", name, exc_info=True)
 
 
-def recorded(layout: Layout, state: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """What is known of the step's last success: its done marker, else mlops-nb run's state.
-
-    A marker is the newer record whenever it exists: every runner clears the step's outputs
-    folder, marker included, when the step starts, and only DVC and Ploomber runs write one.
-    """
+def marker(layout: Layout, name: str) -> dict[str, Any] | None:
     try:
         data = json.loads((layout.step_outputs(name) / DONE).read_text())
-        if isinstance(data, dict):
-            return data
+        return data if isinstance(data, dict) else None
     except (OSError, ValueError):
-        pass
-    return dict(state[name]) if name in state else None
+        return None
+
+
+def recorded(layout: Layout, state: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """What is known of the step's last success: its done marker, else (a state of an older
+    version) mlops-nb run's record."""
+    done = marker(layout, name)
+    if done is not None:
+        return done
+    return dict(state[name]) if name in state and "fingerprint" in state[name] else None
+
+
+def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """In words: which parts of a step's fingerprint differ from its last successful run."""
+    if not old:
+        return "code, parameters or inputs changed"
+    said = []
+    if old.get("code") != new["code"]:
+        said.append("code changed")
+    before, now = old.get("params", {}), new["params"]
+    said += [f"parameter {k} {before.get(k)!r} -> {now.get(k)!r}"
+             for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    said += [f"input {k} changed" for k in sorted(new["inputs"])
+             if old.get("inputs", {}).get(k) != new["inputs"][k]]
+    said += [f"data file {k} changed" for k in sorted(new["data"])
+             if old.get("data", {}).get(k) != new["data"][k]]
+    said += [f"{k} ran again" for k in sorted(new["after"])
+             if old.get("after", {}).get(k) != new["after"][k]]
+    return ", ".join(said) or "code, parameters or inputs changed"
 
 
 def record_failure(root: Path, step: str, exc: BaseException) -> None:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_nb.errors import NotebookError
+from mlops_nb.errors import NoStepsError, NotebookError
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
             sections[current].append(cell)
 
     if not step_cells:
-        raise NotebookError(
+        raise NoStepsError(
             display,
             "no pipeline step: tag at least one code cell 'step:<name>' in JupyterLab's"
             " cell-tag editor",

@@ -1,7 +1,9 @@
 """params.yaml: the one source of parameter values, grouped by notebook file stem.
 
-`seed` adds parameters that are missing and never changes a value the user set (round-trip
-YAML keeps comments and order). `read` parses strictly and fails with file, line and column.
+`seed` adds parameters that are missing and merges three ways with what compile seeded last
+time, so a value the user set is never lost and a changed notebook default is never ignored
+(round-trip YAML keeps comments and order). `read` parses strictly and fails with file, line
+and column.
 """
 
 from __future__ import annotations
@@ -81,8 +83,38 @@ def is_empty(text: str) -> bool:
     return _yaml().load(text) is None
 
 
-def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]]) -> str | None:
-    """New params.yaml text with missing defaults added, or None when nothing is missing."""
+def _same(a: Any, b: Any) -> bool:
+    """Equal as YAML values: 100 and 100.0, or 1 and True, differ (ruamel's types and tuples
+    become JSON's)."""
+    import json
+
+    def text(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, default=repr)
+
+    return text(a) == text(b)
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean '{near[0]}'?)" if near else f" (declared: {', '.join(known)})"
+
+
+def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]],
+         base: dict[str, dict[str, str]] | None = None, notes: list[str] | None = None
+         ) -> str | None:
+    """New params.yaml text, or None when nothing changes.
+
+    A three-way merge per parameter between the notebook's literal, params.yaml's value and
+    `base`, what compile seeded last time (literal sources; absent when unknown): a missing
+    value is added; the notebook changed and params.yaml not -> the notebook's value, noted;
+    params.yaml changed and the notebook not -> kept; both changed -> params.yaml's is kept,
+    noted with both values. A key of a notebook's group that the notebook does not declare is
+    noted with the nearest declared name. `notes` collects those messages.
+    """
+    notes = notes if notes is not None else []
+    base = base or {}
     y = _yaml()
     from ruamel.yaml.comments import CommentedMap
 
@@ -101,11 +133,34 @@ def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]]) -> str 
             changed = True
         if not isinstance(section, dict):
             raise ConfigError("params.yaml", f"'{group}' must be a mapping of parameters")
+        declared = [name for name, _ in params]
         for name, literal in params:
+            value = ast.literal_eval(literal)
+            value = list(value) if isinstance(value, tuple) else value
             if name not in section:
-                value = ast.literal_eval(literal)
-                section[name] = list(value) if isinstance(value, tuple) else value
+                section[name] = value
                 changed = True
+                continue
+            current = section[name]
+            if _same(current, value):
+                continue
+            key = f"{group}.{name}"
+            before = base.get(group, {}).get(name)
+            old = ast.literal_eval(before) if before is not None else None
+            if before is not None and _same(current, old):
+                section[name] = value
+                changed = True
+                notes.append(f"params.yaml: {key} = {value!r}: the notebook's new value"
+                             f" (was {current!r})")
+            elif before is not None and _same(value, old):
+                continue  # changed in params.yaml only: the user's value stays
+            else:
+                notes.append(f"params.yaml: {key} keeps {current!r}, but the notebook now"
+                             f" says {value!r}; change one of them so they agree")
+        for name in section:
+            if name not in declared:
+                notes.append(f"params.yaml: {group}.{name} is not a parameter of notebook"
+                             f" '{group}'{_nearest(str(name), declared)}")
     if not changed:
         return None
     buf = io.StringIO()

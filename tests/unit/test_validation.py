@@ -42,7 +42,7 @@ def kinds(anomalies):
 
 
 def test_infer_types_nulls_ranges_domains(frame):
-    s = schema_mod.infer(frame)
+    s = schema_mod.infer(frame, ranges=True)
     cols = {c.name: c for c in s.columns}
     assert [c.name for c in s.columns] == list(frame.columns)
     assert (cols["age"].type, cols["age"].min, cols["age"].max) == ("int", 20, 80)
@@ -56,7 +56,8 @@ def test_infer_types_nulls_ranges_domains(frame):
     assert cols["empty"].nullable and cols["empty"].min is None
     stats = s.statistics
     assert stats["rows"] == 5 and stats["columns"]["age"] == {
-        "nulls": 0, "distinct": 5, "mean": 50.0, "std": pytest.approx(23.717082)}
+        "nulls": 0, "distinct": 5, "mean": 50.0, "std": pytest.approx(23.717082),
+        "min": 20, "max": 80}
     assert stats["columns"]["empty"] == {"nulls": 5, "distinct": 0}
 
 
@@ -74,7 +75,7 @@ def test_conforming_data_has_no_anomaly(frame):
 
 
 def test_every_anomaly_is_listed_not_only_the_first(frame):
-    s = schema_mod.infer(frame, min_rows=10)
+    s = schema_mod.infer(frame, min_rows=10, ranges=True)
     bad = frame.drop(columns=["height"]).assign(
         age=[20, 35, 50, 65, 99], colour=["red", "purple", "blue", "red", None],
         extra=1)
@@ -100,7 +101,7 @@ def test_int_column_with_nulls_reports_nulls_not_type(frame):
 
 
 def test_constant_column_rejects_another_value(frame):
-    s = schema_mod.infer(frame)
+    s = schema_mod.infer(frame, ranges=True)
     found = schema_mod.validate(frame.assign(const=[7.0, 7.0, 7.0, 7.0, 8.0]), s)
     assert kinds(found) == [("out_of_range", "const")]
 
@@ -121,7 +122,7 @@ def test_a_million_rows_counts_exactly():
     rng = np.random.default_rng(0)
     big = pd.DataFrame({"x": rng.uniform(0, 1, 1_000_000),
                         "c": rng.choice(["a", "b"], 1_000_000)})
-    s = schema_mod.infer(big)
+    s = schema_mod.infer(big, ranges=True)
     bad = big.copy()
     bad.loc[:9, "x"] = 5.0
     bad.loc[10:12, "c"] = "z"
@@ -197,3 +198,17 @@ def test_guard_accepts_arrays_and_series_and_rejects_scalars(outside_step):
     assert guards.validate_data(pd.Series([1, 2], name="s"), schema=None)["status"] == "pass"
     with pytest.raises(UsageError, match="must be a table"):
         guards.validate_data(3, schema=None)
+
+
+def test_a_schema_inferred_from_the_training_split_accepts_the_test_split():
+    """Ranges are opt-in (as in TFDV): a split's extremes bound nothing (issue 11, item 15)."""
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import train_test_split
+
+    frame = load_wine(as_frame=True).frame
+    train, test = train_test_split(frame, test_size=0.3, random_state=0)
+    s = schema_mod.infer(train)
+    assert all(c.min is None and c.max is None for c in s.columns)
+    assert [a for a in schema_mod.validate(test, s) if a.kind != "unseen_category"] == []
+    assert s.statistics["columns"]["alcohol"]["max"] == float(train["alcohol"].max())
+    assert schema_mod.validate(test, schema_mod.infer(train, ranges=True)) != []

@@ -1,9 +1,9 @@
 """Infer a data schema from a DataFrame, store it as YAML, and list every anomaly against it.
 
 A schema is plain frozen data: per column a type (int, float, bool, category, string,
-datetime), whether nulls are allowed, a numeric range and a categorical domain; plus the least
-number of rows. The YAML file is meant to be read, edited and committed by people, so it keeps
-a fixed field order. Validation never stops at the first problem: it lists them all.
+datetime), whether nulls are allowed, a categorical domain and (opt-in) a numeric range; plus
+the least number of rows. The YAML file is meant to be read, edited and committed by people,
+so it keeps a fixed field order. Validation never stops at the first problem: it lists them all.
 """
 
 from __future__ import annotations
@@ -106,12 +106,19 @@ def statistics(frame: Any) -> dict[str, Any]:
         if pt.is_numeric_dtype(s.dtype) and not pt.is_bool_dtype(s.dtype) and s.notna().any():
             entry["mean"] = _plain(round(float(s.mean()), 6))
             entry["std"] = _plain(round(float(s.std()), 6)) if s.notna().sum() > 1 else 0.0
+            entry["min"], entry["max"] = _plain(s.min()), _plain(s.max())
         per[str(name)] = entry
     return {"rows": len(frame), "columns": per}
 
 
-def infer(frame: Any, *, min_rows: int = 1, max_categories: int = MAX_CATEGORIES) -> Schema:
-    """The schema that `frame` satisfies: its types, nulls, ranges and domains."""
+def infer(frame: Any, *, min_rows: int = 1, max_categories: int = MAX_CATEGORIES,
+          ranges: bool = False) -> Schema:
+    """The schema that `frame` satisfies: its types, nulls and categorical domains.
+
+    Numeric ranges are limits only with `ranges=True` (as in TFDV, they are opt-in): the
+    extremes of a training split are no bound on the test split of the same data, and drift is
+    what watches distributions. The observed min and max are kept in the statistics.
+    """
     cols = []
     for name in frame.columns:
         s = frame[name]
@@ -121,7 +128,7 @@ def infer(frame: Any, *, min_rows: int = 1, max_categories: int = MAX_CATEGORIES
         nullable = bool(s.isna().any())
         lo = hi = None
         values = None
-        if kind in ("int", "float") and s.notna().any():
+        if ranges and kind in ("int", "float") and s.notna().any():
             lo, hi = _plain(s.min()), _plain(s.max())
         elif kind in ("category", "bool"):
             values = tuple(sorted((_plain(v) for v in s.dropna().unique()), key=str))

@@ -1,0 +1,85 @@
+"""Edits to the source notebook are never silently ignored, by any runner (issue 11, items 1-3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli, git_project, make_nb, sh
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(root: Path, b_source: str = "y = x + 1\nprint('y is', y)") -> Path:
+    return make_nb(root / "notebooks/tiny.ipynb", [
+        (["pipeline-parameters"], "N = 3"),
+        (["step:a"], "x = N * 2"),
+        (["step:b"], b_source),
+    ])
+
+
+def printed(root: Path, step: str) -> str:
+    doc = json.loads((root / f"outputs/{step}/{step}.ipynb").read_text())
+    return "".join("".join(o.get("text", "")) for c in doc["cells"] for o in c.get("outputs", []))
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    root = tmp_path / "tiny"
+    root.mkdir()
+    tiny(root)
+    git_project(root)
+    cli(["compile"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "compiled"], root)
+    return root
+
+
+def test_dvc_repro_refuses_a_step_stale_against_its_notebook(tiny_project):
+    root = tiny_project
+    sh(["dvc", "repro"], root)
+    assert "y is 7" in printed(root, "b")
+    tiny(root, "y = x + 100\nprint('y is', y)")
+    res = sh(["dvc", "repro"], root, check=False)
+    assert res.returncode != 0
+    assert "notebooks/tiny.ipynb changed" in res.stderr + res.stdout
+    assert "mlops-nb compile" in res.stderr + res.stdout
+    assert "y is 7" in printed(root, "b")
+    # a stage run on its own (-s) refuses too: DVC removed its outputs, nothing wrote them
+    res = sh(["dvc", "repro", "-s", "-f", "b"], root, check=False)
+    assert res.returncode != 0 and "mlops-nb compile" in res.stderr + res.stdout
+    assert not (root / "outputs/b/b.ipynb").exists()
+    cli(["compile"], root)
+    sh(["dvc", "repro"], root)
+    assert "y is 106" in printed(root, "b")
+
+
+def test_ploomber_build_and_status_refuse_a_stale_step(tiny_project):
+    root = tiny_project
+    sh(["ploomber", "build"], root)
+    tiny(root, "y = x + 100\nprint('y is', y)")
+    for cmd in (["ploomber", "build"], ["ploomber", "status"]):
+        res = sh(cmd, root, check=False)
+        assert res.returncode != 0, cmd
+        assert "notebooks/tiny.ipynb changed" in res.stderr + res.stdout, cmd
+    status = cli(["status"], root).stdout
+    assert "b  stale: recompile" in status and "a  stale: recompile" not in status
+    cli(["compile"], root)
+    sh(["ploomber", "build"], root)
+    assert "y is 106" in printed(root, "b")
+
+
+def test_a_save_that_changes_no_step_runs_nothing(tiny_project):
+    root = tiny_project
+    sh(["dvc", "repro"], root)
+    nb = root / "notebooks/tiny.ipynb"
+    doc = json.loads(nb.read_text())
+    doc["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "hi\n"}]
+    doc["cells"][1]["execution_count"] = 4
+    nb.write_text(json.dumps(doc))
+    res = sh(["dvc", "repro"], root)
+    assert "Running stage 'a'" not in res.stdout and "Running stage 'b'" not in res.stdout
+    sh(["ploomber", "build"], root)
+    assert "up to date" in cli(["status"], root).stdout
