@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_nb.artifacts import atomic
+from mlops_nb.compile.helpers import functions_by_step
 from mlops_nb.compile.notebooks import GENERATED_BY, render_step
 from mlops_nb.compile.record import (
     check_hand_edits,
@@ -90,8 +91,10 @@ def render_with_notes(root: Path, paths: list[str] | None = None
         raise untagged[0]
     spec = build_spec(parsed, root)
     files: dict[str, str] = {}
+    functions = functions_by_step(spec)
     for step in spec.steps:
-        files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook), spec)
+        files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook), spec,
+                                                         functions[step.name])
     files[PIPELINE] = render_ploomber(
         spec, {s.name: files[f"{STEPS}/{s.name}.ipynb"] for s in spec.steps})
     files[DVC_YAML] = render_dvc(spec)

@@ -55,7 +55,11 @@ def _load_lines(step: StepSpec, spec: PipelineSpec, copied: set[str]) -> list[st
     return lines
 
 
-def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
+def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec,
+                functions: str | None = None) -> str:
+    """The step notebook's JSON text; `functions`: the step's share of the functions cell
+    (helpers.functions_by_step), the whole cell when None."""
+    functions = nb.functions if functions is None else functions
     params = dict(nb.params)
     param_lines = "".join(f"{p} = {params[p]}\n" for p in step.params)
     cells = [
@@ -71,8 +75,8 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec) -> str:
     ]
     if nb.imports.strip():
         cells.append(_cell(nb.imports, role="imports"))
-    if nb.functions.strip():
-        cells.append(_cell(nb.functions))
+    if functions.strip():
+        cells.append(_cell(functions))
     # definitions first (unpickling may need a class or function by name), then the inputs,
     # then the defs whose default arguments read an input; loaded lambdas get this step's
     # globals, so they read them when called

@@ -83,3 +83,35 @@ def test_a_save_that_changes_no_step_runs_nothing(tiny_project):
     assert "Running stage 'a'" not in res.stdout and "Running stage 'b'" not in res.stdout
     sh(["ploomber", "build"], root)
     assert "up to date" in cli(["status"], root).stdout
+
+
+def helpers(root: Path, h_body: str = "return v + 1") -> Path:
+    return make_nb(root / "notebooks/helpers.ipynb", [
+        (["functions"], "def f(v):\n    return v * 2\n\n\ndef h(v):\n    " + h_body
+                        + "\n\n\ndef g(v):\n    return h(v) * 10"),
+        (["step:a"], "x = f(1)"),
+        (["step:b"], "y = g(2)\nprint('y is', y)"),
+        (["step:c"], "z = x + 1"),
+    ])
+
+
+def test_editing_one_helper_reruns_only_the_steps_that_use_it(tmp_path):
+    root = tmp_path / "helpers"
+    root.mkdir()
+    helpers(root)
+    git_project(root)
+    cli(["run"], root)
+    assert "y is 30" in printed(root, "b")
+    helpers(root, "return v + 2")  # h: used by b through g only
+    out = cli(["run"], root).stdout
+    assert "b: done" in out
+    assert "a: up to date" in out and "c: up to date" in out
+    assert "y is 40" in printed(root, "b")
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "x"], root)
+    sh(["dvc", "repro"], root)
+    helpers(root, "return v + 3")
+    cli(["compile"], root)
+    res = sh(["dvc", "repro"], root)
+    assert "Running stage 'b'" in res.stdout
+    assert "Running stage 'a'" not in res.stdout and "Running stage 'c'" not in res.stdout
