@@ -91,10 +91,16 @@ def mark_executed(executed: Path, status: str) -> None:
     write_notebook(executed, doc)
 
 
-def failure_of(executed: Path, source_notebook: str) -> tuple[str, str, str]:
-    """(where and what, exception class name, the cell's traceback) of the error an executed
-    notebook recorded. The cell is named by its number in the source notebook and by its first
-    line, which is what JupyterLab shows (it numbers no cells)."""
+def failure_of(executed: Path, source_notebook: str) -> tuple[str, str]:
+    """(where and what, exception class name) of the error an executed notebook recorded. The
+    cell is named by its number in the source notebook and by its first line, which is what
+    JupyterLab shows (it numbers no cells)."""
+    where, ename, _ = failure_details(executed, source_notebook)
+    return where, ename
+
+
+def failure_details(executed: Path, source_notebook: str) -> tuple[str, str, str]:
+    """failure_of(), plus the failing cell's own traceback (what `-v` shows)."""
     import re
 
     try:

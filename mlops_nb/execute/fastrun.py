@@ -31,7 +31,7 @@ from mlops_nb.errors import (
     exit_code_of,
 )
 from mlops_nb.execute.cells import (
-    failure_of,
+    failure_details,
     make_shell,
     mark_executed,
     prepare_notebook,
@@ -198,7 +198,7 @@ def _exit_of(status: int) -> tuple[int, int]:
 
 def step_error(step: str, executed: Path, source_notebook: str, rel: str) -> StepFailed:
     """The failure of a step whose cell raised; a guard's error keeps its own exit code."""
-    where, ename, cell_tb = failure_of(executed, source_notebook)
+    where, ename, cell_tb = failure_details(executed, source_notebook)
     err = StepFailed(step, where or "a cell raised", rel)
     err.cell_traceback = cell_tb
     err.exit_code = exit_code_of(ename) or err.exit_code

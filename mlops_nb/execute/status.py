@@ -41,7 +41,7 @@ def _failure(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str | None:
 
     if not layout.executed(step.name).exists():
         return None
-    where, _, _ = failure_of(layout.executed(step.name), step.notebook)
+    where, _ = failure_of(layout.executed(step.name), step.notebook)
     return where or None
 
 
