@@ -171,12 +171,14 @@ def test_failing_step_stops_downstream_and_leaves_no_output(project):
     git_project(project)
     res = cli(["run"], project, check=False)
     assert res.returncode == 5
-    assert "step 'boom' failed: notebooks/fail.ipynb cell 2: ValueError: bad data" in res.stderr
+    assert ("step 'boom' failed: notebooks/fail.ipynb cell 2 (`y = x + 1`): ValueError: bad"
+            " data") in res.stderr
     assert "outputs/boom/boom.ipynb" in res.stderr
     assert not (project / "outputs/boom/y").exists()
     assert not (project / "outputs/after").exists()
     assert "boom: failed" in res.stdout
     status = cli(["status"], project).stdout
-    assert "boom   never run" in status
+    assert "boom   failed (notebooks/fail.ipynb cell 2 (`y = x + 1`): ValueError" in status
+    assert "after  never run" in status
     res = sh(["dvc", "repro"], project, check=False)
     assert res.returncode != 0 and not (project / "outputs/boom/y").exists()
