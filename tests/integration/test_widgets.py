@@ -9,6 +9,7 @@ queued one.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,15 @@ CELLS = [
     (["step:side"], "side = len(data) if FLAG else 0"),
     (["pipeline-metrics"], "print(score)"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def short_lived_workers() -> Iterator[None]:
+    """The views start tools with this process's environment: warm workers that DVC stages
+    start must go away soon after the module, as those of conftest.tool_env do."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_NB_WORKER_IDLE", "30")
+        yield
 
 
 @pytest.fixture(scope="module")
