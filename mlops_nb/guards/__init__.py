@@ -121,6 +121,9 @@ def validate_data(data: Any, *, schema: str | Path | Any = None, reference: Any 
         v.drift_mod.from_mapping(drift, "drift=")
     report = v.check(data, schema=schema_obj, schema_path=schema_path, reference=reference,
                      drift=cfg, warn_only=warn_only, name=name)
+    # the schema itself travels with the report, so a later step (promote_if_better, which
+    # keeps it with the model for serving) needs no access to the file
+    report["schema_definition"] = v.schema_mod.to_dict(schema_obj) if schema_obj else None
     root, step = _step_context()
     folder = Path(report_dir) if report_dir else (
         Layout(root).step_outputs(step) if step else Path.cwd())
@@ -277,6 +280,8 @@ def _input_schema(schema: Any, data_report: dict[str, Any] | None, features: Any
     from mlops_nb.guards.validation import schema as schema_mod
 
     if schema is None and data_report is not None:
+        if data_report.get("schema_definition"):
+            return schema_mod.from_dict(data_report["schema_definition"], "the data report")
         schema = data_report.get("schema")
     if isinstance(schema, (str, Path)):
         return schema_mod.load(Path(schema))
