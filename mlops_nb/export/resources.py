@@ -23,6 +23,7 @@ LIMIT = re.compile(rf"^limit:({_KEY}):([a-zA-Z0-9_.]+)$")
 LABEL = re.compile(rf"^label:({_KEY}):([a-zA-Z0-9_.\-]+)$")
 ANNOTATION = re.compile(rf"^annotation:({_KEY}):(.+)$")
 IMAGE = re.compile(r"^image:(\S+)$")
+VERTEX_ACCELERATOR = re.compile(r"^[A-Z][A-Z0-9_]+$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?$")
 
 
@@ -68,13 +69,16 @@ def step_resources(root: Path, step: StepSpec) -> StepResources:
                     cpu = value
                 elif key == "memory":
                     memory = value
-                elif "/" in key:  # an extended resource: nvidia.com/gpu, amd.com/gpu...
+                elif "/" in key or VERTEX_ACCELERATOR.match(key):
+                    # Kubernetes' extended resources (nvidia.com/gpu) or Vertex AI's
+                    # accelerator names (NVIDIA_TESLA_T4)
                     if not value.isdigit():
                         raise bad("an accelerator count must be a whole number")
                     accel = (key, int(value))
                 else:
                     raise bad("KFP sets limits for cpu, memory and accelerators"
-                              " (nvidia.com/gpu...) only; remove it or use one of those")
+                              " (nvidia.com/gpu, or Vertex AI's NVIDIA_TESLA_T4...) only;"
+                              " remove it or use one of those")
             elif m := LABEL.match(tag):
                 labels[m.group(1)] = m.group(2)
             elif m := ANNOTATION.match(tag):

@@ -161,3 +161,14 @@ def test_refuses_unknown_resource_and_bad_settings(project):
     assert res.returncode == 2 and "add --local or --submit" in res.stderr
     res = cli(["export", "kfp", "--local", "-S", "r.NOPE=1"], project, check=False)
     assert res.returncode == 2 and "expected GROUP.NAME=VALUE" in res.stderr
+
+
+def test_vertex_accelerator_names_are_accelerators(project):
+    make_nb(project / "notebooks/v.ipynb", [
+        (["step:train", "limit:NVIDIA_TESLA_T4:2"], "x = 1"),
+    ])
+    cli(["export", "kfp"], project)
+    ir = _docs(project / "kfp/pipeline.yaml")[0]
+    accel = ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"][
+        "accelerator"]
+    assert (accel["resourceType"], accel["resourceCount"]) == ("NVIDIA_TESLA_T4", "2")
