@@ -202,6 +202,13 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
             params.append(Param(pname, nb.stem, var, json.dumps(value) if kind == "json"
                                 else value, kind))
     by_var = {(p.group, p.var): p for p in params}
+    # every data file a notebook's steps read by literal path goes to each of its steps: in
+    # the notebook they share one folder, and code may read a file another step named (the
+    # promote guard reads the schema the validate step was given)
+    nb_data: dict[str, list[str]] = {}
+    for step in spec.steps:
+        nb_data.setdefault(step.notebook, []).extend(step.data_deps)
+    nb_data = {k: sorted(set(v)) for k, v in nb_data.items()}
     steps: list[StepPlan] = []
     outputs_of: dict[str, dict[str, str]] = {}
     for step in spec.steps:
@@ -228,7 +235,7 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
                                   outputs_of[producer][art]))
         producers = {p for p, _ in pairs}
         data = []
-        for rel in step.data_deps:
+        for rel in nb_data[step.notebook]:
             dname = ""
             if data_uri is not None:
                 dname = _ident(f"data_{rel}")
