@@ -93,7 +93,8 @@ def test_raising_step_fails_the_local_run_naming_step_and_cell(project):
     git_project(project)
     res = cli(["export", "kfp", "--local"], project, check=False)
     assert res.returncode == 5, res.stderr
-    assert "step 'boom' failed: notebooks/fail.ipynb cell 2: ValueError: bad data" in res.stderr
+    assert ("step 'boom' failed: notebooks/fail.ipynb cell 2 (`y = x + 1`): ValueError: bad data"
+            in res.stderr)
     html = re.search(r"; open (\S+/boom/notebook) to see what ran", res.stderr)
     assert html and "ValueError" in Path(html.group(1)).read_text()
     assert not list((project / ".mlops_nb/kfp-local").glob("*/after"))
