@@ -35,11 +35,15 @@ def check_compiled(dag):
     """pipeline.yaml's on_render hook: `ploomber build` and `ploomber status` stop when a
     notebook changed and the step notebooks do not show it yet (see compile/fresh.py)."""
     from mlops_nb.compile.fresh import ensure_fresh
+    from mlops_nb.errors import MlopsNbError
     from mlops_nb.project import find_root
 
     task = next(iter(dag.values()))
-    ensure_fresh(find_root(Path(str(task.product["nb"])).resolve().parent),
-                 then="run `ploomber build` again")
+    try:  # not resolved: a symlinked outputs/ is the tasks' to refuse, with its own message
+        root = find_root(Path(str(task.product["nb"])).absolute().parent)
+    except MlopsNbError:
+        root = find_root()
+    ensure_fresh(root, then="run `ploomber build` again")
 
 
 # run_step is two short lines with no annotations on purpose: to decide what is outdated,
