@@ -71,7 +71,8 @@ def _time(cmd: list[str], root: Path) -> float:
 PER_TASK = {
     "kfp's executor (imports kfp, which loads the kubernetes client)":
         "import kfp.dsl.executor_main",
-    "mlops_nb's step execution (IPython shell)": "import mlops_nb.step, mlops_nb.cells, IPython",
+    "mlops_nb's step execution (IPython shell)":
+        "import mlops_nb.execute.step, mlops_nb.execute.cells, IPython",
     "nbconvert's HTML exporter": "from nbconvert import HTMLExporter; HTMLExporter()",
     "pandas + scikit-learn (the step's own imports)": "import pandas, sklearn.ensemble",
 }
