@@ -11,6 +11,7 @@ from the project's own outputs, after that check.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -78,6 +79,14 @@ def _type_name(obj: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
+def _unless_no_space(exc: BaseException) -> None:
+    """A full disk is no reason to fall back to pickle: re-raise it (save reports exit 6)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
 def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
     mod = type(obj).__module__
     if mod.startswith("pandas"):
@@ -96,8 +105,8 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
                 if check.equals(obj) and list(map(str, check.dtypes)) == list(
                         map(str, obj.dtypes if isinstance(obj, pd.DataFrame) else [obj.dtype])):
                     return meta
-            except Exception:  # noqa: BLE001 - any failure falls back to pickle
-                pass
+            except Exception as exc:  # noqa: BLE001 - what Parquet cannot hold is pickled
+                _unless_no_space(exc)
             (folder / "data.parquet").unlink(missing_ok=True)
     if mod == "numpy":
         import numpy as np
@@ -113,9 +122,12 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
             sio = skops_io()
             payload = stable_skops(sio.dumps(obj))
             untrusted = sio.get_untrusted_types(data=payload)
+            if any(t.split(".", 1)[0] not in TRUSTED_MODULES for t in untrusted):
+                raise TypeError("holds types of its own (the load would refuse them)")
             (folder / "data.skops").write_bytes(payload)
             return {"format": "skops", "file": "data.skops", "trusted": sorted(untrusted)}
-        except Exception:  # noqa: BLE001 - types skops cannot hold go to pickle
+        except Exception as exc:  # noqa: BLE001 - types skops cannot hold go to pickle
+            _unless_no_space(exc)
             (folder / "data.skops").unlink(missing_ok=True)
     import pickle
 
@@ -255,7 +267,10 @@ def save(obj: Any, folder: Path) -> dict[str, Any]:
         return meta
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ArtifactError(f"cannot write output {folder}: {exc.strerror or exc}") from exc
+        where = (f" (the disk holding {folder.parent})"
+                 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        raise ArtifactError(f"cannot write output {folder}: {exc.strerror or exc}{where}"
+                            ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -272,6 +287,23 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise ArtifactError(f"output {folder}/meta.json is unreadable ({exc}); rerun its step"
                             ) from exc
     return meta
+
+
+TRUSTED_MODULES = ("sklearn", "numpy", "scipy")
+
+
+def _load_skops(path: Path) -> Any:
+    """Load a skops file trusting what the code decides (scikit-learn, numpy and scipy
+    types), never a list read from the output's own folder, which whoever wrote the folder
+    could widen. Anything else in the file is refused by skops."""
+    sio = skops_io()
+    untrusted = sio.get_untrusted_types(file=path)
+    trusted = [t for t in untrusted if t.split(".", 1)[0] in TRUSTED_MODULES]
+    refused = sorted(set(untrusted) - set(trusted))
+    if refused:
+        raise ArtifactError(f"{path} holds types mlops_nb does not trust ({', '.join(refused)});"
+                            " refusing to load it: rerun the step that writes it")
+    return sio.load(path, trusted=trusted)
 
 
 def verify(folder: Path) -> dict[str, Any]:
@@ -302,7 +334,7 @@ def load(folder: Path) -> Any:
     if fmt == "json":
         return json.loads(path.read_text(encoding="utf-8"))
     if fmt == "skops":
-        return skops_io().load(path, trusted=meta.get("trusted", []))
+        return _load_skops(path)
     if fmt in ("pickle", "cloudpickle"):
         import pickle
 

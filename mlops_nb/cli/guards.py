@@ -85,7 +85,7 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
     from mlops_nb.guards.validation import check, read_table
     from mlops_nb.guards.validation import schema as schema_mod
 
-    data = read_table(Path(args.data))
+    data = read_table(Path(args.data), allow_pickle=args.allow_pickle)
     if args.infer:
         if not args.schema:
             raise UsageError("--infer needs --schema PATH to write the schema to")
@@ -96,7 +96,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
     if not args.schema and not args.reference:
         raise UsageError("give --schema PATH, --reference DATA, or both")
     schema = schema_mod.load(Path(args.schema)) if args.schema else None
-    reference = read_table(Path(args.reference)) if args.reference else None
+    reference = (read_table(Path(args.reference), allow_pickle=args.allow_pickle)
+                 if args.reference else None)
     report = check(data, schema=schema, schema_path=args.schema, reference=reference,
                    drift=_drift_config(args) if reference is not None else None,
                    warn_only=args.warn_only, name=args.name or Path(args.data).stem)
@@ -106,8 +107,10 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 def cmd_drift(args: argparse.Namespace) -> int:
     from mlops_nb.guards.validation import check, read_table
 
-    report = check(read_table(Path(args.current)), schema=None,
-                   reference=read_table(Path(args.reference)), drift=_drift_config(args),
+    report = check(read_table(Path(args.current), allow_pickle=args.allow_pickle),
+                   schema=None,
+                   reference=read_table(Path(args.reference), allow_pickle=args.allow_pickle),
+                   drift=_drift_config(args),
                    warn_only=args.warn_only, name=args.name or Path(args.current).stem)
     return _finish(report, args)
 
@@ -211,6 +214,9 @@ def _drift_flags(s: argparse.ArgumentParser) -> None:
 
 
 def _report_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="read a step output folder holding a pickle or skops file (they can"
+                        " run code when loaded): only for folders you trust")
     s.add_argument("--warn-only", action="store_true", help="report problems, exit 0")
     s.add_argument("--report-dir", help="write NAME_validation.json and .html here")
     s.add_argument("--name", help="name in the report (default: the data file's stem)")

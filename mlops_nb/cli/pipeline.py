@@ -7,8 +7,21 @@ its library function). Each command parses, calls one library function and rende
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse makes anything else a usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, not"
+                                         f" {text!r}")
+    return value
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -113,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--engine", choices=("fast", "papermill"), default="fast",
                    help="fast: fork each step from one warm process (default); papermill:"
                         " a kernel per step")
-    s.add_argument("--timeout", type=float, metavar="SECONDS",
+    s.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="stop a step that runs longer (exit 12); its notebook is kept")
     s.set_defaults(func=cmd_run)
 

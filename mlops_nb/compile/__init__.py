@@ -7,6 +7,7 @@ failed compile writes nothing. `check` renders the same and names what is stale.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from mlops_nb.compile.record import (
     write_seeded,
 )
 from mlops_nb.compile.targets import render_dvc, render_ploomber
-from mlops_nb.errors import NoStepsError, StaleError, UsageError
+from mlops_nb.errors import ArtifactError, NoStepsError, StaleError, UsageError
 from mlops_nb.notebook.tags import parse_notebook
 from mlops_nb.pipeline import params as params_mod
 from mlops_nb.pipeline.spec import PipelineSpec, build_spec
@@ -157,6 +158,20 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
     generated = {rel: text for rel, text in files.items() if rel != PARAMS}
     if refuse_hand_edits:
         check_hand_edits(root, expected=generated)
+    try:
+        written, removed = _write(root, spec, paths, files, generated)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ArtifactError(
+                f"no space left on the disk holding {root} ({exc.strerror}) while compile"
+                " wrote the generated files; free some space and run `mlops-nb compile`"
+                " again (each file was replaced whole or not at all)") from None
+        raise
+    return CompileResult(spec, tuple(written), tuple(removed))
+
+
+def _write(root: Path, spec: PipelineSpec, paths: list[str] | None, files: dict[str, str],
+           generated: dict[str, str]) -> tuple[list[str], list[str]]:
     written = []
     for rel, text in files.items():
         path = root / rel
@@ -173,7 +188,7 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
     write_record(root, generated)
     write_seeded(root, {n.stem: list(n.params) for n in spec.notebooks})
     record_sources(root, _root_relative(root, paths))
-    return CompileResult(spec, tuple(written), tuple(removed))
+    return written, removed
 
 
 def check(root: Path, paths: list[str] | None = None) -> PipelineSpec:

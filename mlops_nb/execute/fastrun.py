@@ -56,16 +56,12 @@ ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
 WARM_MARGIN = 0.1  # seconds: about the longest single warm-up import
 
 
-def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
-           timeout: float | None) -> int:
+def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int) -> int:
     os.setpgid(0, 0)  # its own process group: the runner can stop the whole step
     die_with_parent(parent, ERROR_EXIT)
     in_child()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if timeout:
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action ends the process
-        signal.setitimer(signal.ITIMER_REAL, timeout)
     os.environ["MLOPS_NB_ROOT"] = str(root)
     os.environ["MLOPS_NB_RUNNER"] = "fast"
     os.chdir(root)
@@ -101,9 +97,11 @@ class WarmRunner:
         self._warmed.add(key)
         run_imports(imports_source, (self.root / key).parent)
 
-    def _wait(self, pid: int, report: ModuleReport, expected: float | None) -> tuple[int, int]:
+    def _wait(self, pid: int, report: ModuleReport, expected: float | None,
+              deadline: float) -> tuple[int, int]:
         """(exit code, killing signal or 0) of the step's process; a process that reported
-        is reaped later (`close`).
+        is reaped later (`close`). Past `deadline` (monotonic) raises _TimedOut: the limit is
+        kept here, in the parent, where no code of the step can disable it.
 
         Meanwhile, on the other core, import what later steps' outputs need, a module at a
         time. An import cannot be cut short, and a step that ends during one waits for it
@@ -122,9 +120,13 @@ class WarmRunner:
                 waited, status = os.waitpid(pid, os.WNOHANG)
                 if waited:
                     return _exit_of(status)
-                busy = busy and time.monotonic() < stop_at and advance(self._warmup)
+                now = time.monotonic()
+                if now >= deadline:
+                    raise _TimedOut
+                busy = busy and now < stop_at and advance(self._warmup)
                 if not busy:
-                    select.select([pidfd] if report.at_eof else [report.fileno(), pidfd], [], [])
+                    waitables = [pidfd] if report.at_eof else [report.fileno(), pidfd]
+                    select.select(waitables, [], [], min(deadline - now, 3600.0))
         finally:
             os.close(pidfd)
 
@@ -154,13 +156,20 @@ class WarmRunner:
             code = ERROR_EXIT
             try:
                 report.child_started()
-                code = _child(self.shell, doc, executed, self.root, parent, timeout)
+                code = _child(self.shell, doc, executed, self.root, parent)
             finally:
                 report.exit(code)
         report.parent_forked()
         self.close()  # the previous step's process, done exiting meanwhile
+        deadline = time.monotonic() + timeout if timeout else float("inf")
         try:
-            code, killed = self._wait(pid, report, expected)
+            code, killed = self._wait(pid, report, expected, deadline)
+        except _TimedOut:
+            report.close()
+            _kill_group(pid)
+            mark_executed(executed, "timed out")
+            raise StepTimedOut(step, f"it ran longer than its timeout of {timeout:g} s",
+                               rel) from None
         except KeyboardInterrupt:
             report.close()
             _stop_group(pid)
@@ -170,13 +179,9 @@ class WarmRunner:
         imported = report.received()
         self._learned = remember_modules(self.layout.state, self._learned, imported)
         self._warmup = itertools.chain(self._warmup, deepen(imported, self.root))
+        _end_group(pid)  # whatever the step started in the background ends with it
         if killed:
             sig = signal.Signals(killed)
-            _stop_group(pid)  # whatever the step started dies with it
-            if sig == signal.SIGALRM:
-                mark_executed(executed, "timed out")
-                raise StepTimedOut(step, f"it ran longer than its timeout of {timeout:g} s",
-                                   rel)
             mark_executed(executed, f"killed by {sig.name}")
             raise StepCrashed(step, f"its process was killed by {sig.name} (out of memory?)",
                               rel)
@@ -203,6 +208,27 @@ def step_error(step: str, executed: Path, source_notebook: str, rel: str) -> Ste
     err.cell_traceback = cell_tb
     err.exit_code = exit_code_of(ename) or err.exit_code
     return err
+
+
+class _TimedOut(Exception):
+    """The step's time is up (raised in the parent)."""
+
+
+def _end_group(pid: int) -> None:
+    """Kill what is left of a finished step's process group (background processes it
+    started). Its leader is not reaped yet, so the group's id cannot have been reused."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    _end_group(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _stop_group(pid: int) -> None:

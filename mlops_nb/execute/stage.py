@@ -72,12 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_nb.execute.exiting import skip_final_collection
 
     skip_final_collection()  # a step run here holds pandas and the like: exit without collecting
-    watchdog.start()
+    if not watchdog.start():
+        print(f"mlops-nb: step '{args[0]}' not run: the dvc process that started it is gone",
+              file=sys.stderr)
+        return 137
     try:
         root = find_root()
         with ExitStack() as scope:
             if not held_by_parent():
                 scope.enter_context(run_lock(Layout(root).state, f"dvc stage {args[0]}"))
+            scope.callback(watchdog.end_background)
             code = _stage(root, args[0])
             if code is not None:
                 return code

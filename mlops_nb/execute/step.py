@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.errors import Interrupted, StepFailed, UsageError
+from mlops_nb.errors import Interrupted, StepFailed, StepTimedOut, UsageError
 from mlops_nb.execute.state import step_meta, step_parameters
 from mlops_nb.project import Layout
 
@@ -78,22 +79,48 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from mlops_nb.execute.cells import mark_executed
     from mlops_nb.execute.fastrun import step_error
 
     rel = executed.relative_to(layout.root).as_posix()
+    # the limit is the step's, kept by this process: on expiry the kernel is killed (no code
+    # of the step can disable that, as it could an alarm of its own)
+    expired = threading.Event()
+    timer = threading.Timer(timeout or 0, _expire, (expired,))
+    timer.daemon = True
+    if timeout:
+        timer.start()
     try:
         pm.execute_notebook(
             str(layout.step_notebook(step)), str(executed), parameters=parameters,
             cwd=str(layout.root), progress_bar=False, kernel_name="python3",
-            execution_timeout=timeout, request_save_on_cell_execute=True,
+            request_save_on_cell_execute=True,
         )
     except PapermillExecutionError:
+        if expired.is_set():
+            raise _timed_out(step, executed, timeout, rel) from None
         raise step_error(step, executed, meta["source"], rel) from None
     except KeyboardInterrupt:
-        from mlops_nb.execute.cells import mark_executed
-
         mark_executed(executed, "interrupted")
         raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
                           ) from None
-    except Exception as exc:  # kernel died, timeout...: still name the step
+    except Exception as exc:  # kernel died...: still name the step
+        if expired.is_set():
+            raise _timed_out(step, executed, timeout, rel) from None
         raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
+    finally:
+        timer.cancel()
+
+
+def _expire(expired: threading.Event) -> None:
+    from mlops_nb.execute.watchdog import kill_descendants
+
+    expired.set()
+    kill_descendants()  # the kernel and whatever the step started
+
+
+def _timed_out(step: str, executed: Path, timeout: float | None, rel: str) -> StepTimedOut:
+    from mlops_nb.execute.cells import mark_executed
+
+    mark_executed(executed, "timed out")
+    return StepTimedOut(step, f"it ran longer than its timeout of {timeout or 0:g} s", rel)

@@ -3,8 +3,9 @@
 `dvc repro` runs a stage as `sh -c "python -m mlops_nb.step NAME"`; killed with -9, DVC leaves
 that process (and its kernel) running. The step therefore watches its parent and grandparent
 and, when either disappears, kills its own descendants (the kernel runs in a session of its
-own, so a process-group kill would miss it) and exits. A Ploomber task process watches only
-its parent, `ploomber build` itself.
+own, so a process-group kill would miss it) and exits. A stage whose dvc process is already
+gone when it starts (kill -9 of `dvc repro` between DVC starting the stage and this watch)
+does not run at all. A Ploomber task process watches only its parent, `ploomber build`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _kill_descendants() -> None:
+def kill_descendants() -> None:
     try:
         import psutil
 
@@ -47,22 +48,72 @@ def _kill_descendants() -> None:
         pass
 
 
-def start(*, grandparent: bool = True) -> None:
-    """Watch the parent (and grandparent) in a daemon thread (Linux; a no-op elsewhere)."""
+DVC_ANCESTRY = 6  # how far up a stage's dvc process may be ($SHELL -c, `dvc exp` executors)
+
+
+def _is_dvc(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")[:4]
+    except OSError:
+        return False
+    return any(os.path.basename(a) == b"dvc" for a in args)
+
+
+def dvc_ancestor() -> int | None:
+    """Under DVC (it sets DVC_STAGE for every stage command): the pid of the dvc process
+    this stage runs for, None when it is gone. Always 0 outside DVC."""
+    if "DVC_STAGE" not in os.environ:
+        return 0
+    pid: int | None = os.getppid()
+    for _ in range(DVC_ANCESTRY):
+        if not pid or pid <= 1:
+            return None
+        if _is_dvc(pid):
+            return pid
+        pid = _ppid(pid)
+    return None
+
+
+def end_background() -> None:
+    """Kill what a step run in this process started and left running (`Popen(['sleep',
+    '300'])` would hold `dvc repro`'s output pipe open). Only this process's session: the
+    warm worker a stage may have started has one of its own."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    sid = os.getsid(0)
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if os.getsid(child.pid) == sid:
+                child.kill()
+        except (psutil.Error, OSError):
+            pass
+
+
+def start(*, grandparent: bool = True) -> bool:
+    """Watch the parent (and grandparent, and the dvc process of a DVC stage) in a daemon
+    thread (Linux; a no-op elsewhere). False when a DVC stage's dvc process is already gone
+    (killed before this watch could start): the caller must not run its step."""
     parent = os.getppid()
     grand = _ppid(parent) if grandparent else None
-    watched = [p for p in (parent, grand) if p and p > 1]
+    dvc = dvc_ancestor() if os.path.exists("/proc") else 0
+    if dvc is None:
+        return False
+    watched = [p for p in (parent, grand, dvc) if p and p > 1]
     if not watched or not os.path.exists("/proc"):
-        return
+        return True
 
     def watch() -> None:
         stop = threading.Event()
         while not stop.wait(POLL_SECONDS):
             if os.getppid() != parent or not all(_alive(p) for p in watched):
-                _kill_descendants()
+                kill_descendants()
                 os._exit(137)
 
     threading.Thread(target=watch, name="mlops-nb-orphan-watchdog", daemon=True).start()
+    return True
 
 
 def die_with_parent(parent: int, code: int) -> None:

@@ -332,6 +332,8 @@ class _Project:
         reported = False
         try:
             code, reported = _wait(pid, conn, self.warmup, report, door)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # what the step left running in the background
             _answer(conn, code=code)
         finally:
             if reported:  # the stage has its answer: now wait out the exit

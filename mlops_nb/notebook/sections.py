@@ -31,6 +31,11 @@ def literal_names(source: str, path: str = "<cell>") -> list[tuple[str, ast.AST]
                 f"line {stmt.lineno}: only 'NAME = literal' assignments are allowed in a"
                 " parameters cell; move other code to a step or the 'functions' cell"
             )
+        if target.id.startswith("__") and target.id.endswith("__"):
+            raise ValueError(
+                f"line {stmt.lineno}: {target.id} is one of Python's own names, not a"
+                " parameter name; rename it"
+            )
         value = stmt.value  # type: ignore[attr-defined]  # Assign or AnnAssign here
         assert value is not None
         try:

@@ -25,6 +25,7 @@ from mlops_nb.errors import NoStepsError, NotebookError
 log = logging.getLogger(__name__)
 
 STEP_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_STEP_NAME = 100  # step names make file names (steps/NAME.ipynb, outputs/NAME/NAME.ipynb)
 SECTIONS = ("imports", "functions", "pipeline-parameters", "parameters", "pipeline-metrics", "skip")
 STEP_PREFIXES = ("step", "block")
 # Kale tags that configure Kubeflow (resources, pod metadata, images): valid, unused here.
@@ -99,11 +100,41 @@ def read_notebook_json(path: Path, display: str) -> dict:
         ) from exc
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise NotebookError(display, "not a Jupyter notebook (no 'cells' list)")
-    if nb.get("nbformat", 4) < 4:
+    version = nb.get("nbformat", 4)
+    if type(version) is not int:
+        raise NotebookError(display, f"'nbformat' must be a whole number (4), not {version!r};"
+                                     " save the notebook again in JupyterLab")
+    if version < 4:
         raise NotebookError(
             display, "nbformat 3 notebooks are not supported; save it again in JupyterLab"
         )
+    if not isinstance(nb.get("metadata", {}), dict):
+        raise NotebookError(display, "'metadata' must be a JSON object; save the notebook"
+                                     " again in JupyterLab")
+    for i, cell in enumerate(nb["cells"], start=1):
+        if isinstance(cell, dict):
+            _check_cell(cell, display, i)
     return nb
+
+
+def _check_cell(cell: dict, display: str, index: int) -> None:
+    """A cell's source is text (a string or a list of strings, encodable as UTF-8) and its
+    metadata an object: anything else would fail later with a traceback, far from here."""
+    src = cell.get("source", "")
+    if isinstance(src, list) and all(isinstance(s, str) for s in src):
+        src = "".join(src)
+    if not isinstance(src, str):
+        raise NotebookError(display, "the cell's 'source' must be a string or a list of"
+                                     " strings", index)
+    try:
+        src.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = src.count("\n", 0, exc.start) + 1
+        raise NotebookError(display, f"line {line} of the cell holds a character that is not"
+                                     f" valid text ({src[exc.start]!r}, a lone surrogate);"
+                                     " delete it", index) from None
+    if not isinstance(cell.get("metadata", {}), dict):
+        raise NotebookError(display, "the cell's 'metadata' must be a JSON object", index)
 
 
 def _source(cell: dict) -> str:
@@ -136,6 +167,9 @@ NEAR_PREFIX = re.compile(r"^(step|block|prev)\s*[-_=.\s;]\s*(\S.*)$", re.IGNOREC
 def _step_value(tag: str, prefix: str, value: str, path: str, index: int) -> str:
     """A step name from a tag, with Kale's tolerance: a hyphen becomes '_' (with a note)."""
     name = value.replace("-", "_")
+    if len(name) > MAX_STEP_NAME:
+        raise NotebookError(path, f"step name in tag '{tag[:40]}...' is {len(name)} characters"
+                                  f" long; at most {MAX_STEP_NAME} (it names files)", index)
     if not STEP_NAME.match(name):
         near = name.lower().strip()
         hint = (f" (did you mean '{prefix}:{near}'?)" if STEP_NAME.match(near) else

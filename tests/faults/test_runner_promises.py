@@ -110,3 +110,94 @@ def test_symlinked_state_files_are_refused_not_followed(project, tmp_path):
     (project / ".mlops_nb/run.lock").unlink()
     sh(["dvc", "repro"], project)  # the worker is not started with a symlinked log
     assert victim.read_text() == "precious"
+
+
+def _wait_file(path: Path, limit: float = 120) -> str:
+    deadline = time.monotonic() + limit
+    while not path.exists() or not path.read_text().endswith("\n"):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_a_dvc_stage_whose_dvc_is_gone_does_not_run(project):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = 1"), (["step:b"], "y = x")])
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    # the stage's command as DVC starts it, but orphaned: dvc was killed -9 just before
+    subprocess.run(["sh", "-c", "(DVC_STAGE=a python -m mlops_nb.step a > stage.log 2>&1;"
+                                " echo $? > stage.rc) &"], cwd=project, check=True,
+                   env=tool_env(MLOPS_NB_WORKER="0"))
+    assert _wait_file(project / "stage.rc").strip() == "137"
+    assert "the dvc process that started it is gone" in (project / "stage.log").read_text()
+    assert not (project / "outputs/a").exists()
+
+
+BACKGROUND = [
+    (["step:a"], "import subprocess, pathlib\n"
+                 "p = subprocess.Popen(['sleep', '300'])\n"
+                 "pathlib.Path('sleeper').write_text(str(p.pid))\nx = 1"),
+    (["step:b"], "y = x"),
+]
+
+
+def _sleeper_alive(root: Path) -> bool:
+    pid = int((root / "notebooks/sleeper").read_text())
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("runner", [["mlops-nb", "run"], ["dvc", "repro"],
+                                    ["ploomber", "build"]])
+def test_background_processes_of_a_step_end_with_it(project, runner):
+    make_nb(project / "notebooks/nb.ipynb", BACKGROUND)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    # captured output: a sleeper holding the pipe would make this hang (the timeout fails it)
+    res = subprocess.run(runner, cwd=project, env=tool_env(), capture_output=True, text=True,
+                         timeout=200)
+    assert res.returncode == 0, res.stderr
+    assert not _sleeper_alive(project)
+    if runner[0] == "dvc":  # again, with a (now started) warm worker running step a
+        sh(["mlops-nb", "compile"], project)
+        res = subprocess.run(["dvc", "repro", "-f"], cwd=project, env=tool_env(),
+                             capture_output=True, text=True, timeout=200)
+        assert res.returncode == 0, res.stderr
+        assert not _sleeper_alive(project)
+
+
+DEAF = [
+    (["step:a"], "x = 1"),
+    (["step:slow"], "import signal, time, pathlib\n"
+                    "signal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.alarm(0)\n"
+                    "signal.setitimer(signal.ITIMER_REAL, 0)\n"
+                    "pathlib.Path('started').write_text('1')\n"
+                    "for _ in range(600):\n    time.sleep(0.1)\ny = x"),
+]
+
+
+@pytest.mark.parametrize("engine", ["fast", "papermill"])
+def test_timeout_is_kept_by_the_parent_even_when_the_step_disables_alarms(project, engine):
+    make_nb(project / "notebooks/nb.ipynb", DEAF)
+    git_project(project)
+    res = subprocess.run(["mlops-nb", "run", "--engine", engine, "--timeout", "8"],
+                         cwd=project, env=tool_env(), capture_output=True, text=True,
+                         timeout=200)
+    assert res.returncode == 12, res.stderr
+    assert "timeout" in res.stderr
+    meta = json.loads((project / "outputs/slow/slow.ipynb").read_text())["metadata"]
+    assert "timed out" in json.dumps(meta)
+    status = sh(["mlops-nb", "status"], project).stdout
+    assert "slow" in status and "up to date" not in status.splitlines()[-1]
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "soon"])
+def test_timeout_must_be_a_positive_finite_number(project, value):
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "x = 1")])
+    git_project(project)
+    res = sh(["mlops-nb", "run", "--timeout", value], project, check=False)
+    assert res.returncode == 2 and "--timeout" in res.stderr, res.stderr
+    assert not (project / "outputs").exists()

@@ -18,13 +18,26 @@ from mlops_nb.guards.validation import schema as schema_mod
 __all__ = ["check", "read_table", "drift_mod", "report_mod", "schema_mod"]
 
 
-def read_table(path: Path) -> Any:
-    """A DataFrame from a .parquet, .csv or .json file, or from a step output folder."""
+DATA_FORMATS = ("parquet", "json", "npy")  # formats that run no code when read
+
+
+def read_table(path: Path, *, allow_pickle: bool = False) -> Any:
+    """A DataFrame from a .parquet, .csv or .json file, or from a step output folder.
+
+    A folder may come from anywhere, and its hash from the same folder proves nothing: only
+    data formats are read from it; a pickle (which runs code when loaded) or a skops file only
+    with `allow_pickle`.
+    """
     import pandas as pd
 
     if path.is_dir() and (path / "meta.json").exists():
         from mlops_nb import artifacts
 
+        fmt = artifacts.read_meta(path).get("format")
+        if fmt not in DATA_FORMATS and not allow_pickle:
+            raise UsageError(
+                f"{path} holds a {fmt} file, which can run code when loaded; refusing to read"
+                " it. Pass --allow-pickle only if you trust where it came from")
         frame = artifacts.load(path)
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()

@@ -1,0 +1,81 @@
+"""Bad input gets a clear error and exit 3 (a full disk exit 6), never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli, make_nb
+
+LONG = "s" * 260
+
+
+def _nb(path: Path, edit: dict) -> None:
+    make_nb(path, [(["step:a"], "x = 1"), (["step:b"], "y = x")])
+    doc = json.loads(path.read_text())
+    for key, value in edit.items():
+        if key.startswith("cell:"):
+            doc["cells"][0][key[5:]] = value
+        else:
+            doc[key] = value
+    path.write_text(json.dumps(doc))  # ensure_ascii: a lone surrogate stays a \\ud800 escape
+
+
+CASES = {
+    "lone surrogate": ({"cell:source": "x = '\ud800'"}, "lone surrogate"),
+    "non-string in source": ({"cell:source": ["x = 1\n", 7]}, "'source' must be a string"),
+    "nbformat as a string": ({"nbformat": "4"}, "'nbformat' must be a whole number"),
+    "metadata a list": ({"metadata": []}, "'metadata' must be a JSON object"),
+    "cell metadata a list": ({"cell:metadata": []}, "'metadata' must be a JSON object"),
+    "step name of 260 characters": ({"cell:metadata": {"tags": [f"step:{LONG}"]}},
+                                    "at most 100"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_notebook_is_exit_3_naming_the_file(project, case):
+    edit, message = CASES[case]
+    (project / "params.yaml").write_text("{}\n")
+    _nb(project / "notebooks/nb.ipynb", edit)
+    res = cli(["compile"], project, check=False)
+    assert res.returncode == 3, res.stderr
+    assert "notebooks/nb.ipynb" in res.stderr and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (project / "steps").exists()
+
+
+def test_a_parameter_named_like_a_python_internal_is_refused(project):
+    (project / "params.yaml").write_text("{}\n")
+    make_nb(project / "notebooks/nb.ipynb", [(["parameters"], "__builtins__ = 1"),
+                                             (["step:a"], "x = 1")])
+    res = cli(["compile"], project, check=False)
+    assert res.returncode == 3 and "__builtins__" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_full_disk_while_compiling_is_exit_6_naming_the_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs permission to mount a tmpfs")
+    try:
+        root = disk / "proj"
+        (root / "notebooks").mkdir(parents=True)
+        (root / "params.yaml").write_text("{}\n")
+        make_nb(root / "notebooks/nb.ipynb", [(["step:a"], "x = 1"), (["step:b"], "y = x")])
+        with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        res = cli(["compile"], root, check=False)
+        assert res.returncode == 6, res.stderr
+        assert "no space left on the disk holding" in res.stderr and str(root) in res.stderr
+        assert "Traceback" not in res.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
