@@ -98,7 +98,7 @@ class WarmRunner:
         run_imports(imports_source, (self.root / key).parent)
 
     def _wait(self, pid: int, report: ModuleReport, expected: float | None,
-              deadline: float) -> tuple[int, int]:
+              deadline: float = float("inf")) -> tuple[int, int]:
         """(exit code, killing signal or 0) of the step's process; a process that reported
         is reaped later (`close`). Past `deadline` (monotonic) raises _TimedOut: the limit is
         kept here, in the parent, where no code of the step can disable it.
