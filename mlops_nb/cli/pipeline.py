@@ -83,13 +83,14 @@ def summary(spec: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mlops_nb.execute.parallel import cores
     from mlops_nb.execute.run import run
 
     def show(step: str, what: str) -> None:
         print(f"{step}: {what}", flush=True)
 
     result = run(_root(args), args.steps or None, force=args.force, engine=args.engine,
-                 timeout=args.timeout, on_step=show)
+                 timeout=args.timeout, on_step=show, jobs=args.jobs or cores())
     print(f"ran {len(result.ran)}, up to date {len(result.skipped)}")
     return 0
 
@@ -128,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         " a kernel per step")
     s.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="stop a step that runs longer (exit 12); its notebook is kept")
+    s.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="run up to N independent steps at the same time (default: the"
+                        " number of cores; engine fast only, papermill runs one at a time)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="each step: up to date, changed (and what), failed,"

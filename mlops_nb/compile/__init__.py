@@ -96,13 +96,14 @@ def render_with_notes(root: Path, paths: list[str] | None = None
     for step in spec.steps:
         files[f"{STEPS}/{step.name}.ipynb"] = render_step(step, spec.notebook(step.notebook), spec,
                                                          functions[step.name])
-    files[PIPELINE] = render_ploomber(
-        spec, {s.name: files[f"{STEPS}/{s.name}.ipynb"] for s in spec.steps})
-    files[DVC_YAML] = render_dvc(spec)
     params_path = root / PARAMS
     existing = params_path.read_text(encoding="utf-8") if params_path.exists() else None
-    if existing is not None:
-        params_mod.read(params_path, PARAMS)  # fail early, with line and column
+    # read first: fail early, with line and column
+    values = params_mod.read(params_path, PARAMS) if existing is not None else {}
+    files[PIPELINE] = render_ploomber(
+        spec, {s.name: files[f"{STEPS}/{s.name}.ipynb"] for s in spec.steps},
+        jobs=params_mod.ploomber_jobs(values))
+    files[DVC_YAML] = render_dvc(spec)
     seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks},
                              last_seeded(root), notes)
     if seeded is None and existing is not None and params_mod.is_empty(existing):

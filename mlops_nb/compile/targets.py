@@ -87,14 +87,21 @@ def render_dvc(spec: PipelineSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_ploomber(spec: PipelineSpec, step_texts: dict[str, str]) -> str:
+def render_ploomber(spec: PipelineSpec, step_texts: dict[str, str], jobs: int = 1) -> str:
     """Tasks that run each step through mlops_nb.ploomber_task (see there for why).
 
     `digest` is the compiled step notebook's hash: Ploomber reruns a task whose params
-    changed, so a recompiled step rebuilds with its downstream.
+    changed, so a recompiled step rebuilds with its downstream. `jobs` > 1: Ploomber's
+    parallel executor runs up to that many independent tasks at once, each in a process.
     """
-    lines = [_header(spec), "executor:", "  dotted_path: ploomber.executors.Serial",
-             "  build_in_subprocess: false  # each task only hands its step to a process",
+    if jobs > 1:
+        executor = ["executor:", "  dotted_path: ploomber.executors.Parallel",
+                    f"  processes: {jobs}"]
+    else:
+        executor = ["executor:", "  dotted_path: ploomber.executors.Serial",
+                    "  build_in_subprocess: false  # each task only hands its step to a"
+                    " process"]
+    lines = [_header(spec), *executor,
              "meta:", "  extract_upstream: false", "  extract_product: false",
              "on_render: mlops_nb.ploomber_task.check_compiled  # never build stale steps",
              "tasks:"]

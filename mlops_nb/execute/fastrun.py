@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,27 @@ class WarmRunner:
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None, expected: float | None = None) -> Path:
         """Run one step in a forked child; `expected`: its wall time last run, if known."""
+        running = self.start(step, source_notebook, parameters, timeout)
+        pid, report, executed, rel = running.pid, running.report, running.executed, running.rel
+        deadline = time.monotonic() + timeout if timeout else float("inf")
+        try:
+            code, killed = self._wait(pid, report, expected, deadline)
+        except _TimedOut:
+            report.close()
+            _kill_group(pid)
+            mark_executed(executed, "timed out")
+            raise StepTimedOut(step, f"it ran longer than its timeout of {timeout:g} s",
+                               rel) from None
+        except KeyboardInterrupt:
+            self.interrupt(running)
+            raise Interrupted(f"step '{step}' was interrupted; nothing was recorded as done;"
+                              f" its notebook so far is {rel}") from None
+        return self.finish(running, code, killed)
+
+    def start(self, step: str, source_notebook: str, parameters: dict[str, Any],
+              timeout: float | None = None) -> Running:
+        """Fork the step's process and return at once; `finish` reads how it ended (a
+        timeout is enforced by run_step's wait, so `run -j` runs one step at a time with one)."""
         executed = self.layout.executed(step)
         prepare_outputs(self.layout, step)
         doc = json.loads(self.layout.step_notebook(step).read_text(encoding="utf-8"))
@@ -161,22 +183,48 @@ class WarmRunner:
                 report.exit(code)
         report.parent_forked()
         self.close()  # the previous step's process, done exiting meanwhile
-        deadline = time.monotonic() + timeout if timeout else float("inf")
+        return Running(step, pid, report, executed, source_notebook, rel, timeout)
+
+    def poll(self, running: Running) -> tuple[int, int] | None:
+        """(exit code, killing signal or 0) once the step ended or reported its end, else
+        None; never waits."""
+        code = running.report.code()
+        if code is not None:
+            self._ending.append(running.pid)
+            return code, 0
+        waited, status = os.waitpid(running.pid, os.WNOHANG)
+        return _exit_of(status) if waited else None
+
+    def wait_any(self, steps: list[Running], warm_up: bool) -> list[tuple[Running, int, int]]:
+        """Block until at least one of the running steps ended; those that did, with their
+        (exit code, killing signal or 0). With `warm_up`, import what later steps need, a
+        module at a time, while waiting (a free core)."""
+        fds = {r.pid: os.pidfd_open(r.pid) for r in steps}
         try:
-            code, killed = self._wait(pid, report, expected, deadline)
-        except _TimedOut:
-            report.close()
-            _kill_group(pid)
-            mark_executed(executed, "timed out")
-            raise StepTimedOut(step, f"it ran longer than its timeout of {timeout:g} s",
-                               rel) from None
-        except KeyboardInterrupt:
-            report.close()
-            _stop_group(pid)
-            mark_executed(executed, "interrupted")
-            raise Interrupted(f"step '{step}' was interrupted; nothing was recorded as done;"
-                              f" its notebook so far is {rel}") from None
-        imported = report.received()
+            while True:
+                ended = [(r, *got) for r in steps if (got := self.poll(r)) is not None]
+                if ended:
+                    return ended
+                warm_up = warm_up and advance(self._warmup)
+                if not warm_up:
+                    watch = [fds[r.pid] for r in steps]
+                    watch += [r.report.fileno() for r in steps if not r.report.at_eof]
+                    select.select(watch, [], [])
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def interrupt(self, running: Running) -> None:
+        """Stop the step's process group; its notebook so far is kept, marked interrupted."""
+        running.report.close()
+        _stop_group(running.pid)
+        mark_executed(running.executed, "interrupted")
+
+    def finish(self, running: Running, code: int, killed: int) -> Path:
+        """Learn from the ended step what to warm up, then its executed notebook, or the
+        error that says how it failed."""
+        step, executed, rel, pid = running.step, running.executed, running.rel, running.pid
+        imported = running.report.received()
         self._learned = remember_modules(self.layout.state, self._learned, imported)
         self._warmup = itertools.chain(self._warmup, deepen(imported, self.root))
         _end_group(pid)  # whatever the step started in the background ends with it
@@ -186,12 +234,25 @@ class WarmRunner:
             raise StepCrashed(step, f"its process was killed by {sig.name} (out of memory?)",
                               rel)
         if code == ERROR_EXIT:
-            raise step_error(step, executed, source_notebook, rel)
+            raise step_error(step, executed, running.source_notebook, rel)
         if code != 0:
             mark_executed(executed, f"exited with code {code}")
             raise StepCrashed(step, f"its process exited with code {code} (os._exit or a"
                               " crash)", rel)
         return executed
+
+
+@dataclass(frozen=True)
+class Running:
+    """A step whose process was forked and has not been finished yet."""
+
+    step: str
+    pid: int
+    report: ModuleReport
+    executed: Path
+    source_notebook: str
+    rel: str  # the executed notebook, relative to the project
+    timeout: float | None
 
 
 def _exit_of(status: int) -> tuple[int, int]:

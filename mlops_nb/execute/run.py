@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_nb import compile as compile_mod
 from mlops_nb.errors import MlopsNbError, UsageError
@@ -72,19 +72,23 @@ ENGINES = ("fast", "papermill")
 
 def run(root: Path, names: list[str] | None = None, *, force: bool = False,
         engine: str = "fast", timeout: float | None = None,
-        on_step: Callable[[str, str], None] | None = None) -> RunResult:
+        on_step: Callable[[str, str], None] | None = None, jobs: int = 1) -> RunResult:
     """Compile, then run the selected steps that are not up to date.
 
     engine "fast" forks each step from one warm process (fastrun.py); "papermill" starts a
     kernel per step, as `dvc repro` does. Both write the same outputs and executed notebooks.
+    `jobs` > 1 (engine "fast" only): run up to that many steps whose upstream steps are done
+    at the same time (parallel.py); the results are those of jobs=1.
     """
+    if jobs < 1:
+        raise UsageError(f"-j/--jobs must be at least 1, not {jobs}")
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     from mlops_nb.execute.lock import dvc_lock, run_lock
 
     with run_lock(Layout(root).state), dvc_lock(root), _sigterm_as_interrupt():
         return _run_locked(root, names, force=force, engine=engine, timeout=timeout,
-                           on_step=on_step)
+                           on_step=on_step, jobs=jobs)
 
 
 @contextmanager
@@ -113,7 +117,7 @@ class _Executor:
         self.layout = Layout(root)
         self._warm: WarmRunner | None = None
 
-    def _warm_runner(self) -> WarmRunner:
+    def warm_runner(self) -> WarmRunner:
         if self._warm is None:
             from mlops_nb.execute.fastrun import WarmRunner
             from mlops_nb.execute.warmup import forking_gc
@@ -130,54 +134,94 @@ class _Executor:
             started = time.monotonic()
             execute_step(self.root, step.name, timeout=self.timeout, engine="papermill")
             return time.monotonic() - started
-        warm = self._warm_runner()
+        warm, nb_path, params = self.prepare(spec, step)
+        started = time.monotonic()
+        warm.run_step(step.name, nb_path, params, timeout=self.timeout, expected=expected)
+        return time.monotonic() - started
+
+    def prepare(self, spec: PipelineSpec, step: StepSpec) -> tuple[WarmRunner, str,
+                                                                     dict[str, Any]]:
+        """The warm runner with the step's imports done, the step's source notebook and its
+        parameter values: what forking the step needs."""
+        warm = self.warm_runner()
         nb = spec.notebook(step.notebook)
         warm.warm(nb.imports, nb.path)
-        params = step_parameters(self.layout, step_meta(self.layout, step.name))
-        started = time.monotonic()
-        warm.run_step(step.name, nb.path, params, timeout=self.timeout, expected=expected)
-        return time.monotonic() - started
+        return warm, nb.path, step_parameters(self.layout, step_meta(self.layout, step.name))
+
+
+class _Ledger:
+    """What one `run` knows and records: which steps are fresh, ran, were skipped, failed.
+    The state file is written after each step's start (its old record dropped) and each
+    success, never for a failure."""
+
+    def __init__(self, root: Path, spec: PipelineSpec, force: bool,
+                 on_step: Callable[[str, str], None] | None) -> None:
+        self.root, self.spec, self.force, self.on_step = root, spec, force, on_step
+        self.layout = Layout(root)
+        self.state = load_state(self.layout)
+        self.steps_state = self.state.setdefault("steps", {})
+        self.hashes = Hashes(root)
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def say(self, step: str, what: str) -> None:
+        if self.on_step:
+            self.on_step(step, what)
+
+    def check(self, step: StepSpec) -> str | None:
+        """The step's fingerprint when it must run; None (and reported) when up to date."""
+        rec = recorded(self.layout, self.steps_state, step.name)
+        fp = fingerprint(self.layout, step, self.spec, self.hashes)
+        if (not self.force and rec is not None and rec.get("fingerprint") == fp
+                and outputs_intact(self.layout, step, rec.get("outputs", {}), self.hashes)):
+            self.skipped.append(step.name)
+            self.say(step.name, "up to date")
+            return None
+        return fp
+
+    def starting(self, step: StepSpec) -> float | None:
+        """Drop the step's old record; its wall time when it last ran."""
+        self.say(step.name, "running")
+        last_seconds = self.steps_state.pop(step.name, {}).get("seconds")
+        save_state(self.layout, self.state)
+        return last_seconds
+
+    def done(self, step: StepSpec, fp: str, seconds: float) -> None:
+        if marker(self.layout, step.name) is None:  # the step's own end writes it
+            record_done(self.root, step.name)
+        self.steps_state[step.name] = {"seconds": round(seconds, 3)}
+        save_state(self.layout, self.state)
+        self.ran.append(step.name)
+        self.say(step.name, "done")
+
+    def failed(self, step: str, exc: BaseException, what: str = "failed") -> None:
+        self.say(step, what)
+        record_failure(self.root, step, exc)
 
 
 def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str,
-                timeout: float | None, on_step: Callable[[str, str], None] | None
-                ) -> RunResult:
+                timeout: float | None, on_step: Callable[[str, str], None] | None,
+                jobs: int = 1) -> RunResult:
     result = compile_mod.compile_project(root, refuse_hand_edits=True)
     spec = result.spec
-    layout = Layout(root)
-    state = load_state(layout)
-    steps_state = state.setdefault("steps", {})
-    ran, skipped = [], []
+    ledger = _Ledger(root, spec, force, on_step)
     with ExitStack() as scope:
         executor = _Executor(root, engine, timeout, scope)
-        hashes = Hashes(root)
-        for step in select(spec, names):
-            rec = recorded(layout, steps_state, step.name)
-            fp = fingerprint(layout, step, spec, hashes)
-            fresh = (not force and rec is not None and rec.get("fingerprint") == fp
-                     and outputs_intact(layout, step, rec.get("outputs", {}), hashes))
-            if fresh:
-                skipped.append(step.name)
-                if on_step:
-                    on_step(step.name, "up to date")
-                continue
-            if on_step:
-                on_step(step.name, "running")
-            last_seconds = steps_state.pop(step.name, {}).get("seconds")
-            save_state(layout, state)
-            try:
-                seconds = executor.run(spec, step, last_seconds)
-            except (MlopsNbError, KeyboardInterrupt) as exc:
-                if on_step:
-                    on_step(step.name, "failed")
-                record_failure(root, step.name, exc)
-                raise
-            if marker(layout, step.name) is None:  # the step's own end writes it
-                record_done(root, step.name)
-            steps_state[step.name] = {"seconds": round(seconds, 3)}
-            save_state(layout, state)
-            ran.append(step.name)
-            if on_step:
-                on_step(step.name, "done")
-        hashes.save()
-    return RunResult(tuple(ran), tuple(skipped))
+        if jobs > 1 and engine == "fast" and not timeout:  # (a timeout: one at a time)
+            from mlops_nb.execute.parallel import run_side_by_side
+
+            run_side_by_side(ledger, executor, select(spec, names), jobs)
+        else:
+            for step in select(spec, names):
+                fp = ledger.check(step)
+                if fp is None:
+                    continue
+                last_seconds = ledger.starting(step)
+                try:
+                    seconds = executor.run(spec, step, last_seconds)
+                except (MlopsNbError, KeyboardInterrupt) as exc:
+                    ledger.failed(step.name, exc)
+                    raise
+                ledger.done(step, fp, seconds)
+        ledger.hashes.save()
+    return RunResult(tuple(ledger.ran), tuple(ledger.skipped))

@@ -15,6 +15,19 @@ from typing import Any
 
 from mlops_nb.errors import ConfigError
 
+SETTINGS = "mlops_nb"  # params.yaml's section for mlops_nb's own settings (not parameters)
+
+
+def ploomber_jobs(data: dict[str, Any]) -> int:
+    """`mlops_nb: {ploomber_jobs: N}` in params.yaml: pipeline.yaml runs up to N independent
+    tasks at once with Ploomber's parallel executor; 1 (the default) keeps its serial one."""
+    settings = data.get(SETTINGS) or {}
+    jobs = settings.get("ploomber_jobs", 1) if isinstance(settings, dict) else 1
+    if type(jobs) is not int or jobs < 1:
+        raise ConfigError("params.yaml", f"{SETTINGS}.ploomber_jobs must be a whole number"
+                          f" of at least 1, not {jobs!r}")
+    return jobs
+
 
 def _yaml() -> Any:
     from ruamel.yaml import YAML
