@@ -101,9 +101,10 @@ def render_ploomber(spec: PipelineSpec, step_texts: dict[str, str], jobs: int = 
         executor = ["executor:", "  dotted_path: ploomber.executors.Serial",
                     "  build_in_subprocess: false  # each task only hands its step to a"
                     " process"]
+    hook = "check_compiled_and_lock" if jobs > 1 else "check_compiled"
     lines = [_header(spec), *executor,
              "meta:", "  extract_upstream: false", "  extract_product: false",
-             "on_render: mlops_nb.ploomber_task.check_compiled  # never build stale steps",
+             f"on_render: mlops_nb.ploomber_task.{hook}  # never build stale steps",
              "tasks:"]
     for step in spec.steps:
         group = spec.notebook(step.notebook).stem

@@ -46,6 +46,32 @@ def check_compiled(dag):
     ensure_fresh(root, then="run `ploomber build` again")
 
 
+def check_compiled_and_lock(dag):
+    """on_render hook of a pipeline.yaml compiled for Ploomber's parallel executor
+    (params.yaml's mlops_nb.ploomber_jobs): as check_compiled, then the build process itself
+    takes the project's run lock and DVC's lock, held until it exits (the kernel releases
+    them). Its tasks run side by side in forked children that would each fail to take the
+    lock; they see through HELD_BY that their parent holds it (as a DVC stage does)."""
+    from contextlib import ExitStack
+
+    from mlops_nb.execute.lock import HELD_BY, dvc_lock, run_lock
+    from mlops_nb.project import Layout, find_root
+
+    check_compiled(dag)
+    if os.environ.get(HELD_BY) == str(os.getpid()):
+        return  # rendered again by the same build
+    task = next(iter(dag.values()))
+    root = find_root(Path(str(task.product["nb"])).resolve().parent)
+    held = ExitStack()
+    held.enter_context(run_lock(Layout(root).state, "ploomber build (parallel)"))
+    held.enter_context(dvc_lock(root))
+    _HELD.append(held)  # never closed: released when the build process ends
+    os.environ[HELD_BY] = str(os.getpid())
+
+
+_HELD: list[Any] = []
+
+
 # run_step is two short lines with no annotations on purpose: to decide what is outdated,
 # Ploomber normalizes a task's source with autopep8 twice per product, 0.2 s a time for a
 # 40-line function (4.7 s of a no-op `ploomber build` of 4 steps), 0.01 s for this one.
@@ -53,11 +79,13 @@ def check_compiled(dag):
 
 
 def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
+    from contextlib import ExitStack
+
     from mlops_nb.compile.fresh import ensure_fresh
     from mlops_nb.compile.record import check_hand_edits
     from mlops_nb.errors import Interrupted, MlopsNbError
     from mlops_nb.execute.exiting import skip_final_collection
-    from mlops_nb.execute.lock import dvc_lock, run_lock
+    from mlops_nb.execute.lock import dvc_lock, held_by_parent, run_lock
     from mlops_nb.project import Layout, find_root
 
     skip_final_collection()
@@ -66,7 +94,10 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
         root = find_root(Path(str(product["nb"])).resolve().parent)
     except MlopsNbError:  # a symlinked outputs/ (refused below, before anything is written)
         root = find_root()
-    with run_lock(Layout(root).state, f"ploomber task {step}"), dvc_lock(root):
+    with ExitStack() as held:
+        if not held_by_parent():  # a parallel build's process holds them for its tasks
+            held.enter_context(run_lock(Layout(root).state, f"ploomber task {step}"))
+            held.enter_context(dvc_lock(root))
         check_hand_edits(root, [f"steps/{step}.ipynb"])
         ensure_fresh(root, then="run `ploomber build` again")
         code, message = _hand_over_or_run(root, step, parameters)
