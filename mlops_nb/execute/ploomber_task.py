@@ -35,15 +35,19 @@ def check_compiled(dag):
     """pipeline.yaml's on_render hook: `ploomber build` and `ploomber status` stop when a
     notebook changed and the step notebooks do not show it yet (see compile/fresh.py)."""
     from mlops_nb.compile.fresh import ensure_fresh
+
+    ensure_fresh(_dag_root(dag), then="run `ploomber build` again")
+
+
+def _dag_root(dag: Any) -> Path:
     from mlops_nb.errors import MlopsNbError
     from mlops_nb.project import find_root
 
     task = next(iter(dag.values()))
     try:  # not resolved: a symlinked outputs/ is the tasks' to refuse, with its own message
-        root = find_root(Path(str(task.product["nb"])).absolute().parent)
+        return find_root(Path(str(task.product["nb"])).absolute().parent)
     except MlopsNbError:
-        root = find_root()
-    ensure_fresh(root, then="run `ploomber build` again")
+        return find_root()
 
 
 def check_compiled_and_lock(dag):
@@ -55,13 +59,12 @@ def check_compiled_and_lock(dag):
     from contextlib import ExitStack
 
     from mlops_nb.execute.lock import HELD_BY, dvc_lock, run_lock
-    from mlops_nb.project import Layout, find_root
+    from mlops_nb.project import Layout
 
     check_compiled(dag)
     if os.environ.get(HELD_BY) == str(os.getpid()):
         return  # rendered again by the same build
-    task = next(iter(dag.values()))
-    root = find_root(Path(str(task.product["nb"])).resolve().parent)
+    root = _dag_root(dag)
     held = ExitStack()
     held.enter_context(run_lock(Layout(root).state, "ploomber build (parallel)"))
     held.enter_context(dvc_lock(root))
