@@ -22,6 +22,10 @@ PACKAGES = ("papermill", "ploomber", "ploomber-engine", "dvc", "pandas", "scikit
 TITLES = {
     "logreg": "4-step tabular pipeline, logistic regression (100k rows x 20 columns)",
     "forest": "the same pipeline, heavier: random forest",
+    "logreg1m": "the data size users have: the logistic-regression pipeline at 1M rows x 20"
+                " columns",
+    "fanout": "fan-out: two independent random forests after one prepare step (80k training"
+              " rows each)",
     "cli": "commands with nothing (or only compiling) to do",
 }
 
@@ -119,8 +123,16 @@ def _row(case: Any, by_key: dict[str, Any], notes: list[str]) -> str:
             f"{ratio_text} | {cpu_text} | {peak:.0f} | {target} | {result} |")
 
 
+def _jobs_ratio(by_key: dict[str, Any]) -> list[str]:
+    one, two = by_key.get("fanout.run_j1"), by_key.get("fanout.run_j2")
+    if not (one and two and one.samples and two.samples):
+        return []
+    return ["", f"`-j 2` / `-j 1`: {_median(two) / _median(one):.2f}x (medians)."]
+
+
 def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
-           loads: list[float], variants: list[str], repo: Path, code: tuple[str, str]) -> str:
+           loads: list[float], variants: list[str], repo: Path, code: tuple[str, str],
+           extra: list[str] | None = None) -> str:
     by_key = {c.key: c for c in cases}
     notes: list[str] = []
     out = [
@@ -162,6 +174,10 @@ def render(cases: list[Any], *, command: str, runs: int, elapsed: float,
                 " target | result |",
                 "|---|---|---|---|---|---|---|---|---|"]
         out += [_row(c, by_key, notes) for c in rows]
+        if group == "fanout":
+            out += _jobs_ratio(by_key)
+    if extra:
+        out += ["", *extra]
     if notes:
         out += ["", "## Notes", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     out += ["", "## Every run, in order (seconds)", "",

@@ -103,9 +103,10 @@ def _executed_notebooks_fresh(project: Path, steps: tuple[str, ...], since: floa
     return None
 
 
-def _ran_all(project: Path) -> Callable[[measure.Sample, float], str | None]:
+def _ran_all(project: Path, steps: tuple[str, ...] = mp.STEPS
+             ) -> Callable[[measure.Sample, float], str | None]:
     def check(sample: measure.Sample, since: float) -> str | None:
-        return _executed_notebooks_fresh(project, mp.STEPS, since)
+        return _executed_notebooks_fresh(project, steps, since)
     return check
 
 
@@ -138,6 +139,10 @@ def _steps_compiled(project: Path, n: int) -> Callable[[measure.Sample, float], 
         found = len(list((project / "steps").glob("*.ipynb")))
         return None if found == n else f"compile wrote {found} step notebooks, expected {n}"
     return check
+
+
+# the cases a big-data variant runs (the others take minutes each at 1M rows)
+BIG_CASES = {"floor", "ploomber", "dvc", "dvc_cold", "run"}
 
 
 def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = False) -> list[Case]:
@@ -187,11 +192,57 @@ def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = Fals
              k, floor=f"{k}.floor_te", target=Target(1.5, "ratio"),
              setup=[[dvc, "commit", "-f", "-q"]], check=_dvc_stages),
     ]
+    if bp.variant.name.endswith("1m"):
+        cases = [c for c in cases if c.key.split(".", 1)[1] in BIG_CASES]
     if imports:
         cases.insert(1, Case(f"{k}.imports", "the floor's imports alone (`python -c 'import"
                              " pandas, sklearn...'`)", floor, lambda: [py, "-c", mp.IMPORTS], k,
                              floor=f"{k}.floor"))
     return cases
+
+
+def fanout_cases(bp: mp.BenchProject, env: dict[str, str]) -> list[Case]:
+    """Two independent heavy steps: `mlops-nb run -j 2` against -j 1 and the plain script."""
+    mlops, project, k = _tool(env, "mlops-nb"), bp.project, "fanout"
+    ran = _ran_all(project, mp.FANOUT_STEPS)
+    return [
+        Case(f"{k}.floor", "one plain `python script.py` (the floor: one step after another)",
+             bp.floor, lambda: [sys.executable, "script.py"], k),
+        Case(f"{k}.run_j1", "`mlops-nb run -f -j 1`", project,
+             lambda: [mlops, "run", "-f", "-j", "1"], k, floor=f"{k}.floor", check=ran),
+        Case(f"{k}.run_j2", "`mlops-nb run -f -j 2` (the two forests side by side)", project,
+             lambda: [mlops, "run", "-f", "-j", "2"], k, floor=f"{k}.floor",
+             target=Target(1.0, "ratio"), check=ran),
+    ]
+
+
+def disk_bandwidth(folder: Path, size: int) -> list[str]:
+    """dd's write (synced to disk) and read (O_DIRECT, past the page cache) of `size` bytes in
+    `folder`: the physical limit beside the figures."""
+    import subprocess
+
+    mb = max(1, size >> 20)
+    target = folder / "dd.bin"
+    lines = []
+    for label, cmd in (
+            ("write, then fsync", ["dd", "if=/dev/zero", f"of={target}", "bs=1M",
+                                    f"count={mb}", "conv=fsync"]),
+            ("read, O_DIRECT (not from the page cache)",
+             ["dd", f"if={target}", "of=/dev/null", "bs=1M", "iflag=direct"]),
+            ("read from the page cache", ["dd", f"if={target}", "of=/dev/null", "bs=1M"])):
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        took = time.perf_counter() - t0
+        if res.returncode != 0:
+            lines.append(f"- dd {label}: failed ({res.stderr.strip()[-120:]})")
+            continue
+        lines.append(f"- dd {label}: {mb} MB in {took:.2f} s = {mb / took:.0f} MB/s")
+    target.unlink(missing_ok=True)
+    return lines
+
+
+def _tree_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def cli_cases(bp: mp.BenchProject, many: Path, n_steps: int, env: dict[str, str]) -> list[Case]:
@@ -273,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int,
                    help="runs of each case (default 5, as issue 3 asks: about 13 min on 2"
                         " cores; --quick: 1)")
-    p.add_argument("--variant", choices=["logreg", "forest", "both"], default="both")
+    p.add_argument("--variant", default="both",
+                   help="comma-separated: logreg, forest, logreg1m (1M rows), fanout (two"
+                        " independent heavy steps, -j 2 against -j 1); both = logreg,forest;"
+                        " all = every one")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 1 run, logreg only, table printed, RESULTS.md untouched")
     p.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
@@ -282,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
                    " floors come along): the part after the dot in RESULTS.md's last table")
     args = p.parse_args(argv)
     runs = args.runs or (1 if args.quick else 5)
-    variants = ["logreg"] if args.quick else (
-        ["logreg", "forest"] if args.variant == "both" else [args.variant])
+    named = {"both": "logreg,forest", "all": "logreg,forest,logreg1m,fanout"}
+    variants = ["logreg"] if args.quick else named.get(args.variant, args.variant).split(",")
+    fanout = "fanout" in variants
+    variants = [v for v in variants if v != "fanout"]
+    if unknown := [v for v in variants if v not in mp.VARIANTS]:
+        raise SystemExit(f"run_bench: unknown variant {', '.join(unknown)}")
     out = args.out or (None if args.quick else BENCH / "RESULTS.md")
     command = "python bench/run_bench.py" + (" " + " ".join(sys.argv[1:]) if argv is None
                                              and sys.argv[1:] else "")
@@ -297,10 +355,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"building projects in {work} (log: {log})", flush=True)
     try:
         built = [mp.build(work / v, v, env) for v in variants]
-        many = mp.build_many(work, 100, 30, env)
-        cases = {v: variant_cases(bp, env, imports=(i == 0))
+        cases = {v: variant_cases(bp, env, imports=(i == 0 and v == "logreg"))
                  for i, (v, bp) in enumerate(zip(variants, built, strict=True))}
-        cases["cli"] = cli_cases(built[0], many, 400, env)
+        if fanout:
+            cases["fanout"] = fanout_cases(mp.build_fanout(work / "fanout", env), env)
+            variants.append("fanout")
+        if "logreg" in variants:
+            many = mp.build_many(work, 100, 30, env)
+            cases["cli"] = cli_cases(built[0], many, 400, env)
+        disk = []
+        if "logreg1m" in variants:
+            big = built[variants.index("logreg1m")].project / "outputs"
+            disk = [f"Disk bandwidth, for the {_tree_size(big) / 1e6:.0f} MB of outputs the"
+                    " 1M-row pipeline writes (dd, 1 MiB blocks, in the benchmark's folder):",
+                    "", *disk_bandwidth(work, _tree_size(big))]
         if args.only:
             cases = select(cases, set(args.only.split(",")))
         print(f"built in {time.time() - started:.0f} s; {runs} round(s)", flush=True)
@@ -315,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         all_cases = [c for group in cases.values() for c in group]
         text = report.render(all_cases, command=command, runs=runs, elapsed=elapsed,
                              loads=loads, variants=variants, repo=REPO,
-                             code=(code_at_start, report.code_digest(REPO)))
+                             code=(code_at_start, report.code_digest(REPO)), extra=disk)
         print(text)
         if out:  # other benchmarks' marked sections of the file stay (sections.py)
             out.write_text(sections.keep_sections(out, text))
