@@ -73,6 +73,24 @@ def git_project(root: Path) -> Path:
     return root
 
 
+def compiled_project(root: Path, message: str = "compiled") -> Path:
+    """`root` (holding notebooks/) as a git + DVC project, compiled and committed."""
+    git_project(root)
+    cli(["compile"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", message], root)
+    return root
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
@@ -88,8 +106,4 @@ def example_project(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     for name in ("params.yaml",):
         shutil.copy(REPO / name, root / name)
-    git_project(root)
-    cli(["compile"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "compile"], root)
-    return root
+    return compiled_project(root, "compile")

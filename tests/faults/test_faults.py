@@ -20,7 +20,7 @@ import pytest
 
 from mlops_nb import artifacts
 from mlops_nb.errors import ArtifactError
-from tests.conftest import cli, git_project, make_nb, sh, tool_env
+from tests.conftest import alive, cli, git_project, make_nb, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +46,6 @@ def wait_for(path: Path, proc: subprocess.Popen[str], limit: float = 60) -> None
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "step never started"
         time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def step_processes(marker: str) -> list[int]:
@@ -284,10 +276,10 @@ def test_kill_9_of_dvc_or_ploomber_leaves_no_orphan_and_reruns(slow_project, too
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 15
-    while (_alive(step_pid) or step_processes("mlops_nb.step sleepy")) \
+    while (alive(step_pid) or step_processes("mlops_nb.step sleepy")) \
             and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(step_pid), f"the step's process outlived {tool}"
+    assert not alive(step_pid), f"the step's process outlived {tool}"
     assert step_processes("mlops_nb.step sleepy") == []
     assert not (root / "notebooks/finished").exists()
     shutil.rmtree(root / ".dvc" / "tmp", ignore_errors=True)  # DVC's own lock of the killed run

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git_project, make_nb, sh, tool_env
+from tests.conftest import alive, git_project, make_nb, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -221,17 +221,9 @@ def test_the_worker_exits_when_its_project_folder_is_gone(project, sockets):
     assert pids
     shutil.rmtree(project)
     deadline = time.monotonic() + 15  # its idle limit in tests is 30 s
-    while any(_alive(p) for p in pids):
+    while any(alive(p) for p in pids):
         assert time.monotonic() < deadline, "the worker outlived its project"
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_start_up_variables_pick_the_worker(project, sockets):

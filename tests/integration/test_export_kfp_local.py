@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli, git_project, make_nb, sh
+from tests.conftest import REPO, cli, compiled_project, git_project, make_nb, sh
 
 pytest.importorskip("kfp.local")
 pytestmark = pytest.mark.slow
@@ -36,11 +36,7 @@ def _run_metrics(root: Path) -> dict:
 def fan_project(tmp_path: Path) -> Path:
     root = tmp_path / "fan"
     shutil.copytree(REPO / "tests/fixtures/fanout", root)
-    git_project(root)
-    cli(["compile"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "compile"], root)
-    return root
+    return compiled_project(root, "compile")
 
 
 def test_fanout_local_run_equals_mlops_nb_run_and_follows_parameters(fan_project):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, git_project, make_nb, sh
+from tests.conftest import cli, compiled_project, git_project, make_nb, sh
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,7 @@ def tiny_project(tmp_path: Path) -> Path:
     root = tmp_path / "tiny"
     root.mkdir()
     tiny(root)
-    git_project(root)
-    cli(["compile"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "compiled"], root)
-    return root
+    return compiled_project(root)
 
 
 def test_dvc_repro_refuses_a_step_stale_against_its_notebook(tiny_project):

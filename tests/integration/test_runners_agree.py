@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, git_project, make_nb, sh
+from tests.conftest import cli, compiled_project, git_project, make_nb, sh
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +27,7 @@ def small(tmp_path: Path) -> Path:
         (["step:score"], "accuracy = float(model.score(X, y))\nprint(json.dumps(accuracy))"),
         (["pipeline-metrics"], "print(accuracy)"),
     ])
-    git_project(root)
-    cli(["compile"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "compiled"], root)
-    return root
+    return compiled_project(root)
 
 
 def up_to_date(root: Path) -> bool:
