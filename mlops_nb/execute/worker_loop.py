@@ -1,0 +1,185 @@
+"""The warm worker's request loop: accept connections, check each request, fork its step.
+
+Rules it keeps (the threat model in the README; worker_project.py checks and runs a request): it
+listens only in its user's private folder and answers only its own uid (worker_socket.py);
+a request must arrive whole within RECEIVE_SECONDS, and requests are read from any number of
+connections at once; the project is the one it was started for, and a request only names a
+step, checked (worker.refusal) before anything runs; one step runs at a time, and requests
+that arrive meanwhile are answered busy (their stage runs its step itself), so no connection
+waits on another; if the stage goes away, the step's process group is killed; the worker
+retires as stale when a project module it imported changed, and exits when its project
+folder is gone or after MLOPS_NB_WORKER_IDLE seconds (default 600) without a request.
+main() is the worker process, `python -m mlops_nb.execute.worker ROOT [FIRST_STEP]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlops_nb.execute.warmup import (
+    ModuleReport,
+    advance,
+    before_fork,
+    deepen,
+    forking_gc,
+    remember_modules,
+)
+from mlops_nb.execute.worker_project import BUSY, REFUSED, STALE, Project, refusal, run_child, stale
+from mlops_nb.execute.worker_socket import Door, Listener, Pending, socket_path
+
+IDLE_SECONDS = 600.0
+TICK_SECONDS = 1.0  # how often an idle worker checks that its project folder still exists
+
+
+def _answer(conn: socket.socket, **reply: Any) -> None:
+    try:
+        conn.sendall(json.dumps(reply).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _turn_away(door: Door, ready: list[int]) -> None:
+    """While a step runs: requests that arrive are answered busy (their stage runs its step
+    itself), so no connection waits on another."""
+    for p in door.arrived(ready):
+        _answer(p.conn, **{BUSY: True})
+        p.close()
+
+
+def _wait(pid: int, conn: socket.socket, warmup: Iterator[None],
+          report: ModuleReport, door: Door) -> tuple[int, bool]:
+    """(the step's exit code, whether it reported it before exiting: its process is then
+    still to be reaped); kills its group if the stage goes away first. Meanwhile it advances
+    `warmup` (imports for later steps) a module at a time and turns other requests away."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            waitables = [pidfd, conn.fileno(), *door.waitables()] + (
+                [] if report.at_eof else [report.fileno()])
+            ready, _, _ = select.select(waitables, [], [], 0)
+            if not ready and advance(warmup):
+                continue
+            if not ready:
+                ready, _, _ = select.select(waitables, [], [], door.timeout(TICK_SECONDS))
+            _turn_away(door, ready)
+            code = report.code()
+            if code is not None:
+                return code, True
+            if pidfd in ready:
+                _, status = os.waitpid(pid, 0)
+                if os.WIFSIGNALED(status):
+                    return 128 + os.WTERMSIG(status), False
+                return os.WEXITSTATUS(status), False
+            if conn.fileno() in ready and not conn.recv(1, socket.MSG_PEEK):  # stage gone
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                return 137, False
+    finally:
+        os.close(pidfd)
+
+
+
+
+def _run(project: Project, request: dict[str, Any], p: Pending, shell: Any, door: Door) -> None:
+    """Fork the step with the stage's descriptors; answer its exit code."""
+    conn = p.conn
+    conn.setblocking(True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    report = ModuleReport()
+    before_fork()
+    pid = os.fork()
+    if pid == 0:
+        door.close(in_child=True)
+        run_child(project.root, request, p.fds, shell, conn, report)
+    p.close_fds()
+    report.parent_forked()
+    reported = False
+    try:
+        code, reported = _wait(pid, conn, project.warmup, report, door)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # what the step left running in the background
+        _answer(conn, code=code)
+    finally:
+        if reported:  # the stage has its answer: now wait out the exit
+            os.waitpid(pid, 0)
+        imported = report.received()
+        project.learned = remember_modules(project.state, project.learned, imported)
+        project.warmup = itertools.chain(project.warmup, deepen(imported, project.root))
+
+
+def serve(root: Path, first_step: str | None = None) -> None:
+    """Serve step requests for `root` until idle or until the project folder is gone; warm
+    up for `first_step` before the first request arrives (the stage that started this worker
+    runs that step itself meanwhile)."""
+    idle = float(os.environ.get("MLOPS_NB_WORKER_IDLE", IDLE_SECONDS))
+    path = socket_path(root)
+    if path is None:
+        return
+    try:
+        door = Door(Listener(path))
+    except OSError:
+        return  # another worker already serves this project
+    with contextlib.closing(door):
+        from mlops_nb.execute.cells import make_shell
+
+        shell = make_shell()
+        project = Project(root)
+        if first_step:
+            with contextlib.suppress(OSError, ValueError):
+                project.warm_for(first_step, first=True)
+        last = time.monotonic()
+        while project.present() and (door.pending or time.monotonic() - last < idle):
+            ready, _, _ = select.select(door.waitables(), [], [], door.timeout(TICK_SECONDS))
+            for p in door.arrived(ready):
+                try:
+                    if not _serve_one(project, p, shell, door):
+                        return
+                finally:
+                    p.close()
+                last = time.monotonic()
+
+
+def _serve_one(project: Project, p: Pending, shell: Any, door: Door) -> bool:
+    """Answer one complete request; False when the worker must retire (stale)."""
+    try:
+        request = json.loads(p.data)
+    except ValueError:
+        request = None
+    reason = refusal(project.root, request, p.fds)
+    if reason is not None:
+        print(f"mlops-nb worker: refused a request: {reason}", file=sys.stderr, flush=True)
+        _answer(p.conn, **{REFUSED: reason})
+        return True
+    if stale(project.seen) or not project.present():
+        _answer(p.conn, **{STALE: True})
+        return False
+    try:
+        project.warm_for(request["step"], first=not project.warmed)
+        _run(project, request, p, shell, door)
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def main(argv: list[str]) -> None:
+    """The worker process: `python -m mlops_nb.execute.worker ROOT [FIRST_STEP]`."""
+    from mlops_nb.execute.exiting import skip_final_collection
+
+    skip_final_collection()
+    with forking_gc():
+        serve(Path(argv[0]).resolve(), argv[1] if len(argv) > 1 else None)
