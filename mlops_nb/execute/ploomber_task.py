@@ -8,8 +8,9 @@ and its downstream rebuild, as they did when the task was the notebook itself.
 
 pipeline.yaml runs tasks in Ploomber's own process (`build_in_subprocess: false`): this
 function only hands the step to the project's warm worker, which runs it in a process of its
-own and kills it if Ploomber goes away. With no worker up (one is then started), the step runs
-as DVC runs it, `python -m mlops_nb.step STEP`, in a child process that ends with Ploomber.
+own and kills it if Ploomber goes away (with no worker up, it starts one and waits for it).
+When the worker is off, busy or unusable, the step runs as DVC runs it, `python -m
+mlops_nb.step STEP`, in a child process that ends with Ploomber.
 Either way it records outputs/STEP/STEP.ipynb with the injected parameters.
 
 It also spares Ploomber's process the final garbage collections when it exits (see

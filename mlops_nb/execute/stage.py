@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 def _check_compiled() -> int:
     """DVC's first stage: fail when a notebook changed and the step notebooks do not show it."""
     try:
-        ensure_fresh(find_root(), then="run `dvc repro` again")
+        root = find_root()
+        ensure_fresh(root, then="run `dvc repro` again")
+        from mlops_nb.execute import worker
+
+        worker.start(root)  # warms up while DVC goes on to the steps, which hand over to it
     except MlopsNbError as exc:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         return exc.exit_code

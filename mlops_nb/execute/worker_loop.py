@@ -9,7 +9,7 @@ that arrive meanwhile are answered busy (their stage runs its step itself), so n
 waits on another; if the stage goes away, the step's process group is killed; the worker
 retires as stale when a project module it imported changed, and exits when its project
 folder is gone or after MLOPS_NB_WORKER_IDLE seconds (default 600) without a request.
-main() is the worker process, `python -m mlops_nb.execute.worker ROOT [FIRST_STEP]`.
+main() is the worker process, `python -m mlops_nb.execute.worker ROOT [STEP [FD]]`.
 """
 
 from __future__ import annotations
@@ -122,10 +122,12 @@ def _run(project: Project, request: dict[str, Any], p: Pending, shell: Any, door
         project.warmup = itertools.chain(project.warmup, deepen(imported, project.root))
 
 
-def serve(root: Path, first_step: str | None = None) -> None:
-    """Serve step requests for `root` until idle or until the project folder is gone; warm
-    up for `first_step` before the first request arrives (the stage that started this worker
-    runs that step itself meanwhile)."""
+def serve(root: Path, first_step: str | None = None, ready: int | None = None) -> None:
+    """Serve step requests for `root` until idle or until the project folder is gone: first
+    the imports cell of `first_step`'s notebook (the stage that started this worker hands that
+    step over and waits), then a module at a time of the rest of the warm-up whenever no
+    request waits. Once it listens, it writes a byte to the descriptor `ready` (the stage
+    waits for it before connecting) and closes it."""
     idle = float(os.environ.get("MLOPS_NB_WORKER_IDLE", IDLE_SECONDS))
     path = socket_path(root)
     if path is None:
@@ -133,19 +135,28 @@ def serve(root: Path, first_step: str | None = None) -> None:
     try:
         door = Door(Listener(path))
     except OSError:
-        return  # another worker already serves this project
+        return  # another worker already serves this project (the stage connects to it)
+    if ready is not None:
+        with contextlib.suppress(OSError):
+            os.write(ready, b"1")
+            os.close(ready)
     with contextlib.closing(door):
         from mlops_nb.execute.cells import make_shell
 
         shell = make_shell()
         project = Project(root)
-        if first_step:
-            with contextlib.suppress(OSError, ValueError):
-                project.warm_for(first_step, first=True)
+        with contextlib.suppress(OSError, ValueError):
+            if step := first_step or project.some_step():
+                project.warm_for(step, first=True)
         last = time.monotonic()
         while project.present() and (door.pending or time.monotonic() - last < idle):
-            ready, _, _ = select.select(door.waitables(), [], [], door.timeout(TICK_SECONDS))
-            for p in door.arrived(ready):
+            arrived, _, _ = select.select(door.waitables(), [], [], 0)
+            if not arrived and advance(project.warmup):
+                continue
+            if not arrived:
+                arrived, _, _ = select.select(door.waitables(), [], [],
+                                              door.timeout(TICK_SECONDS))
+            for p in door.arrived(arrived):
                 try:
                     if not _serve_one(project, p, shell, door):
                         return
@@ -177,9 +188,11 @@ def _serve_one(project: Project, p: Pending, shell: Any, door: Door) -> bool:
 
 
 def main(argv: list[str]) -> None:
-    """The worker process: `python -m mlops_nb.execute.worker ROOT [FIRST_STEP]`."""
+    """The worker process: `python -m mlops_nb.execute.worker ROOT [FIRST_STEP [READY_FD]]`."""
     from mlops_nb.execute.exiting import skip_final_collection
 
     skip_final_collection()
+    first_step = argv[1] if len(argv) > 1 and argv[1] else None
+    ready = int(argv[2]) if len(argv) > 2 else None
     with forking_gc():
-        serve(Path(argv[0]).resolve(), argv[1] if len(argv) > 1 else None)
+        serve(Path(argv[0]).resolve(), first_step, ready)

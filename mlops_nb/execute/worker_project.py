@@ -12,6 +12,7 @@ imported changed (stale).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from mlops_nb.execute.warmup import (
     learned_modules,
     project_file,
     run_imports,
-    warm_serializers,
+    serializer_warmup,
 )
 from mlops_nb.execute.worker_socket import startup_env
 
@@ -64,7 +65,6 @@ def _warm(root: Path, doc: dict[str, Any], warmed: set[str]) -> None:
         if src not in warmed:
             warmed.add(src)
             run_imports(src, (root / source).parent)
-            warm_serializers()
         return
 
 
@@ -164,11 +164,23 @@ class Project:
         except OSError:
             return False
 
+    def some_step(self) -> str | None:
+        """A step compile wrote for the project (the first by name), to warm up for when the
+        worker was started ahead of any request."""
+        from mlops_nb.compile.record import recorded
+
+        names = sorted(rel[len("steps/"):-len(".ipynb")] for rel in recorded(self.root)
+                       if rel.startswith("steps/") and rel.endswith(".ipynb"))
+        return names[0] if names else None
+
     def warm_for(self, step: str, first: bool = False) -> None:
         doc = json.loads((self.root / "steps" / f"{step}.ipynb").read_text())
         _warm(self.root, doc, self.warmed)
         if first:
             self.seen = _project_modules(self.root)
-            self.warmup = deepen(self.learned, self.root)  # what earlier runs' steps imported
+            # what earlier runs' steps imported, then what saving and loading outputs needs:
+            # a module at a time, while the first step runs or no request waits
+            self.warmup = itertools.chain(deepen(self.learned, self.root),
+                                          serializer_warmup())
         else:
             self.seen = {**_project_modules(self.root), **self.seen}

@@ -104,6 +104,21 @@ def socket_path(root: Path) -> Path | None:
     return path if len(os.fsencode(path)) <= _SUN_PATH_MAX else None
 
 
+def serving(path: Path) -> bool:
+    """Whether a worker holds the lock of the socket at `path` (probed without connecting)."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's own lock, if it got one
+    return False
+
+
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

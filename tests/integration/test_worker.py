@@ -39,14 +39,26 @@ def test_later_stages_run_in_the_warm_worker_and_edits_are_picked_up(project):
     sh(["mlops-nb", "compile"], project)
     sh(["dvc", "repro"], project)
     assert _metric(project) == 2
-    # the first stage ran itself and started the worker; the next ones were forked by it
-    ran_c = (project / "notebooks/ran-c").read_text()
-    assert "mlops_nb.execute.worker" in ran_c
+    # DVC's first stage started the worker; every step, the first one too, was forked by it
+    ran_a, ran_c = ((project / f"notebooks/ran-{s}").read_text() for s in "ac")
+    assert "mlops_nb.execute.worker" in ran_a
+    assert ran_a.split()[0] == ran_c.split()[0]  # one worker
     assert "collector=True" in ran_c  # the worker runs without collection; its steps collect
     (project / "notebooks/helper.py").write_text("VALUE = 5\n")
     sh(["dvc", "repro", "--force"], project)
     assert _metric(project) == 10  # the worker retired instead of serving the old module
 
+
+
+def test_a_stage_that_finds_no_worker_hands_its_step_to_the_one_it_starts(project):
+    _project(project, 1)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    sh(["python", "-m", "mlops_nb.step", "a"], project)  # as DVC runs it; no worker up yet
+    ran_a = (project / "notebooks/ran-a").read_text()
+    assert "mlops_nb.execute.worker" in ran_a
+    sh(["python", "-m", "mlops_nb.step", "b"], project)
+    assert (project / "notebooks/ran-b").read_text().split()[0] == ran_a.split()[0]
 
 def test_a_step_that_kills_its_process_leaves_the_worker_serving(project):
     _project(project, 1)

@@ -48,3 +48,17 @@ def test_start_up_variables_are_part_of_the_key(tmpdir_of_test, tmp_path, monkey
     monkeypatch.delenv("SOME_OTHER_VARIABLE")
     monkeypatch.delenv("KMP_INIT_AT_FORK")
     assert worker_socket.socket_path(tmp_path) == two
+
+
+def test_a_listening_worker_is_seen_without_connecting_to_it(tmpdir_of_test, tmp_path):
+    path = worker_socket.socket_path(tmp_path)
+    assert path is not None and not worker_socket.serving(path)
+    listener = worker_socket.Listener(path)
+    try:
+        assert worker_socket.serving(path)
+        assert worker_socket.serving(path)  # probing twice does not take the lock from it
+        with pytest.raises(OSError):
+            worker_socket.Listener(path)  # a second worker for the same path backs off
+    finally:
+        listener.close()
+    assert not worker_socket.serving(path)
