@@ -5,8 +5,10 @@ sha256 of the data). Formats by type: pandas -> Parquet, numpy -> .npy, exact JS
 JSON, scikit-learn estimators -> skops (no code runs on load), anything else -> pickle
 (cloudpickle for lambdas and closures). A folder appears under its final name only once it is
 complete (written aside, then renamed), and a load checks the bytes against the recorded hash,
-so a partial or tampered output is never taken for a finished one. Pickles are loaded only
-from the project's own outputs, after that check.
+so a partial or tampered output is never taken for a finished one. The hash in meta.json
+proves only that the folder is whole; what may run code on load (a pickle, a skops file with
+types skops does not trust by default) is loaded only when the project recorded writing those
+bytes (see trust.py), or when the caller says it trusts the file (`allow_pickle`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import trust
 from mlops_nb.errors import ArtifactError
 
 META = "meta.json"
@@ -245,8 +248,16 @@ def _umask() -> int:
     return mask
 
 
-def save(obj: Any, folder: Path) -> dict[str, Any]:
-    """Write obj as a complete output folder, atomically replacing an older one."""
+def record_key(meta: dict[str, Any]) -> str:
+    """The name under which the project's record of written files (trust.py) keeps an
+    output's data file."""
+    return f"sha256-{meta['sha256']}"
+
+
+def save(obj: Any, folder: Path, *, project: Path | None = None) -> dict[str, Any]:
+    """Write obj as a complete output folder, atomically replacing an older one, and record
+    its data file's digest as written by `project` (by default the project the folder is in,
+    see trust.project_of)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
@@ -257,6 +268,7 @@ def save(obj: Any, folder: Path) -> dict[str, Any]:
         (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         with open(tmp / meta["file"], "rb+") as f:
             os.fsync(f.fileno())
+        trust.record(project or trust.project_of(folder.parent), record_key(meta))
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.rename(folder, old)
@@ -292,18 +304,53 @@ def read_meta(folder: Path) -> dict[str, Any]:
 TRUSTED_MODULES = ("sklearn", "numpy", "scipy")
 
 
-def _load_skops(path: Path) -> Any:
+def _untrusted_message(path: Path, what: str) -> str:
+    folder = path.parent
+    step = folder.parent.name if folder.parent.parent.name == "outputs" else ""
+    redo = (f"run step '{step}' again (`mlops-nb run {step} -f`)" if step
+            else "write it again with this project's code")
+    return (f"{path} {what} and was not written by this project's runs (its digest is not in"
+            f" {trust.STATE}/{trust.WRITTEN}/; meta.json beside it proves nothing): refusing"
+            f" to load it. {redo.capitalize()}, or load it with allow_pickle if you trust it")
+
+
+def read_checked(folder: Path, meta: dict[str, Any]) -> bytes:
+    """The data file's bytes, checked against the recorded hash; what is loaded is exactly
+    what was hashed (no second read that could differ)."""
+    path = folder / meta["file"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"output {path} is missing; run its step again") from None
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise ArtifactError(
+            f"output {path} changed after its step wrote it (hash mismatch); refusing to use"
+            " it: run its step again"
+        )
+    return data
+
+
+def _load_skops(path: Path, data: bytes, trusted_file: bool) -> Any:
     """Load a skops file trusting what the code decides (scikit-learn, numpy and scipy
     types), never a list read from the output's own folder, which whoever wrote the folder
-    could widen. Anything else in the file is refused by skops."""
+    could widen. Anything else in the file is refused by skops. Types that skops itself does
+    not trust by default (scikit-learn's tree nodes: their indices are used without bounds
+    checks) are trusted only in a file this project wrote (`trusted_file`)."""
     sio = skops_io()
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        raise ArtifactError(f"{path} is not a readable skops file ({exc}); rerun its step"
+                            ) from exc
     trusted = [t for t in untrusted if t.split(".", 1)[0] in TRUSTED_MODULES]
     refused = sorted(set(untrusted) - set(trusted))
     if refused:
         raise ArtifactError(f"{path} holds types mlops_nb does not trust ({', '.join(refused)});"
                             " refusing to load it: rerun the step that writes it")
-    return sio.load(path, trusted=trusted)
+    if trusted and not trusted_file:
+        raise ArtifactError(_untrusted_message(
+            path, f"needs types skops does not trust by default ({', '.join(sorted(trusted))})"))
+    return sio.loads(data, trusted=trusted)
 
 
 def verify(folder: Path) -> dict[str, Any]:
@@ -320,11 +367,28 @@ def verify(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def load(folder: Path) -> Any:
-    """Load an output written by `save`, after verifying its hash."""
-    meta = verify(folder)
+def load(folder: Path, *, project: Path | None = None, allow_pickle: bool = False) -> Any:
+    """Load an output written by `save`, after verifying its hash. A pickle, or a skops file
+    needing types skops does not trust by default, loads only when `project` (by default the
+    project the folder is in) recorded writing it, or with `allow_pickle` (the caller trusts
+    the file)."""
+    meta = read_meta(folder)
     path = folder / meta["file"]
     fmt = meta["format"]
+    if fmt in ("skops", "pickle", "cloudpickle"):
+        data = read_checked(folder, meta)
+        trusted_file = allow_pickle or trust.written(
+            project or trust.project_of(folder.parent), record_key(meta))
+        if fmt == "skops":
+            return _load_skops(path, data, trusted_file)
+        if not trusted_file:
+            raise ArtifactError(_untrusted_message(path, f"is a {fmt} (loading it runs code)"))
+        import pickle
+
+        if fmt == "cloudpickle":
+            import cloudpickle  # noqa: F401 - registers reducers used by the payload
+        return pickle.loads(data)  # noqa: S301 - written by this project, or trusted by the caller
+    meta = verify(folder)
     if fmt == "parquet":
         return _read_parquet(path, meta)
     if fmt == "npy":
@@ -333,13 +397,4 @@ def load(folder: Path) -> Any:
         return np.load(path, allow_pickle=False)
     if fmt == "json":
         return json.loads(path.read_text(encoding="utf-8"))
-    if fmt == "skops":
-        return _load_skops(path)
-    if fmt in ("pickle", "cloudpickle"):
-        import pickle
-
-        if fmt == "cloudpickle":
-            import cloudpickle  # noqa: F401 - registers reducers used by the payload
-        with open(path, "rb") as f:
-            return pickle.load(f)  # noqa: S301 - own output, hash checked above
     raise ArtifactError(f"output {folder} has unknown format {fmt!r}; rerun its step")

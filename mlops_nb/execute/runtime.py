@@ -133,7 +133,8 @@ def _inside(path: Path) -> Path:
 
 
 def load(producer: str, name: str) -> Any:
-    return artifacts.load(_inside(_layout("load").output(producer, name)))
+    layout = _layout("load")
+    return artifacts.load(_inside(layout.output(producer, name)), project=layout.root)
 
 
 def adopt(value: Any, namespace: dict[str, Any], _depth: int = 0) -> Any:
@@ -172,7 +173,7 @@ def save(step: str, values: dict[str, Any]) -> None:
     layout = _layout("save")
     for name, value in values.items():
         try:
-            artifacts.save(value, _inside(layout.output(step, name)))
+            artifacts.save(value, _inside(layout.output(step, name)), project=layout.root)
         except ArtifactError:
             raise
         except Exception as exc:  # noqa: BLE001 - unpicklable objects and the like

@@ -3,7 +3,9 @@ execution, in a scratch project made from what the component carries.
 
 The rule: nothing is assumed of the pod but the installed libraries. The step notebook and the
 small data files travel inside the component; input artifacts arrive as folders in the typed,
-hash-checked artifact format (copied in and verified on load, as locally); outputs are checked
+hash-checked artifact format (copied in and verified on load, as locally; KFP hands a component
+only what the upstream components of the same run wrote, so the inputs are recorded as written
+by the scratch project, which lets their pickles and trees load); outputs are checked
 again before they are handed to KFP. The executed notebook becomes an HTML artifact even when
 the step fails, and a failure names the step and its source notebook's cell.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb import artifacts
+from mlops_nb.artifacts import trust
 from mlops_nb.errors import MlopsNbError, StepFailed
 from mlops_nb.project import PARAMS, STEPS, Layout
 
@@ -77,6 +80,8 @@ def run_step(*, step: str, source: str, folder: str, notebook: str,
         for key, path in sorted(inputs.items()):
             producer, art = key.split("/", 1)
             _copy(Path(path), layout.output(producer, art))
+            meta = artifacts.verify(layout.output(producer, art))
+            trust.record(root, artifacts.record_key(meta))
         for rel, b64 in sorted(packaged.items()):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(base64.b64decode(b64))

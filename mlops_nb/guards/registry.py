@@ -11,8 +11,12 @@ project is `.mlops_nb/registry/` (or $MLOPS_NB_REGISTRY). A version appears only
 version to `production` archives the previous one, so at most one version is in production.
 
 Rule: a model that skops cannot hold is stored as a pickle only with `allow_pickle=True`, and a
-pickle is loaded only with `allow_pickle=True`; skops loads trust only scikit-learn, numpy and
-scipy types unless the caller names more.
+pickle is loaded only with `allow_pickle=True` and only when `register` wrote its bytes (its
+digest is in the registry's record of what it wrote, artifacts/trust.py, kept in
+`<registry>/.mlops_nb/written/`, outside every version folder: a registry copied whole carries
+it, a version folder planted or copied in alone is refused); skops loads trust only
+scikit-learn, numpy and scipy types unless the caller names more, and the types skops does not
+trust by default (the tree nodes of forests and trees) only in a file `register` wrote.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb import artifacts
-from mlops_nb.artifacts import atomic
+from mlops_nb.artifacts import atomic, trust
 from mlops_nb.errors import ArtifactError, RegistryError, UnsafeModelError
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,8 @@ class Registry:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # where the digests of what register() wrote are kept: outside every version folder
+        self.trust_root = root
 
     def _model_dir(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -111,7 +117,8 @@ class Registry:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and _NAME.match(p.name) and not p.name.startswith("."))
 
     def _read(self, name: str, folder: Path) -> ModelVersion:
         try:
@@ -176,7 +183,7 @@ class Registry:
             tmp = folder / f".v{number}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                meta = artifacts.save(model, tmp / "model")
+                meta = artifacts.save(model, tmp / "model", project=self.trust_root)
                 if meta["format"] not in ("skops",) and not allow_pickle and \
                         meta["format"] in ("pickle", "cloudpickle"):
                     raise RegistryError(
@@ -187,7 +194,7 @@ class Registry:
                           "sha256": meta["sha256"], **(info or {}),
                           "history": [{"stage": "candidate", "at": _now()}]}
                 _write_json(tmp / "version.json", record)
-                _write_extras(tmp, schema, reference)
+                _write_extras(tmp, schema, reference, self.trust_root)
                 os.rename(tmp, folder / f"v{number}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -222,10 +229,11 @@ class Registry:
     def load_model(self, name: str, which: str | int | None = None, *,
                    allow_pickle: bool = False, trusted: list[str] | None = None) -> Any:
         mv = self.get(name, which)
-        return load_model_file(mv.path / "model", allow_pickle=allow_pickle, trusted=trusted)
+        return load_model_file(mv.path / "model", allow_pickle=allow_pickle, trusted=trusted,
+                               project=self.trust_root)
 
 
-def _write_extras(folder: Path, schema: Any, reference: Any) -> None:
+def _write_extras(folder: Path, schema: Any, reference: Any, owner: Path) -> None:
     if schema is not None:
         from mlops_nb.guards.validation import schema as schema_mod
 
@@ -233,7 +241,7 @@ def _write_extras(folder: Path, schema: Any, reference: Any) -> None:
     if reference is not None:
         if len(reference) > REFERENCE_ROWS:
             reference = reference.sample(REFERENCE_ROWS, random_state=0)
-        artifacts.save(reference, folder / "reference")
+        artifacts.save(reference, folder / "reference", project=owner)
 
 
 def schema_of(mv: ModelVersion) -> Any:
@@ -250,7 +258,7 @@ def reference_of(mv: ModelVersion) -> Any:
     if not folder.is_dir():
         return None
     try:
-        return artifacts.load(folder)
+        return artifacts.load(folder, project=mv.path.parent.parent)
     except ArtifactError as exc:
         raise RegistryError(f"{mv.ref}: its training reference is unreadable ({exc})") from exc
 
@@ -260,13 +268,19 @@ def _vnum(name: str) -> int:
 
 
 def load_model_file(folder: Path, *, allow_pickle: bool = False,
-                    trusted: list[str] | None = None) -> Any:
-    """Load a stored model after its hash check, refusing pickles unless allowed."""
+                    trusted: list[str] | None = None, project: Path | None = None) -> Any:
+    """Load a stored model after its hash check, refusing pickles unless allowed, and
+    pickles and trees that the registry did not write (`project`: where the registry records
+    what it wrote; by default the registry `<registry>/<name>/v<N>/model` is in)."""
+    owner = project or folder.absolute().parent.parent.parent
     try:
-        meta = artifacts.verify(folder)
+        meta = artifacts.read_meta(folder)
+        fmt = meta.get("format")
+        data = artifacts.read_checked(folder, meta) if fmt == "skops" else None
+        if data is None:
+            artifacts.verify(folder)
     except ArtifactError as exc:
         raise RegistryError(str(exc)) from exc
-    fmt = meta.get("format")
     if fmt in ("pickle", "cloudpickle") and not allow_pickle:
         raise UnsafeModelError(str(folder / meta["file"]), fmt)
     if fmt == "skops":
@@ -275,7 +289,7 @@ def load_model_file(folder: Path, *, allow_pickle: bool = False,
         sio = skops_io()
         path = folder / meta["file"]
         try:
-            needed = sio.get_untrusted_types(file=path)
+            needed = sio.get_untrusted_types(data=data)
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
             raise RegistryError(f"{path} is not a readable skops file ({exc})") from exc
         allowed = set(trusted or [])
@@ -283,11 +297,26 @@ def load_model_file(folder: Path, *, allow_pickle: bool = False,
         if unsafe:
             raise RegistryError(f"{path} needs types outside scikit-learn, numpy and scipy:"
                                 f" {', '.join(unsafe)}; pass trusted=[...] if you trust them")
+        unchecked = sorted(set(needed) - allowed)
+        if unchecked and not trust.written(owner, artifacts.record_key(meta)):
+            raise RegistryError(_not_ours(path, f"needs types skops does not trust by default"
+                                                f" ({', '.join(unchecked)})",
+                                          "or pass trusted=[...] naming them if you trust it"))
         try:
-            return sio.load(path, trusted=list(needed))
+            return sio.loads(data, trusted=list(needed))
         except Exception as exc:  # noqa: BLE001 - a damaged file
             raise RegistryError(f"{path} cannot be loaded ({exc})") from exc
+    if fmt in ("pickle", "cloudpickle") and not trust.written(owner, artifacts.record_key(meta)):
+        raise RegistryError(_not_ours(folder / meta["file"], f"is a {fmt} (loading it runs code)",
+                                      "allow_pickle does not vouch for a file the registry"
+                                      " did not write"))
     try:
-        return artifacts.load(folder)
+        return artifacts.load(folder, project=owner, allow_pickle=True)
     except ArtifactError as exc:
         raise RegistryError(str(exc)) from exc
+
+
+def _not_ours(path: Path, what: str, then: str) -> str:
+    return (f"{path} {what} and was not stored by this registry's register() (its digest is"
+            f" not in {trust.STATE}/{trust.WRITTEN}/; version.json and meta.json beside it"
+            f" prove nothing): refusing to load it. Register the model again, {then}")

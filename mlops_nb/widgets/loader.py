@@ -82,7 +82,7 @@ def _values(layout: Layout, spec: PipelineSpec, step: str) -> tuple[dict[str, An
             if not folder.exists():
                 raise ArtifactError(f"step '{producer}' has no output '{art}' yet (needed by"
                                     f" '{step}'); run it first: %mlops run {producer}")
-            loaded[(producer, art)] = artifacts.load(folder)
+            loaded[(producer, art)] = artifacts.load(folder, project=layout.root)
         value = loaded[(producer, art)]
         values[var] = value if art == var else value[var]
         by_producer.setdefault(producer, []).append(var)

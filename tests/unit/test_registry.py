@@ -13,6 +13,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlops_nb import artifacts
+from mlops_nb.artifacts import trust
 from mlops_nb.cli import main
 from mlops_nb.errors import RegistryError, UnsafeModelError
 from mlops_nb.guards.registry import Registry, load_model_file, parse_ref
@@ -134,9 +135,15 @@ def test_malicious_pickle_is_refused_and_never_runs(reg, tmp_path, monkeypatch, 
     assert main(["models", "list"]) == 0
     assert "evil:1" in capsys.readouterr().out
     assert not marker.exists()
-    # control: the payload is live, it runs once loading is explicitly allowed
+    # allow_pickle allows the format, not a file the registry did not write
+    with pytest.raises(RegistryError, match="not stored by this registry"):
+        reg.load_model("evil", 1, allow_pickle=True)
+    assert not marker.exists()
+    # control: the payload is live, it runs once the bytes are ones the registry wrote
     live = tmp_path / "LIVE"
-    plant_pickle(reg, tmp_path, pickle.dumps(Exploit(str(live))), name="control")
+    folder = plant_pickle(reg, tmp_path, pickle.dumps(Exploit(str(live))), name="control")
+    meta = json.loads((folder / "model" / "meta.json").read_text())
+    trust.record(reg.trust_root, artifacts.record_key(meta))
     reg.load_model("control", 1, allow_pickle=True)
     assert live.read_text() == "pwned" and not marker.exists()
 

@@ -38,7 +38,7 @@ def read_table(path: Path, *, allow_pickle: bool = False) -> Any:
             raise UsageError(
                 f"{path} holds a {fmt} file, which can run code when loaded; refusing to read"
                 " it. Pass --allow-pickle only if you trust where it came from")
-        frame = artifacts.load(path)
+        frame = artifacts.load(path, allow_pickle=allow_pickle)
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()
         if not isinstance(frame, pd.DataFrame):

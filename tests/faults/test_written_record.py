@@ -1,0 +1,190 @@
+"""Only bytes this project wrote are unpickled, or loaded with the tree types skops does not
+trust by default: a planted output with a matching meta.json (and done marker) is refused on
+every path that loads (a step under `mlops-nb run`, `%mlops load`, the registry); what the
+project wrote, and what DVC brings back of it (run-cache, checkout), loads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.errors import ArtifactError, RegistryError
+from tests.conftest import cli, compiled_project, make_nb, sh
+
+
+class _Payload:
+    """Unpickling it runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _flow(root: Path) -> Path:
+    """make: a set (pickled) and a decision tree (skops with sklearn.tree._tree.Tree);
+    use: loads both."""
+    make_nb(root / "notebooks" / "flow.ipynb", [
+        (["imports"], "from sklearn.datasets import load_iris\n"
+                      "from sklearn.tree import DecisionTreeClassifier"),
+        (["step:make"], "X, y = load_iris(return_X_y=True)\nlabels = {1, 2, 3}\n"
+                        "model = DecisionTreeClassifier(random_state=0).fit(X, y)"),
+        (["step:use"], "total = sum(labels) + int(model.predict(X[:1])[0])\nprint(total)"),
+    ])
+    return compiled_project(root)
+
+
+@pytest.fixture
+def ran(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    _flow(root)
+    cli(["run"], root)  # written by this project: the tree and the pickle load in `use`
+    return root
+
+
+def _plant(root: Path, var: str, data_file: str, payload: bytes) -> None:
+    """Replace an output's data with `payload`, its meta.json's hash and the producing
+    step's done marker to match, as anyone who writes (or hands over) the folder can."""
+    from mlops_nb.execute.state import record_done
+
+    folder = root / "outputs" / "make" / var
+    (folder / data_file).write_bytes(payload)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["sha256"] = hashlib.sha256(payload).hexdigest()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    record_done(root, "make")
+
+
+def _foreign_tree(tmp_path: Path) -> bytes:
+    """A tree model written elsewhere (another project, another machine)."""
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlops_nb import artifacts
+
+    X, y = load_iris(return_X_y=True)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (elsewhere / "params.yaml").write_text("{}\n")
+    artifacts.save(DecisionTreeClassifier(max_depth=1).fit(X, y), elsewhere / "m")
+    return (elsewhere / "m" / "data.skops").read_bytes()
+
+
+def test_a_planted_pickle_is_refused_by_a_step_and_by_percent_mlops_load(ran, tmp_path):
+    from mlops_nb.widgets.loader import load_step
+
+    marker = tmp_path / "pwned"
+    _plant(ran, "labels", "data.pkl", pickle.dumps(_Payload(marker)))
+    res = cli(["run"], ran, check=False)
+    assert res.returncode == 6, res.stdout + res.stderr
+    assert "outputs/make/labels/data.pkl" in res.stderr
+    assert "not written by this project" in res.stderr and "mlops-nb run make -f" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not marker.exists()
+    namespace: dict = {}
+    with pytest.raises(ArtifactError, match="not written by this project"):
+        load_step(ran, "use", namespace)
+    assert not marker.exists() and "labels" not in namespace
+    # what the message says to do works: the step writes it again, and it loads
+    cli(["run", "make", "-f"], ran)
+    cli(["run"], ran)
+    assert not marker.exists()
+
+
+def test_a_planted_tree_is_refused_and_one_the_project_wrote_loads(ran, tmp_path):
+    from mlops_nb.widgets.loader import load_step
+
+    namespace: dict = {}
+    load_step(ran, "use", namespace)  # the tree this project wrote loads
+    assert namespace["model"].predict(namespace["X"][:1]).shape == (1,)
+    _plant(ran, "model", "data.skops", _foreign_tree(tmp_path))
+    res = cli(["run"], ran, check=False)
+    assert res.returncode == 6, res.stdout + res.stderr
+    assert "outputs/make/model/data.skops" in res.stderr
+    assert "sklearn.tree._tree.Tree" in res.stderr and "not written by this project" in res.stderr
+    with pytest.raises(ArtifactError, match="skops does not trust by default"):
+        load_step(ran, "use", {})
+
+
+def test_a_copied_project_does_not_trust_the_outputs_it_came_with(ran, tmp_path):
+    """A folder handed over whole (outputs, meta.json, done markers) without this project's
+    record of what it wrote: its pickles are not loaded."""
+    from mlops_nb.widgets.loader import load_step
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ran, copy, ignore=shutil.ignore_patterns(".mlops_nb"))
+    with pytest.raises(ArtifactError, match="not written by this project"):
+        load_step(copy, "use", {})
+
+
+def test_registry_refuses_a_planted_tree_and_pickle_and_loads_what_it_stored(tmp_path):
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlops_nb.guards.registry import Registry
+
+    root = tmp_path / "proj"
+    (root / ".mlops_nb").mkdir(parents=True)
+    reg = Registry(root / ".mlops_nb" / "registry")
+    X, y = load_iris(return_X_y=True)
+    reg.register("tree", DecisionTreeClassifier(random_state=0).fit(X, y), {})
+    assert reg.load_model("tree", 1).predict(X[:1]).shape == (1,)
+    reg.register("tree", DecisionTreeClassifier(random_state=0).fit(X, y), {})
+    model = reg.get("tree", 2).path / "model"
+    payload = _foreign_tree(tmp_path)
+    (model / "data.skops").write_bytes(payload)
+    meta = json.loads((model / "meta.json").read_text())
+    meta["sha256"] = hashlib.sha256(payload).hexdigest()
+    (model / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match="not stored by this registry"):
+        reg.load_model("tree", 2)
+    # a pickle planted in place of the model: refused even with allow_pickle
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Payload(marker))
+    (model / "data.skops").unlink()
+    (model / "data.pkl").write_bytes(evil)
+    meta.update(format="pickle", file="data.pkl", sha256=hashlib.sha256(evil).hexdigest())
+    (model / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match="not stored by this registry"):
+        reg.load_model("tree", 2, allow_pickle=True)
+    assert not marker.exists()
+
+
+def test_a_symlinked_record_is_refused_not_followed(ran, tmp_path):
+    from mlops_nb import artifacts
+
+    record = ran / ".mlops_nb" / "written"
+    shutil.rmtree(record)
+    elsewhere = tmp_path / "elsewhere-record"
+    elsewhere.mkdir()
+    record.symlink_to(elsewhere)
+    with pytest.raises(ArtifactError, match="symlink"):
+        artifacts.save({4, 5}, ran / "outputs" / "make" / "other", project=ran)
+    assert list(elsewhere.iterdir()) == []
+    with pytest.raises(ArtifactError, match="symlink"):
+        artifacts.load(ran / "outputs" / "make" / "labels", project=ran)
+
+
+def test_outputs_dvc_restores_from_its_run_cache_still_load(tmp_path):
+    from mlops_nb.widgets.loader import load_step
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    _flow(root)
+    sh(["dvc", "repro", "-q"], root)
+    shutil.rmtree(root / "outputs")
+    res = sh(["dvc", "repro", "-v"], root)
+    assert "skipping run" in res.stdout + res.stderr  # restored from the run-cache
+    namespace: dict = {}
+    load_step(root, "use", namespace)
+    assert namespace["labels"] == {1, 2, 3}
+    assert namespace["model"].predict(namespace["X"][:1]).shape == (1,)
+    cli(["run", "use", "-f"], root)
