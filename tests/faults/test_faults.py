@@ -177,6 +177,7 @@ def test_disk_full_keeps_earlier_output_and_records_nothing(tmp_path, monkeypatc
     disk = tmp_path / "disk"
     mounted = _tmpfs(disk, "2M")
     try:
+        (disk / "params.yaml").write_text("{}\n")  # a project: its record of writes is here
         if not mounted:  # no mount permission: simulate ENOSPC at the write call
             real = os.fsync
 
