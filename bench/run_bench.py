@@ -174,6 +174,10 @@ def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = Fals
         Case(f"{k}.ploomber", "`ploomber build --force`", project,
              lambda: [ploomber, "build", "--force"], k, floor=f"{k}.floor",
              target=Target(2.0, "ratio"), check=_ran_all(project)),
+        Case(f"{k}.ploomber_cold", "`ploomber build --force`, no warm process left by earlier"
+             " runs", project, lambda: [ploomber, "build", "--force"], k, floor=f"{k}.floor",
+             before=lambda: measure.stop_residents(env[mp.SESSION], project),
+             check=_ran_all(project)),
         Case(f"{k}.dvc", "`dvc repro --force`", project,
              lambda: [dvc, "repro", "--force"], k, floor=f"{k}.floor",
              target=Target(2.0, "ratio"), check=_ran_all(project)),
