@@ -113,6 +113,12 @@ VARIANTS = {
         {**BASE_PARAMS, "N_ROWS": 1_000_000, "C": 1.0, "MAX_ITER": 200},
         "C", tuple(round(0.5 + 0.01 * i, 2) for i in range(1, 100)),
     ),
+    "logreg10m": Variant(  # 10M rows x 20 float64: a 1.6 GB frame, outputs of ~4 GB
+        "logreg10m",
+        "model = LogisticRegression(C=C, max_iter=MAX_ITER)\nmodel.fit(X_train, y_train)\n",
+        {**BASE_PARAMS, "N_ROWS": 10_000_000, "C": 1.0, "MAX_ITER": 200},
+        "C", tuple(round(0.5 + 0.01 * i, 2) for i in range(1, 100)),
+    ),
     "forest": Variant(
         "forest",
         "model = RandomForestClassifier(\n    n_estimators=N_ESTIMATORS, max_depth=MAX_DEPTH,"

@@ -24,6 +24,7 @@ TITLES = {
     "forest": "the same pipeline, heavier: random forest",
     "logreg1m": "the data size users have: the logistic-regression pipeline at 1M rows x 20"
                 " columns",
+    "logreg10m": "the same at 10M rows x 20 columns (a 1.6 GB frame)",
     "fanout": "fan-out: two independent random forests after one prepare step (80k training"
               " rows each)",
     "cli": "commands with nothing (or only compiling) to do",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.artifacts import trust
+from mlops_nb.artifacts.digest import HashingWriter, mapped
 from mlops_nb.errors import ArtifactError
 
 META = "meta.json"
@@ -98,8 +99,10 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
         if isinstance(obj, (pd.DataFrame, pd.Series)):
             try:
                 frame = obj.to_frame(name="__series__") if isinstance(obj, pd.Series) else obj
-                frame.to_parquet(folder / "data.parquet", **_parquet_options(frame))
-                meta: dict[str, Any] = {"format": "parquet", "file": "data.parquet"}
+                with HashingWriter(folder / "data.parquet") as out:
+                    frame.to_parquet(out, **_parquet_options(frame))
+                meta: dict[str, Any] = {"format": "parquet", "file": "data.parquet",
+                                        "sha256": out.hexdigest()}
                 if isinstance(obj, pd.Series):
                     meta["series_name"] = _json_name(obj.name)
                 if _parquet_exact(frame):
@@ -115,11 +118,12 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
         import numpy as np
 
         if isinstance(obj, np.ndarray) and obj.dtype != object:
-            np.save(folder / "data.npy", obj, allow_pickle=False)
-            return {"format": "npy", "file": "data.npy"}
+            with HashingWriter(folder / "data.npy") as out:
+                np.save(out, obj, allow_pickle=False)
+            return {"format": "npy", "file": "data.npy", "sha256": out.hexdigest()}
     if _is_json_exact(obj):
-        (folder / "data.json").write_text(json.dumps(obj, sort_keys=False), encoding="utf-8")
-        return {"format": "json", "file": "data.json"}
+        return _write_bytes(folder, "json", "data.json",
+                            json.dumps(obj, sort_keys=False).encode("utf-8"))
     if mod.startswith("sklearn"):
         try:
             sio = skops_io()
@@ -127,8 +131,8 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
             untrusted = sio.get_untrusted_types(data=payload)
             if any(t.split(".", 1)[0] not in TRUSTED_MODULES for t in untrusted):
                 raise TypeError("holds types of its own (the load would refuse them)")
-            (folder / "data.skops").write_bytes(payload)
-            return {"format": "skops", "file": "data.skops", "trusted": sorted(untrusted)}
+            meta = _write_bytes(folder, "skops", "data.skops", payload)
+            return {**meta, "trusted": sorted(untrusted)}
         except Exception as exc:  # noqa: BLE001 - types skops cannot hold go to pickle
             _unless_no_space(exc)
             (folder / "data.skops").unlink(missing_ok=True)
@@ -142,8 +146,13 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
 
         payload = cloudpickle.dumps(obj, protocol=5)
         fmt = "cloudpickle"
-    (folder / "data.pkl").write_bytes(payload)
-    return {"format": fmt, "file": "data.pkl"}
+    return _write_bytes(folder, fmt, "data.pkl", payload)
+
+
+def _write_bytes(folder: Path, fmt: str, name: str, payload: bytes) -> dict[str, Any]:
+    with HashingWriter(folder / name) as out:
+        out.write(payload)
+    return {"format": fmt, "file": name, "sha256": out.hexdigest()}
 
 
 def stable_skops(payload: bytes) -> bytes:
@@ -231,7 +240,7 @@ def _json_name(name: Any) -> Any:
     return name if _is_json_exact(name) else str(name)
 
 
-def _read_parquet(path: Path, meta: dict[str, Any]) -> Any:
+def _read_parquet(path: Any, meta: dict[str, Any]) -> Any:
     import pandas as pd
 
     frame = pd.read_parquet(path)
@@ -262,12 +271,9 @@ def save(obj: Any, folder: Path, *, project: Path | None = None) -> dict[str, An
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
-        meta = _write_data(obj, tmp)
+        meta = _write_data(obj, tmp)  # hashed while written (digest.py), not fsynced
         meta["type"] = _type_name(obj)
-        meta["sha256"] = sha256_file(tmp / meta["file"])
         (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        with open(tmp / meta["file"], "rb+") as f:
-            os.fsync(f.fileno())
         trust.record(project or trust.project_of(folder.parent), record_key(meta))
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -355,16 +361,26 @@ def _load_skops(path: Path, data: bytes, trusted_file: bool) -> Any:
 
 def verify(folder: Path) -> dict[str, Any]:
     """Check an output's bytes against the hash recorded when it was written."""
+    return _checked(folder)[0]
+
+
+def _checked(folder: Path) -> tuple[dict[str, Any], Any]:
+    """The output's meta and its data file's bytes (mapped), once they matched the hash."""
     meta = read_meta(folder)
     data = folder / meta["file"]
-    if not data.exists():
-        raise ArtifactError(f"output {data} is missing; run its step again")
-    if sha256_file(data) != meta["sha256"]:
+    try:
+        content = mapped(data)
+    except FileNotFoundError:
+        raise ArtifactError(f"output {data} is missing; run its step again") from None
+    except OSError as exc:
+        raise ArtifactError(f"output {data} is unreadable ({exc}); run its step again"
+                            ) from exc
+    if hashlib.sha256(content).hexdigest() != meta["sha256"]:
         raise ArtifactError(
             f"output {data} changed after its step wrote it (hash mismatch); refusing to use"
             " it: run its step again"
         )
-    return meta
+    return meta, content
 
 
 def load(folder: Path, *, project: Path | None = None, allow_pickle: bool = False) -> Any:
@@ -388,9 +404,12 @@ def load(folder: Path, *, project: Path | None = None, allow_pickle: bool = Fals
         if fmt == "cloudpickle":
             import cloudpickle  # noqa: F401 - registers reducers used by the payload
         return pickle.loads(data)  # noqa: S301 - written by this project, or trusted by the caller
+    if fmt == "parquet":  # parsed from the very bytes just checked: one read of the file
+        import pyarrow as pa
+
+        meta, content = _checked(folder)
+        return _read_parquet(pa.BufferReader(pa.py_buffer(content)), meta)
     meta = verify(folder)
-    if fmt == "parquet":
-        return _read_parquet(path, meta)
     if fmt == "npy":
         import numpy as np
 

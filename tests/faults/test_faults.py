@@ -179,14 +179,16 @@ def test_disk_full_keeps_earlier_output_and_records_nothing(tmp_path, monkeypatc
     try:
         (disk / "params.yaml").write_text("{}\n")  # a project: its record of writes is here
         if not mounted:  # no mount permission: simulate ENOSPC at the write call
-            real = os.fsync
+            from mlops_nb.artifacts.digest import HashingWriter
 
-            def full(fd: int) -> None:
-                if os.fstat(fd).st_size > 100_000:
+            real = HashingWriter.write
+
+            def full(self: HashingWriter, data: bytes) -> int:
+                if len(data) > 100_000:
                     raise OSError(errno.ENOSPC, "No space left on device")
-                real(fd)
+                return real(self, data)
 
-            monkeypatch.setattr(os, "fsync", full)
+            monkeypatch.setattr(HashingWriter, "write", full)
         out = disk / "outputs" / "step" / "big"
         artifacts.save(list(range(10)), out)
         before = (out / "data.json").read_bytes()
