@@ -27,6 +27,7 @@ from mlops_nb.compile.record import (
 from mlops_nb.compile.targets import render_dvc, render_ploomber
 from mlops_nb.errors import ArtifactError, NoStepsError, StaleError, UsageError
 from mlops_nb.notebook.tags import parse_notebook
+from mlops_nb.pipeline import paramcheck
 from mlops_nb.pipeline import params as params_mod
 from mlops_nb.pipeline.spec import PipelineSpec, build_spec
 from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STEPS
@@ -98,17 +99,19 @@ def render_with_notes(root: Path, paths: list[str] | None = None
                                                          functions[step.name])
     params_path = root / PARAMS
     existing = params_path.read_text(encoding="utf-8") if params_path.exists() else None
-    # read first: fail early, with line and column
-    values = params_mod.read(params_path, PARAMS) if existing is not None else {}
+    # parse first: fail early, with line and column, before anything is merged or written
+    doc = paramcheck.parse_text(existing, PARAMS) if existing is not None else None
+    declared = {n.stem: dict(n.params) for n in spec.notebooks}
+    replaced: set[tuple[str, str]] = set()
+    seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks},
+                             last_seeded(root), notes, replaced)
+    # the values the merge kept are the file's: their types must be the notebooks' (a value
+    # the merge took from the notebook is the notebook's own)
+    values = paramcheck.check_parsed(doc, declared, PARAMS, replaced) if doc else {}
     files[PIPELINE] = render_ploomber(
         spec, {s.name: files[f"{STEPS}/{s.name}.ipynb"] for s in spec.steps},
         jobs=params_mod.ploomber_jobs(values))
     files[DVC_YAML] = render_dvc(spec)
-    seeded = params_mod.seed(existing, {n.stem: list(n.params) for n in spec.notebooks},
-                             last_seeded(root), notes)
-    if seeded is None and existing is not None and params_mod.is_empty(existing):
-        # Ploomber refuses an env.yaml that is not a mapping: comments alone are null in YAML
-        seeded = existing.rstrip("\n") + "\n{}\n" if existing.strip() else "{}\n"
     files[PARAMS] = seeded if seeded is not None else (existing or "{}\n")
     return spec, files, notes
 

@@ -8,6 +8,10 @@ whose bytes changed (or a project with no record, as in a fresh clone) is compil
 memory: when the generated files come out the same (only outputs or markdown changed), the
 record is brought up to date and the run goes on; otherwise StaleError names the notebook and
 the command to run. Nothing here writes a generated file.
+
+`ensure_params` is the params.yaml half of the same question (paramcheck.py): the runners
+that do not compile (a DVC stage, Ploomber's on_render hook) check its types against the
+notebook defaults compile last seeded, before they run anything.
 """
 
 from __future__ import annotations
@@ -15,10 +19,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from mlops_nb.compile import render
-from mlops_nb.compile.record import SOURCES, notebook_digest, project_notebooks, record_sources
+from mlops_nb.compile.record import (
+    SOURCES,
+    last_seeded,
+    notebook_digest,
+    project_notebooks,
+    record_sources,
+)
 from mlops_nb.errors import StaleError
+from mlops_nb.pipeline import paramcheck
 from mlops_nb.project import NOTEBOOKS, PARAMS, STATE
 
 log = logging.getLogger(__name__)
@@ -77,3 +89,9 @@ def ensure_fresh(root: Path, then: str = "run it again") -> None:
         shown = ", ".join(differ[:4]) + (", ..." if len(differ) > 4 else "")
         raise StaleError(f"{', '.join(changed)} changed since `{RECOMPILE}` ({shown} would"
                          f" change): run `{RECOMPILE}`, then {then}")
+
+
+def ensure_params(root: Path) -> dict[str, Any]:
+    """params.yaml checked (paramcheck.check) against the defaults compile last seeded; its
+    plain data."""
+    return paramcheck.check(root / PARAMS, last_seeded(root), PARAMS)

@@ -34,10 +34,20 @@ def run_step(product, step, digest, parameters=None, upstream=None):
 
 def check_compiled(dag):
     """pipeline.yaml's on_render hook: `ploomber build` and `ploomber status` stop when a
-    notebook changed and the step notebooks do not show it yet (see compile/fresh.py)."""
-    from mlops_nb.compile.fresh import ensure_fresh
+    notebook changed and the step notebooks do not show it yet (see compile/fresh.py), or when
+    params.yaml is wrong (paramcheck.py), before any task runs. Ploomber would wrap the error
+    in its own and exit 1: it is printed as the other runners print it and the process exits
+    with the same code (SystemExit passes through Ploomber's handlers)."""
+    from mlops_nb.compile.fresh import ensure_fresh, ensure_params
+    from mlops_nb.errors import MlopsNbError
 
-    ensure_fresh(_dag_root(dag), then="run `ploomber build` again")
+    try:
+        root = _dag_root(dag)
+        ensure_fresh(root, then="run `ploomber build` again")
+        ensure_params(root)
+    except MlopsNbError as exc:
+        print(f"mlops-nb: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
 
 
 def _dag_root(dag: Any) -> Path:
@@ -104,6 +114,7 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
             held.enter_context(dvc_lock(root))
         check_hand_edits(root, [f"steps/{step}.ipynb"])
         ensure_fresh(root, then="run `ploomber build` again")
+        parameters = _as_in_params_yaml(root, step, parameters)
         code, message = _hand_over_or_run(root, step, parameters)
     if code == 130:
         raise Interrupted(f"step '{step}' was interrupted")
@@ -112,6 +123,30 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
                                       " printed above")
         err.exit_code = code
         raise err
+
+
+def _as_in_params_yaml(root: Path, step: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The values as params.yaml types them. Ploomber renders `{{group.NAME}}` to text and
+    casts it back with literal_eval, so the string "1.0" reaches the task as the float 1.0;
+    a value that renders to what Ploomber passed is taken from params.yaml as it is written
+    there, the one the other runners inject. A value from `--env--group--NAME` stays Ploomber's."""
+    from ploomber.env.expand import cast_if_possible
+
+    from mlops_nb.execute.state import step_meta
+    from mlops_nb.pipeline.params import read
+    from mlops_nb.project import PARAMS, Layout
+
+    section = read(root / PARAMS, PARAMS).get(step_meta(Layout(root), step)["group"])
+    if not isinstance(section, dict):
+        return parameters
+    out = dict(parameters)
+    for name, value in parameters.items():
+        if name in section:
+            mine = section[name]
+            again = cast_if_possible(str(mine))
+            if type(again) is type(value) and again == value:
+                out[name] = mine
+    return out
 
 
 def _hand_over_or_run(root: Path, step: str, parameters: dict[str, Any]) -> tuple[int, str]:

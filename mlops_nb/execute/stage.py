@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.compile.fresh import ensure_fresh
+from mlops_nb.compile.fresh import ensure_fresh, ensure_params
 from mlops_nb.compile.record import check_hand_edits
 from mlops_nb.errors import MlopsNbError, UsageError
 from mlops_nb.execute.lock import held_by_parent, run_lock
@@ -47,6 +47,7 @@ def _stage(root: Path, step: str) -> int | None:
     code, None when it ran here."""
     check_hand_edits(root, [f"steps/{step}.ipynb"])
     ensure_fresh(root, then="run `dvc repro` again")
+    ensure_params(root)  # every stage checks the whole file: the first one to run stops
     try:
         from mlops_nb.execute import worker
 
@@ -94,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_compiled() -> int:
-    """DVC's first stage: fail when a notebook changed and the step notebooks do not show it."""
+    """DVC's first stage: fail when a notebook changed and the step notebooks do not show it,
+    or when params.yaml is wrong (it reruns when params.yaml changes)."""
     try:
         root = find_root()
         ensure_fresh(root, then="run `dvc repro` again")
+        ensure_params(root)
         from mlops_nb.execute import worker
 
         worker.start(root)  # warms up while DVC goes on to the steps, which hand over to it

@@ -3,7 +3,7 @@
 `seed` adds parameters that are missing and merges three ways with what compile seeded last
 time, so a value the user set is never lost and a changed notebook default is never ignored
 (round-trip YAML keeps comments and order). `read` parses strictly and fails with file, line
-and column.
+and column (paramcheck.py, which also checks types against the notebooks for the runners).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.errors import ConfigError
-
-SETTINGS = "mlops_nb"  # params.yaml's section for mlops_nb's own settings (not parameters)
+from mlops_nb.pipeline.paramcheck import SETTINGS
 
 
 def ploomber_jobs(data: dict[str, Any]) -> int:
@@ -39,40 +38,13 @@ def _yaml() -> Any:
     return y
 
 
-def _mark_error(path: Path, exc: Exception) -> ConfigError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is not None:
-        return ConfigError(str(path), f"invalid YAML: {problem}; fix this line",
-                           mark.line + 1, mark.column + 1)
-    return ConfigError(str(path), f"invalid YAML: {problem}")
-
-
 def read(path: Path, display: str | None = None) -> dict[str, Any]:
-    """Load params.yaml as plain data; a missing or empty file is an empty mapping."""
-    shown = display or str(path)
-    if not path.exists():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    if "\t" in text:
-        line = text[: text.index("\t")].count("\n") + 1
-        col = text.index("\t") - (text.rfind("\n", 0, text.index("\t")) + 1) + 1
-        raise ConfigError(shown, "a tab character: YAML indents with spaces only", line, col)
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    """Load params.yaml as plain data, strictly (paramcheck.parse: an empty file, a
+    duplicate key... are errors with line and column); a missing file is an empty mapping."""
+    from mlops_nb.pipeline.paramcheck import parse
 
-    y = YAML(typ="safe", pure=True)
-    y.allow_duplicate_keys = False
-    try:
-        data = y.load(text)
-    except YAMLError as exc:
-        raise _mark_error(Path(shown), exc) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(shown, "must be a mapping of notebook name to parameters"
-                                 " (e.g. `iris: {N_ESTIMATORS: 100}`)", 1, 1)
-    return data
+    parsed = parse(path, display or str(path))
+    return {} if parsed is None else parsed.data
 
 
 def group_values(data: dict[str, Any], group: str, names: list[str], shown: str
@@ -89,11 +61,6 @@ def group_values(data: dict[str, Any], group: str, names: list[str], shown: str
         raise ConfigError(shown, f"'{group}' lacks {', '.join(missing)}; run"
                                  " `mlops-nb compile` to add defaults")
     return {n: section[n] for n in names}
-
-
-def is_empty(text: str) -> bool:
-    """True when the YAML text holds no value at all (empty, or comments only)."""
-    return _yaml().load(text) is None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -115,8 +82,8 @@ def _nearest(name: str, known: list[str]) -> str:
 
 
 def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]],
-         base: dict[str, dict[str, str]] | None = None, notes: list[str] | None = None
-         ) -> str | None:
+         base: dict[str, dict[str, str]] | None = None, notes: list[str] | None = None,
+         replaced: set[tuple[str, str]] | None = None) -> str | None:
     """New params.yaml text, or None when nothing changes.
 
     A three-way merge per parameter between the notebook's literal, params.yaml's value and
@@ -124,7 +91,8 @@ def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]],
     value is added; the notebook changed and params.yaml not -> the notebook's value, noted;
     params.yaml changed and the notebook not -> kept; both changed -> params.yaml's is kept,
     noted with both values. A key of a notebook's group that the notebook does not declare is
-    noted with the nearest declared name. `notes` collects those messages.
+    noted with the nearest declared name. `notes` collects those messages; `replaced`, the
+    (group, name) pairs whose value became the notebook's.
     """
     notes = notes if notes is not None else []
     base = base or {}
@@ -163,6 +131,8 @@ def seed(existing: str | None, groups: dict[str, list[tuple[str, str]]],
             if before is not None and _same(current, old):
                 section[name] = value
                 changed = True
+                if replaced is not None:
+                    replaced.add((group, name))
                 notes.append(f"params.yaml: {key} = {value!r}: the notebook's new value"
                              f" (was {current!r})")
             elif before is not None and _same(value, old):
