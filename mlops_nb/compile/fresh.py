@@ -91,7 +91,8 @@ def ensure_fresh(root: Path, then: str = "run it again") -> None:
                          f" change): run `{RECOMPILE}`, then {then}")
 
 
-def ensure_params(root: Path) -> dict[str, Any]:
+def ensure_params(root: Path, warn: bool = True) -> dict[str, Any]:
     """params.yaml checked (paramcheck.check) against the defaults compile last seeded; its
-    plain data."""
-    return paramcheck.check(root / PARAMS, last_seeded(root), PARAMS)
+    plain data. `warn`: log unknown options (a step's stage leaves that to DVC's first stage
+    or Ploomber's hook, which checked the same file before it)."""
+    return paramcheck.check(root / PARAMS, last_seeded(root), PARAMS, warn=warn)

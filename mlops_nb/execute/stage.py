@@ -47,7 +47,7 @@ def _stage(root: Path, step: str) -> int | None:
     code, None when it ran here."""
     check_hand_edits(root, [f"steps/{step}.ipynb"])
     ensure_fresh(root, then="run `dvc repro` again")
-    ensure_params(root)  # every stage checks the whole file: the first one to run stops
+    ensure_params(root, warn=False)  # every stage checks the whole file: the first one stops
     try:
         from mlops_nb.execute import worker
 

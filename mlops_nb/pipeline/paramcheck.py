@@ -211,7 +211,7 @@ def _check_types(root: Any, declared: Mapping[str, Mapping[str, str]], shown: st
                            f" {_hint(value, default, expected)}", *_where(value))
 
 
-def _check_options(root: Any, data: dict[str, Any], shown: str) -> None:
+def _check_options(root: Any, data: dict[str, Any], shown: str, warn: bool) -> None:
     found = _child(root, SETTINGS)
     if found is None:
         return
@@ -224,6 +224,8 @@ def _check_options(root: Any, data: dict[str, Any], shown: str) -> None:
     for key, value in _pairs(section):
         name = str(getattr(key, "value", key))
         if name not in OPTIONS:
+            if not warn:
+                continue
             line, _ = _where(key)
             near = difflib.get_close_matches(name, list(OPTIONS), n=1, cutoff=0.6)
             log.warning("%s:%d: %s.%s is not an option of mlops_nb%s; it is ignored", shown,
@@ -239,20 +241,21 @@ def _check_options(root: Any, data: dict[str, Any], shown: str) -> None:
 
 
 def check_parsed(parsed: Parsed, declared: Mapping[str, Mapping[str, str]] | None,
-                 shown: str = "params.yaml", skip: set[tuple[str, str]] | None = None
-                 ) -> dict[str, Any]:
+                 shown: str = "params.yaml", skip: set[tuple[str, str]] | None = None,
+                 warn: bool = True) -> dict[str, Any]:
     """Types against `declared` ({group: {name: the notebook's literal}}) and mlops_nb's
-    options; the plain data. `skip`: (group, name) pairs whose value is not the file's."""
+    options; the plain data. `skip`: (group, name) pairs whose value is not the file's;
+    `warn`: log unknown options (False where an earlier check of the same run did)."""
     _check_types(parsed.node, declared or {}, shown, skip or set())
-    _check_options(parsed.node, parsed.data, shown)
+    _check_options(parsed.node, parsed.data, shown, warn)
     return parsed.data
 
 
 def check(path: Path, declared: Mapping[str, Mapping[str, str]] | None,
-          shown: str = "params.yaml") -> dict[str, Any]:
+          shown: str = "params.yaml", warn: bool = True) -> dict[str, Any]:
     """The whole check of the file at `path` (see the module's rule); its plain data, {}
     when there is no file (compile seeds one)."""
     parsed = parse(path, shown)
     if parsed is None:
         return {}
-    return check_parsed(parsed, declared, shown)
+    return check_parsed(parsed, declared, shown, warn=warn)
