@@ -18,7 +18,6 @@ this module's (compile seeds them; params.group_values names them at run time).
 from __future__ import annotations
 
 import ast
-import difflib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -226,6 +225,8 @@ def _check_options(root: Any, data: dict[str, Any], shown: str, warn: bool) -> N
         if name not in OPTIONS:
             if not warn:
                 continue
+            import difflib
+
             line, _ = _where(key)
             near = difflib.get_close_matches(name, list(OPTIONS), n=1, cutoff=0.6)
             log.warning("%s:%d: %s.%s is not an option of mlops_nb%s; it is ignored", shown,
