@@ -80,10 +80,13 @@ def run_cells(shell: Any, doc: dict[str, Any], executed: Path) -> bool:
 
 
 def mark_executed(executed: Path, status: str) -> None:
-    """Record in the executed notebook how the step ended, keeping what it has so far."""
+    """Record in the executed notebook how the step ended, keeping what it has so far; the
+    first status recorded stays (the step's own, then its runner's has nothing to add)."""
     try:
         doc = json.loads(executed.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return
+    if doc.get("metadata", {}).get("mlops_nb", {}).get("status"):
         return
     doc.setdefault("metadata", {}).setdefault("mlops_nb", {})["status"] = status
     doc["cells"].append({"cell_type": "markdown", "id": "mlops-nb-status", "metadata": {},

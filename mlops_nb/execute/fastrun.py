@@ -39,6 +39,7 @@ from mlops_nb.execute.cells import (
     run_cells,
 )
 from mlops_nb.execute.runtime import prepare_outputs
+from mlops_nb.execute.stopping import Lifeline, stop_groups
 from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
@@ -57,9 +58,11 @@ ERROR_EXIT = 217  # "a cell raised"; any other non-zero status is a crash
 WARM_MARGIN = 0.1  # seconds: about the longest single warm-up import
 
 
-def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int) -> int:
+def _child(shell: Any, doc: dict[str, Any], executed: Path, root: Path, parent: int,
+           lifeline: Lifeline) -> int:
     os.setpgid(0, 0)  # its own process group: the runner can stop the whole step
     die_with_parent(parent, ERROR_EXIT)
+    lifeline.guard_this_step()  # and what it starts dies with the runner too
     in_child()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -89,6 +92,7 @@ class WarmRunner:
                                                        serializer_warmup())
         self._ending: list[int] = []  # steps that reported their end, not yet reaped
         self.shell = make_shell()
+        self.lifeline = Lifeline()
 
     def warm(self, imports_source: str, key: str) -> None:
         """Import what a notebook's `imports` cell imports, once, before any fork; `key` is
@@ -132,7 +136,8 @@ class WarmRunner:
             os.close(pidfd)
 
     def close(self) -> None:
-        """Reap the steps that reported their end and may still be exiting."""
+        """Reap the steps that reported their end and may still be exiting (the lifeline
+        stays open until this process exits: its guards must not see it closed before)."""
         while self._ending:
             try:
                 os.waitpid(self._ending.pop(), 0)
@@ -178,7 +183,7 @@ class WarmRunner:
             code = ERROR_EXIT
             try:
                 report.child_started()
-                code = _child(self.shell, doc, executed, self.root, parent)
+                code = _child(self.shell, doc, executed, self.root, parent, self.lifeline)
             finally:
                 report.exit(code)
         report.parent_forked()
@@ -214,11 +219,14 @@ class WarmRunner:
             for fd in fds.values():
                 os.close(fd)
 
-    def interrupt(self, running: Running) -> None:
-        """Stop the step's process group; its notebook so far is kept, marked interrupted."""
-        running.report.close()
-        _stop_group(running.pid)
-        mark_executed(running.executed, "interrupted")
+    def interrupt(self, *steps: Running) -> None:
+        """Stop the steps' process groups (SIGINT, escalated if a step ignores it: see
+        stopping.py); their notebooks so far are kept, marked interrupted."""
+        for running in steps:
+            running.report.close()
+        stop_groups({r.pid: r.step for r in steps})
+        for running in steps:
+            mark_executed(running.executed, "interrupted")
 
     def finish(self, running: Running, code: int, killed: int) -> Path:
         """Learn from the ended step what to warm up, then its executed notebook, or the
@@ -290,17 +298,3 @@ def _kill_group(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _stop_group(pid: int) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            waited, _ = os.waitpid(pid, 0)
-            if waited:
-                break
-        except ChildProcessError:
-            break

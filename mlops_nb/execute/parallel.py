@@ -84,8 +84,8 @@ def run_side_by_side(ledger: _Ledger, executor: _Executor, steps: list[StepSpec]
     except KeyboardInterrupt:
         _interrupt(ledger, executor, [r for r, _, _, _ in running.values()])
     except BaseException:
-        for proc, _, _, _ in running.values():  # an error of ours: no step outlives the run
-            executor.warm_runner().interrupt(proc)
+        if running:  # an error of ours: no step outlives the run
+            executor.warm_runner().interrupt(*(r for r, _, _, _ in running.values()))
         raise
     if failure is not None:
         raise failure
@@ -115,8 +115,8 @@ def _start_ready(ledger: _Ledger, executor: _Executor, pending: list[StepSpec],
 
 
 def _interrupt(ledger: _Ledger, executor: _Executor, procs: list[Running]) -> None:
-    for proc in procs:
-        executor.warm_runner().interrupt(proc)
+    if procs:
+        executor.warm_runner().interrupt(*procs)
     steps = ", ".join(f"'{p.step}'" for p in procs) or "no step"
     notebooks = ", ".join(p.rel for p in procs)
     exc = Interrupted(f"the run was interrupted while running {steps}; nothing of them was"

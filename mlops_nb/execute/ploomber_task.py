@@ -151,7 +151,8 @@ def _as_in_params_yaml(root: Path, step: str, parameters: dict[str, Any]) -> dic
 
 def _hand_over_or_run(root: Path, step: str, parameters: dict[str, Any]) -> tuple[int, str]:
     """Hand the step to the warm worker, else run it as DVC would, in a child process that
-    inherits this task's hold on the run lock."""
+    inherits this task's hold on the run lock. Interrupted (Ctrl-C), either way it waits
+    for the step to stop, its notebook marked interrupted, then raises KeyboardInterrupt."""
     from mlops_nb.execute import worker
     from mlops_nb.execute.lock import HELD_BY
     from mlops_nb.execute.stage import PARAMETERS_ENV
@@ -160,7 +161,14 @@ def _hand_over_or_run(root: Path, step: str, parameters: dict[str, Any]) -> tupl
     if code is None:
         env = {**os.environ, PARAMETERS_ENV: json.dumps(parameters), "MLOPS_NB_WORKER": "0",
                HELD_BY: str(os.getpid())}
-        code = subprocess.run([sys.executable, "-m", "mlops_nb.step", step], cwd=root,
-                              env=env).returncode
+        proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.step", step], cwd=root,
+                                env=env)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # the step stops (its notebook marked) before we go on
+            from mlops_nb.execute.stopping import stop_child
+
+            stop_child(proc, step)
+            raise
         message = ""
     return code, message

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_nb.execute.exiting import skip_final_collection
 
     skip_final_collection()  # a step run here holds pandas and the like: exit without collecting
-    if not watchdog.start():
+    if not watchdog.start(on_orphan=lambda: _mark_interrupted(args[0])):
         print(f"mlops-nb: step '{args[0]}' not run: the dvc process that started it is gone",
               file=sys.stderr)
         return 137
@@ -92,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
+
+
+def _mark_interrupted(step: str) -> None:
+    """The watchdog's last act for a step that did not stop when its runner went away."""
+    from mlops_nb.execute.cells import mark_executed
+
+    mark_executed(Layout(find_root()).executed(step), "interrupted")
 
 
 def _check_compiled() -> int:

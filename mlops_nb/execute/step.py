@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,13 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None,
     if engine != "inprocess":
         raise UsageError(f"unknown MLOPS_NB_ENGINE {engine!r}: use inprocess or papermill")
     from mlops_nb.execute import runtime
-    from mlops_nb.execute.cells import make_shell, prepare_notebook, run_cells
+    from mlops_nb.execute.cells import (
+        failure_of,
+        make_shell,
+        mark_executed,
+        prepare_notebook,
+        run_cells,
+    )
     from mlops_nb.execute.fastrun import step_error
 
     runtime.ran_with(parameters)
@@ -61,14 +70,16 @@ def execute_step(root: Path, step: str, *, timeout: float | None = None,
     try:
         os.chdir(root)
         ok = run_cells(shell if shell is not None else make_shell(), doc, executed)
+        # IPython reports a Ctrl-C inside a cell as the cell's error: it is an interrupt
+        interrupted = not ok and failure_of(executed, meta["source"])[1] == "KeyboardInterrupt"
     except KeyboardInterrupt:
-        from mlops_nb.execute.cells import mark_executed
-
-        mark_executed(executed, "interrupted")
-        raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
-                          ) from None
+        interrupted = True
     finally:
         os.chdir(cwd)
+    if interrupted:
+        with _deaf_to_ctrl_c():
+            mark_executed(executed, "interrupted")
+        raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}")
     if not ok:
         raise step_error(step, executed, meta["source"], rel)
     return executed
@@ -90,18 +101,25 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
     timer.daemon = True
     if timeout:
         timer.start()
+    from traitlets.config import Config
+
+    from mlops_nb.execute.kernel_files import connection_file
+
     try:
-        pm.execute_notebook(
-            str(layout.step_notebook(step)), str(executed), parameters=parameters,
-            cwd=str(layout.root), progress_bar=False, kernel_name="python3",
-            request_save_on_cell_execute=True,
-        )
+        with connection_file(layout.state, step) as conn_file:
+            pm.execute_notebook(
+                str(layout.step_notebook(step)), str(executed), parameters=parameters,
+                cwd=str(layout.root), progress_bar=False, kernel_name="python3",
+                request_save_on_cell_execute=True,
+                config=Config(KernelManager={"connection_file": str(conn_file)}),
+            )
     except PapermillExecutionError:
         if expired.is_set():
             raise _timed_out(step, executed, timeout, rel) from None
         raise step_error(step, executed, meta["source"], rel) from None
     except KeyboardInterrupt:
-        mark_executed(executed, "interrupted")
+        with _deaf_to_ctrl_c():
+            mark_executed(executed, "interrupted")
         raise Interrupted(f"step '{step}' was interrupted; its notebook so far is {rel}"
                           ) from None
     except Exception as exc:  # kernel died...: still name the step
@@ -110,6 +128,21 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
         raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
     finally:
         timer.cancel()
+
+
+@contextmanager
+def _deaf_to_ctrl_c() -> Iterator[None]:
+    """A second Ctrl-C (a terminal's and then a runner's, both to this process) must not cut
+    the marking of the notebook short."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: no signal reaches this code
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _expire(expired: threading.Event) -> None:

@@ -1,20 +1,32 @@
 """End a step whose runner died: no orphan keeps running and overwrites outputs later.
 
-`dvc repro` runs a stage as `sh -c "python -m mlops_nb.step NAME"`; killed with -9, DVC leaves
-that process (and its kernel) running. The step therefore watches its parent and grandparent
-and, when either disappears, kills its own descendants (the kernel runs in a session of its
-own, so a process-group kill would miss it) and exits. A stage whose dvc process is already
-gone when it starts (kill -9 of `dvc repro` between DVC starting the stage and this watch)
-does not run at all. A Ploomber task process watches only its parent, `ploomber build`.
+`dvc repro` runs a stage as `sh -c "python -m mlops_nb.step NAME"`; killed (-9, or SIGTERM,
+which DVC does not handle), DVC leaves that process (and its kernel) running. The step
+therefore watches its parent and grandparent and, when either disappears, interrupts its main
+thread as Ctrl-C would, so the step stops the way it does under `mlops-nb run`: its notebook
+so far kept and marked interrupted, nothing recorded as done. If the main thread has not
+ended ORPHAN_GRACE seconds later (the step ignores SIGINT), the watch calls its `on_orphan`
+(which marks the notebook), kills the process's descendants (the kernel runs in a session of
+its own, so a process-group kill would miss it) and exits. A stage whose dvc process is
+already gone when it starts (kill -9 of `dvc repro` between DVC starting the stage and this
+watch) does not run at all. A Ploomber task process watches only its parent,
+`ploomber build`.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import threading
+from collections.abc import Callable
+
+from mlops_nb.execute.stopping import INTERRUPT_GRACE, TERM_GRACE
 
 POLL_SECONDS = 0.5
+# the main thread's time to stop on the interrupt; a step in the warm worker is stopped by
+# the worker, escalating as stopping.py says, and the stage waits for it
+ORPHAN_GRACE = INTERRUPT_GRACE + TERM_GRACE + 8.0
 
 
 def _ppid(pid: int) -> int | None:
@@ -92,7 +104,7 @@ def end_background() -> None:
             pass
 
 
-def start(*, grandparent: bool = True) -> bool:
+def start(*, grandparent: bool = True, on_orphan: Callable[[], None] | None = None) -> bool:
     """Watch the parent (and grandparent, and the dvc process of a DVC stage) in a daemon
     thread (Linux; a no-op elsewhere). False when a DVC stage's dvc process is already gone
     (killed before this watch could start): the caller must not run its step."""
@@ -109,6 +121,13 @@ def start(*, grandparent: bool = True) -> bool:
         stop = threading.Event()
         while not stop.wait(POLL_SECONDS):
             if os.getppid() != parent or not all(_alive(p) for p in watched):
+                _thread.interrupt_main()  # the step stops as on Ctrl-C, if it lets itself
+                stop.wait(ORPHAN_GRACE)  # this process normally exits meanwhile
+                if on_orphan is not None:
+                    try:
+                        on_orphan()
+                    except Exception:  # noqa: BLE001 - ending is what matters now
+                        pass
                 kill_descendants()
                 os._exit(137)
 

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.execute.worker_project import BUSY, REFUSED, STALE
+from mlops_nb.execute.worker_project import BUSY, INTERRUPT, REFUSED, STALE
 from mlops_nb.execute.worker_socket import connect, serving, socket_path
 
 READY_SECONDS = 30.0  # how long a stage waits for the worker it started to listen
@@ -93,7 +93,7 @@ def _request(sock: socket.socket, step: str, parameters: dict[str, Any] | None
         request = {"step": step, "env": dict(os.environ), "parameters": parameters}
         try:
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
-            replies = sock.makefile("r").read().splitlines()
+            replies = _replies(sock)
         except OSError:
             return None
     answer: dict[str, Any] = {}
@@ -103,6 +103,27 @@ def _request(sock: socket.socket, step: str, parameters: dict[str, Any] | None
         except ValueError:
             continue
     return answer
+
+
+def _replies(sock: socket.socket) -> list[str]:
+    """What the worker answers, read to its end. Interrupted (Ctrl-C, or the stage's
+    watchdog when dvc is gone), this asks the worker to interrupt the step (INTERRUPT), waits
+    for the step to stop, its notebook marked, then raises KeyboardInterrupt; a second
+    Ctrl-C stops waiting."""
+    from mlops_nb.execute.stopping import INTERRUPT_GRACE, TERM_GRACE
+
+    chunks: list[bytes] = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError, KeyboardInterrupt):
+            sock.sendall(INTERRUPT)
+            sock.settimeout(INTERRUPT_GRACE + TERM_GRACE + 5)
+            while sock.recv(65536):
+                pass
+        raise
+    return b"".join(chunks).decode(errors="replace").splitlines()
 
 
 def _spawn(root: Path, step: str, wait: bool = False) -> None:

@@ -35,8 +35,9 @@ from mlops_nb.execute.warmup import (
     forking_gc,
     remember_modules,
 )
-from mlops_nb.execute.worker_project import BUSY, REFUSED, STALE, Project, refusal, run_child, stale
+from mlops_nb.execute.worker_project import BUSY, INTERRUPT, REFUSED, STALE, Project, refusal, run_child, stale
 from mlops_nb.execute.worker_socket import Door, Listener, Pending, socket_path
+from mlops_nb.project import rel_executed
 
 IDLE_SECONDS = 600.0
 TICK_SECONDS = 1.0  # how often an idle worker checks that its project folder still exists
@@ -58,10 +59,13 @@ def _turn_away(door: Door, ready: list[int]) -> None:
 
 
 def _wait(pid: int, conn: socket.socket, warmup: Iterator[None],
-          report: ModuleReport, door: Door) -> tuple[int, bool]:
+          report: ModuleReport, door: Door, step: str, executed: Path) -> tuple[int, bool]:
     """(the step's exit code, whether it reported it before exiting: its process is then
-    still to be reaped); kills its group if the stage goes away first. Meanwhile it advances
-    `warmup` (imports for later steps) a module at a time and turns other requests away."""
+    still to be reaped). A stage that was interrupted (it sends INTERRUPT) has the step
+    interrupted as `mlops-nb run` does (stopping.py); a stage that went away (dvc or Ploomber
+    killed) has its group killed at once. Either way the notebook is kept, marked
+    interrupted. Meanwhile it advances `warmup` (imports for later steps) a module at a time
+    and turns other requests away."""
     pidfd = os.pidfd_open(pid)
     try:
         while True:
@@ -81,13 +85,22 @@ def _wait(pid: int, conn: socket.socket, warmup: Iterator[None],
                 if os.WIFSIGNALED(status):
                     return 128 + os.WTERMSIG(status), False
                 return os.WEXITSTATUS(status), False
-            if conn.fileno() in ready and not conn.recv(1, socket.MSG_PEEK):  # stage gone
+            if conn.fileno() in ready:
+                from mlops_nb.execute.cells import mark_executed
+                from mlops_nb.execute.stopping import stop_groups
+
                 try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                os.waitpid(pid, 0)
-                return 137, False
+                    interrupted = conn.recv(1) == INTERRUPT
+                except OSError:
+                    interrupted = False
+                if interrupted:
+                    stop_groups({pid: step})
+                else:  # the stage is gone
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                mark_executed(executed, "interrupted")
+                return (130 if interrupted else 137), False
     finally:
         os.close(pidfd)
 
@@ -110,7 +123,8 @@ def _run(project: Project, request: dict[str, Any], p: Pending, shell: Any, door
     report.parent_forked()
     reported = False
     try:
-        code, reported = _wait(pid, conn, project.warmup, report, door)
+        code, reported = _wait(pid, conn, project.warmup, report, door, request["step"],
+                               project.root / rel_executed(request["step"]))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # what the step left running in the background
         _answer(conn, code=code)

@@ -34,6 +34,7 @@ from mlops_nb.execute.warmup import (
 from mlops_nb.execute.worker_socket import startup_env
 
 STALE, BUSY, REFUSED = "stale", "busy", "refused"  # the worker's answers other than a code
+INTERRUPT = b"i"  # what a stage sends when it was interrupted while its step runs
 
 
 def _project_modules(root: Path) -> dict[str, int]:

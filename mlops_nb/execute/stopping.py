@@ -1,0 +1,142 @@
+"""Ending a step's processes: an interrupt escalates, and a dead runner takes the step along.
+
+Rules. An interrupted step gets SIGINT (its KeyboardInterrupt: the notebook so far is kept);
+one still running INTERRUPT_GRACE seconds later (it ignores SIGINT) gets SIGTERM, then after
+TERM_GRACE seconds SIGKILL, each escalation logged; a second Ctrl-C meanwhile escalates at
+once. Whatever is left of the step's process group then ends with it.
+
+A step forked by a runner is SIGKILLed by Linux when the runner dies (PR_SET_PDEATHSIG), but
+that reaches the step's own process only, not what it started in the background. So each
+such step starts a guard in its process group: a shell that reads a lifeline, a pipe only
+the runner can write to, and kills the whole group when that pipe reads end-of-file, which
+happens when the runner is gone, even by kill -9. The guard ignores SIGINT and SIGTERM; the
+runner's final SIGKILL of the group ends it with the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+INTERRUPT_GRACE = 5.0  # seconds a step has to stop on SIGINT (write its notebook, clean up)
+TERM_GRACE = 2.0  # then on SIGTERM, before SIGKILL
+# a forked step's guard: its stdin is the lifeline; `kill 0` signals its whole process group
+GUARD = "trap '' INT TERM HUP; read _; kill -s KILL 0"
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child `pid` exited, without reaping it (its group id stays reserved)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None and info.si_pid == pid
+
+
+def _wait_exits(pids: list[int], seconds: float,
+                exited: Callable[[int], bool] = _exited) -> list[int]:
+    """Wait up to `seconds` for the processes to exit; those still running. A Ctrl-C (or
+    run.py's SIGTERM, turned into one) ends the wait early: the next signal goes out at once."""
+    deadline = time.monotonic() + seconds
+    fds = {}
+    for pid in pids:
+        try:
+            fds[pid] = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pass
+    try:
+        while True:
+            left = [p for p in pids if p in fds and not exited(p)]
+            now = time.monotonic()
+            if not left or now >= deadline:
+                return left
+            select.select([fds[p] for p in left], [], [], deadline - now)
+    except KeyboardInterrupt:
+        return [p for p in pids if p in fds and not exited(p)]
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_groups(leaders: dict[int, str]) -> None:
+    """Stop the process groups led by these children of ours (pid -> step name, unreaped):
+    SIGINT, then SIGTERM, then SIGKILL, as the module says; reaps the leaders."""
+    left = list(leaders)
+    for sig, after, grace in ((signal.SIGINT, "", INTERRUPT_GRACE),
+                              (signal.SIGTERM, "SIGINT", TERM_GRACE),
+                              (signal.SIGKILL, "SIGTERM", None)):
+        if not left:
+            break
+        if after:
+            log.warning("step %s still running after %s: sending %s",
+                        ", ".join(f"'{leaders[p]}'" for p in left), after, sig.name)
+        for pid in left:
+            _killpg(pid, sig)
+        if grace is not None:
+            left = _wait_exits(left, grace)
+    for pid in leaders:
+        _killpg(pid, signal.SIGKILL)  # what the step left running in the background
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def stop_child(proc: subprocess.Popen[bytes], step: str, settle: float = 1.0) -> int:
+    """Stop a step's child process (not a group leader) after this process was interrupted:
+    it shares our process group, so a terminal's Ctrl-C reached it too; it gets `settle`
+    seconds to end on its own, then SIGINT, SIGTERM, SIGKILL as stop_groups. Its exit code."""
+    steps: Iterable[tuple[int | None, str, float]] = (
+        (None, "", settle), (signal.SIGINT, "", INTERRUPT_GRACE),
+        (signal.SIGTERM, "SIGINT", TERM_GRACE), (signal.SIGKILL, "SIGTERM", 0.0))
+    for sig, after, grace in steps:
+        if proc.poll() is not None:
+            break
+        if after:
+            log.warning("step '%s' still running after %s: sending %s", step, after,
+                        signal.Signals(sig or 0).name)
+        if sig is not None:
+            proc.send_signal(sig)
+        _wait_exits([proc.pid], grace, lambda _pid: proc.poll() is not None)
+    return proc.wait()
+
+
+class Lifeline:
+    """The runner's end of the pipe its forked steps' guards read (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_CLOEXEC)
+
+    def guard_this_step(self) -> None:
+        """In a forked step that leads its own process group: let go of the runner's end and
+        start the guard that ends the group when the runner is gone."""
+        os.close(self._write)
+        try:
+            os.posix_spawn("/bin/sh", ["sh", "-c", GUARD], dict(os.environ),
+                           file_actions=[(os.POSIX_SPAWN_DUP2, self._read, 0),
+                                         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                                         (os.POSIX_SPAWN_DUP2, 1, 2)])
+        except OSError as exc:  # the step still runs; only the guard is missing
+            log.warning("could not start the guard of this step's processes: %s", exc)
+        os.close(self._read)
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
