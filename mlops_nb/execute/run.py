@@ -124,6 +124,7 @@ class _Executor:
 
             self.scope.enter_context(forking_gc())
             self._warm = WarmRunner(self.root)
+            self.scope.callback(self._warm.lifeline.close)  # after its steps are reaped
             self.scope.callback(self._warm.close)
         return self._warm
 
