@@ -35,7 +35,16 @@ from mlops_nb.execute.warmup import (
     forking_gc,
     remember_modules,
 )
-from mlops_nb.execute.worker_project import BUSY, INTERRUPT, REFUSED, STALE, Project, refusal, run_child, stale
+from mlops_nb.execute.worker_project import (
+    BUSY,
+    INTERRUPT,
+    REFUSED,
+    STALE,
+    Project,
+    refusal,
+    run_child,
+    stale,
+)
 from mlops_nb.execute.worker_socket import Door, Listener, Pending, socket_path
 from mlops_nb.project import rel_executed
 
