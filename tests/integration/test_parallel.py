@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import cli, git_project, make_nb, sh
-from tests.faults.test_faults import _alive, start_run, wait_for
+from tests.conftest import alive, cli, git_project, make_nb, sh
+from tests.faults.test_faults import start_run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ def test_ctrl_c_ends_every_running_step(project):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "'left'" in err and "'right'" in err
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     for step in ("left", "right"):
         meta = json.loads((project / f"outputs/{step}/{step}.ipynb").read_text())
         assert meta["metadata"]["mlops_nb"]["status"] == "interrupted"
