@@ -15,7 +15,6 @@ watch) does not run at all. A Ploomber task process watches only its parent,
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
 import threading
@@ -121,8 +120,8 @@ def start(*, grandparent: bool = True, on_orphan: Callable[[], None] | None = No
         stop = threading.Event()
         while not stop.wait(POLL_SECONDS):
             if os.getppid() != parent or not all(_alive(p) for p in watched):
-                _thread.interrupt_main()  # the step stops as on Ctrl-C, if it lets itself
-                stop.wait(ORPHAN_GRACE)  # this process normally exits meanwhile
+                if _interrupt_main():  # the step stops as on Ctrl-C, if it lets itself
+                    stop.wait(ORPHAN_GRACE)  # this process normally exits meanwhile
                 if on_orphan is not None:
                     try:
                         on_orphan()
@@ -132,6 +131,16 @@ def start(*, grandparent: bool = True, on_orphan: Callable[[], None] | None = No
                 os._exit(137)
 
     threading.Thread(target=watch, name="mlops-nb-orphan-watchdog", daemon=True).start()
+    return True
+
+
+def _interrupt_main() -> bool:
+    """Send SIGINT to the main thread, as Ctrl-C would (a real signal: it also breaks a
+    blocking call, such as waiting for the warm worker's answer); False when SIGINT would not
+    raise KeyboardInterrupt there (ignored, or its default action, which kills at once)."""
+    if not callable(signal.getsignal(signal.SIGINT)):
+        return False
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
     return True
 
 
