@@ -26,7 +26,7 @@ class Hashes:
             self._known: dict[str, list] = data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             self._known = {}
-        self._changed = False
+        self._learnt: set[str] = set()
 
     def of(self, path: Path) -> str:
         """The file's sha256 ("missing" when it does not exist)."""
@@ -45,7 +45,7 @@ class Hashes:
                 h.update(block)
         digest = h.hexdigest()
         self._known[key] = [*stamp, digest]
-        self._changed = True
+        self._learnt.add(key)
         return digest
 
     def of_tree(self, path: Path) -> str:
@@ -58,11 +58,19 @@ class Hashes:
         return h.hexdigest()
 
     def save(self) -> None:
-        if not self._changed:
+        """Add what this instance learnt to the file (another process, a step that ran
+        meanwhile, may have added entries of its own: they are kept)."""
+        if not self._learnt:
             return
         try:
+            known = json.loads(self._path.read_text())
+            known = known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        known.update({k: self._known[k] for k in self._learnt})
+        try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(self._path, json.dumps(self._known, sort_keys=True))
-            self._changed = False
+            atomic.write_text(self._path, json.dumps(known, sort_keys=True))
+            self._learnt.clear()
         except OSError:
             pass  # a cache: losing it only costs hashing again

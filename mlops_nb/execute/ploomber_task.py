@@ -45,9 +45,59 @@ def check_compiled(dag):
         root = _dag_root(dag)
         ensure_fresh(root, then="run `ploomber build` again")
         ensure_params(root)
+        agree_with_done_markers(dag, root)
     except MlopsNbError as exc:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+
+
+def agree_with_done_markers(dag: Any, root: Path) -> None:
+    """Make Ploomber's decision of what runs the steps' done markers' (state.py), which every
+    runner writes, instead of its own records (`.PRODUCT.metadata` beside each product, which
+    only Ploomber writes). Called once Ploomber has rendered the DAG, in pipeline order:
+    - a task Ploomber would skip runs when its step is not done (it failed or never ran
+      under another runner, an output, its metrics or its executed notebook changed) or a
+      task upstream of it runs;
+    - a task Ploomber would run is skipped when its step is done (another runner ran it with
+      the same code, parameters and inputs) and nothing upstream of it runs; it then gets
+      the record Ploomber itself writes after a run (Metadata.update), so Ploomber's own
+      view agrees from then on.
+    With `ploomber build -f` every task runs, as before."""
+    from ploomber.constants import TaskStatus
+
+    from mlops_nb.execute.hashes import Hashes
+    from mlops_nb.execute.state import is_done
+    from mlops_nb.project import Layout
+
+    if _forced():
+        return
+    layout, hashes = Layout(root), Hashes(root)
+    ready = {TaskStatus.Executed, TaskStatus.Skipped}
+    for task in dag.values():
+        params = task.params.to_json_serializable(params_only=True)
+        upstream_runs = any(u.exec_status not in ready for u in task.upstream.values())
+        runs = upstream_runs or not is_done(layout, params["step"],
+                                            dict(params.get("parameters") or {}), hashes)
+        if runs and task.exec_status == TaskStatus.Skipped:
+            task._exec_status = (TaskStatus.WaitingUpstream if upstream_runs
+                                 else TaskStatus.WaitingExecution)
+        elif not runs and task.exec_status in (TaskStatus.WaitingExecution,
+                                               TaskStatus.WaitingUpstream):
+            task.product.metadata.update(source_code=str(task.source), params=params)
+            task._exec_status = TaskStatus.Skipped
+    hashes.save()
+
+
+def _forced() -> bool:
+    """Whether the DAG is being rendered with force=True (`ploomber build -f`): Ploomber
+    passes it to its render only, so it is read there. Unknown counts as forced (then
+    nothing that Ploomber would run is skipped)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_render_current" and "force" in frame.f_locals:
+            return bool(frame.f_locals["force"])
+        frame = frame.f_back  # type: ignore[assignment]
+    return True
 
 
 def _dag_root(dag: Any) -> Path:
@@ -116,6 +166,10 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
         ensure_fresh(root, then="run `ploomber build` again")
         parameters = _as_in_params_yaml(root, step, parameters)
         code, message = _hand_over_or_run(root, step, parameters)
+        if not code:
+            from mlops_nb.execute.state import seal
+
+            seal(root, step)
     if code == 130:
         raise Interrupted(f"step '{step}' was interrupted")
     if code:

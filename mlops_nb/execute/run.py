@@ -27,6 +27,7 @@ from mlops_nb.execute.state import (
     record_failure,
     recorded,
     save_state,
+    seal,
     step_meta,
     step_parameters,
 )
@@ -174,7 +175,7 @@ class _Ledger:
         rec = recorded(self.layout, self.steps_state, step.name)
         fp = fingerprint(self.layout, step, self.spec, self.hashes)
         if (not self.force and rec is not None and rec.get("fingerprint") == fp
-                and outputs_intact(self.layout, step, rec.get("outputs", {}), self.hashes)):
+                and outputs_intact(self.layout, step.name, step.outputs, rec, self.hashes)):
             self.skipped.append(step.name)
             self.say(step.name, "up to date")
             return None
@@ -190,6 +191,7 @@ class _Ledger:
     def done(self, step: StepSpec, fp: str, seconds: float) -> None:
         if marker(self.layout, step.name) is None:  # the step's own end writes it
             record_done(self.root, step.name)
+        seal(self.root, step.name)  # the executed notebook is whole now
         self.steps_state[step.name] = {"seconds": round(seconds, 3)}
         save_state(self.layout, self.state)
         self.ran.append(step.name)
@@ -206,23 +208,42 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     result = compile_mod.compile_project(root, refuse_hand_edits=True)
     spec = result.spec
     ledger = _Ledger(root, spec, force, on_step)
+    steps = select(spec, names)
     with ExitStack() as scope:
         executor = _Executor(root, engine, timeout, scope)
-        if jobs > 1 and engine == "fast" and not timeout:  # (a timeout: one at a time)
-            from mlops_nb.execute.parallel import run_side_by_side
-
-            run_side_by_side(ledger, executor, select(spec, names), jobs)
-        else:
-            for step in select(spec, names):
-                fp = ledger.check(step)
-                if fp is None:
-                    continue
-                last_seconds = ledger.starting(step)
-                try:
-                    seconds = executor.run(spec, step, last_seconds)
-                except (MlopsNbError, KeyboardInterrupt) as exc:
-                    ledger.failed(step.name, exc)
-                    raise
-                ledger.done(step, fp, seconds)
+        try:
+            _run_steps(ledger, executor, spec, steps, jobs)
+        except MlopsNbError:
+            # a step found an input whose bytes its producer did not write (bit rot): the
+            # load removed it and the producer's marker; run the producer again, once
+            lost = [s.name for s in steps if s.name in ledger.ran + ledger.skipped
+                    and marker(ledger.layout, s.name) is None]
+            if not lost:
+                raise
+            for name in lost:
+                ledger.say(name, "an output changed after it was written: running again")
+            _run_steps(ledger, executor, spec, steps, jobs)
         ledger.hashes.save()
-    return RunResult(tuple(ledger.ran), tuple(ledger.skipped))
+    ran = list(dict.fromkeys(ledger.ran))
+    return RunResult(tuple(ran), tuple(s for s in dict.fromkeys(ledger.skipped)
+                                       if s not in ran))
+
+
+def _run_steps(ledger: _Ledger, executor: _Executor, spec: PipelineSpec,
+               steps: list[StepSpec], jobs: int) -> None:
+    if jobs > 1 and executor.engine == "fast" and not executor.timeout:  # (a timeout: one
+        from mlops_nb.execute.parallel import run_side_by_side  # at a time)
+
+        run_side_by_side(ledger, executor, steps, jobs)
+        return
+    for step in steps:
+        fp = ledger.check(step)
+        if fp is None:
+            continue
+        last_seconds = ledger.starting(step)
+        try:
+            seconds = executor.run(spec, step, last_seconds)
+        except (MlopsNbError, KeyboardInterrupt) as exc:
+            ledger.failed(step.name, exc)
+            raise
+        ledger.done(step, fp, seconds)

@@ -133,8 +133,22 @@ def _inside(path: Path) -> Path:
 
 
 def load(producer: str, name: str) -> Any:
+    """An output of an earlier step. One whose bytes are not those its step recorded (bit
+    rot, an edit) is removed with that step's done marker, so the next run of any runner
+    reruns the producer (state.corrupt_input), and the error says so."""
     layout = _layout("load")
-    return artifacts.load(_inside(layout.output(producer, name)), project=layout.root)
+    folder = _inside(layout.output(producer, name))
+    try:
+        return artifacts.load(folder, project=layout.root)
+    except ArtifactError as exc:
+        from mlops_nb.execute.state import corrupt_input
+
+        if not corrupt_input(layout, producer, name):
+            raise
+        raise ArtifactError(
+            f"{exc}. It was removed, with the done marker of step '{producer}': the next"
+            f" `mlops-nb run`, `dvc repro` or `ploomber build` reruns '{producer}' first"
+        ) from None
 
 
 def adopt(value: Any, namespace: dict[str, Any], _depth: int = 0) -> Any:

@@ -21,7 +21,7 @@ from mlops_nb.compile.fresh import ensure_fresh, ensure_params
 from mlops_nb.compile.record import check_hand_edits
 from mlops_nb.errors import MlopsNbError, UsageError
 from mlops_nb.execute.lock import held_by_parent, run_lock
-from mlops_nb.execute.state import record_failure
+from mlops_nb.execute.state import record_failure, seal
 from mlops_nb.execute.step import execute_step
 from mlops_nb.project import Layout, find_root
 
@@ -53,13 +53,14 @@ def _stage(root: Path, step: str) -> int | None:
 
         parameters = _parameters_from_env()
         code, _ = worker.hand_over(root, step, parameters)
-        if code is not None:
-            return code
-        execute_step(root, step, parameters=parameters)
+        if code is None:
+            execute_step(root, step, parameters=parameters)
+        if not code:
+            seal(root, step)  # its executed notebook is whole: part of what is done
+        return code
     except (MlopsNbError, KeyboardInterrupt) as exc:
         record_failure(root, step, exc)
         raise
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb.artifacts import atomic, read_meta
+from mlops_nb.artifacts import atomic, read_meta, sha256_file
 from mlops_nb.errors import ArtifactError, Interrupted, UsageError
 from mlops_nb.execute.hashes import Hashes
 from mlops_nb.pipeline import params as params_mod
@@ -116,20 +117,43 @@ def _outputs_of(layout: Layout, name: str, outputs: Iterable[str]) -> dict[str, 
     return {var: read_meta(layout.output(name, var))["sha256"] for var in outputs}
 
 
-def outputs_intact(layout: Layout, step: StepSpec, recorded: dict[str, str],
-                    hashes: Hashes) -> bool:
-    """The outputs are those the record names, byte for byte (a data file whose size or
-    mtime changed is hashed again: `dvc checkout` rewrites files with the same bytes)."""
+def outputs_intact(layout: Layout, name: str, outputs: Iterable[str],
+                   recorded: dict[str, Any], hashes: Hashes) -> bool:
+    """The step's outputs are those its done marker names, byte for byte: its data outputs,
+    its metrics file and its executed notebook (a file whose size or mtime changed is hashed
+    again: `dvc checkout` rewrites files with the same bytes). A marker that names no
+    executed notebook (its runner never sealed it: killed in between, or an older version)
+    is not intact."""
+    kept = recorded.get("outputs", {})
     try:
-        for var in step.outputs:
-            folder = layout.output(step.name, var)
+        for var in outputs:
+            folder = layout.output(name, var)
             meta = read_meta(folder)
-            want = str(recorded.get(var, "")).split(":")[0]
+            want = str(kept.get(var, "")).split(":")[0]
             if meta["sha256"] != want or hashes.of(folder / meta["file"]) != want:
                 return False
-        return layout.executed(step.name).exists()
     except ArtifactError:
         return False
+    return (recorded.get("metrics") == hashes.of(layout.metrics(name))
+            and recorded.get("notebook") == hashes.of(layout.executed(name)) != "missing")
+
+
+def is_done(layout: Layout, name: str, parameters: dict[str, Any] | None = None,
+            hashes: Hashes | None = None) -> bool:
+    """The step is up to date: its done marker's fingerprint is the one it has now (with
+    `parameters`, when not params.yaml's) and its outputs are intact. For a runner that has
+    only the compiled step notebooks (Ploomber's build)."""
+    rec = marker(layout, name)
+    if rec is None:
+        return False
+    hashes = hashes or Hashes(layout.root)
+    try:
+        meta = step_meta(layout, name)
+        parts = parts_of(layout, name, meta["fingerprint"], parameters, hashes)
+    except (UsageError, KeyError):
+        return False
+    return (rec.get("fingerprint") == parts_digest(parts)
+            and outputs_intact(layout, name, meta["outputs"], rec, hashes))
 
 
 DONE = Path(rel_done("x")).name
@@ -147,7 +171,8 @@ def record_done(root: Path, name: str, parameters: dict[str, Any] | None = None)
         hashes = Hashes(root)
         parts = parts_of(layout, name, meta["fingerprint"], parameters, hashes)
         rec = {"fingerprint": parts_digest(parts), "parts": parts,
-               "outputs": _outputs_of(layout, name, meta["outputs"])}
+               "outputs": _outputs_of(layout, name, meta["outputs"]),
+               "metrics": hashes.of(layout.metrics(name))}
         path = layout.step_outputs(name) / DONE
         atomic.write_text(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
         hashes.save()
@@ -163,13 +188,59 @@ def marker(layout: Layout, name: str) -> dict[str, Any] | None:
         return None
 
 
+def seal(root: Path, name: str) -> None:
+    """Add the executed notebook's hash to the step's done marker, once the runner has
+    written the notebook whole (after the step's last cell wrote the marker). Every runner
+    calls it when a step succeeded; a marker never sealed is not up to date."""
+    layout = Layout(root)
+    rec = marker(layout, name)
+    if rec is None:
+        return
+    try:
+        hashes = Hashes(root)
+        digest = hashes.of(layout.executed(name))
+        if rec.get("notebook") != digest:
+            rec["notebook"] = digest
+            atomic.write_text(layout.step_outputs(name) / DONE,
+                              json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        hashes.save()
+    except OSError:
+        log.warning("could not seal the done marker of step %s", name, exc_info=True)
+
+
 def recorded(layout: Layout, state: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """What is known of the step's last success: its done marker, else (a state of an older
-    version) mlops-nb run's record."""
-    done = marker(layout, name)
-    if done is not None:
-        return done
-    return dict(state[name]) if name in state and "fingerprint" in state[name] else None
+    """What is known of the step's last success: its done marker, only. (.mlops_nb/state.json
+    of older versions held records too; they are not used: a step that failed since under
+    another runner, which never wrote state.json, would have been called up to date.)"""
+    return marker(layout, name)
+
+
+def forget(layout: Layout, name: str, why: str) -> None:
+    """Make the step rerun on every runner: remove its done marker and Ploomber's records of
+    its products (`why` goes to the log)."""
+    folder = layout.step_outputs(name)
+    (folder / DONE).unlink(missing_ok=True)
+    if folder.is_dir():
+        for entry in folder.glob(".*.metadata"):
+            entry.unlink(missing_ok=True)
+    log.warning("step %s will run again: %s", name, why)
+
+
+def corrupt_input(layout: Layout, producer: str, var: str) -> bool:
+    """When an input's bytes are not those its producer recorded (bit rot, an edit), remove
+    the output and the producer's done marker, so that the next run of any runner reruns the
+    producer instead of failing on the same file for good. True when it was so."""
+    folder = layout.output(producer, var)
+    try:
+        meta = read_meta(folder)
+        data = folder / meta["file"]
+        if not data.is_file() or sha256_file(data) == meta["sha256"]:
+            return False
+    except (ArtifactError, OSError, KeyError):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    forget(layout, producer, f"its output {var} changed after it wrote it")
+    return True
 
 
 def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -82,7 +82,7 @@ def _status(layout: Layout, state: dict[str, Any], step: StepSpec, spec: Pipelin
         failed = _failure(layout, step, spec)
         return StepStatus(step.name, FAILED, failed) if failed else StepStatus(step.name,
                                                                                NEVER_RUN)
-    if not outputs_intact(layout, step, rec.get("outputs", {}), hashes):
+    if not outputs_intact(layout, step.name, step.outputs, rec, hashes):
         return StepStatus(step.name, CHANGED, "outputs missing or changed")
     parts = parts_of(layout, step.name, spec.fingerprint_plan(step.name), hashes=hashes)
     if rec.get("fingerprint") != parts_digest(parts):
