@@ -3,10 +3,13 @@
 A step is up to date when its fingerprint (step notebook text, parameter values, the hashes
 of its inputs and data files, its order-only upstreams' fingerprints: content only, never
 times) equals the one its done marker recorded when it last succeeded, whichever runner ran
-it, and its outputs are still as it wrote them. The marker (outputs/STEP/.mlops_nb-done.json)
-is a DVC output, so `dvc checkout` and DVC's run-cache bring back the marker of the outputs
-they bring back; a failed step has none. .mlops_nb/state.json keeps each step's last duration
-(and, from older versions, records that the marker replaces). Every runner imports this module;
+it, and its outputs are still as it wrote them: data outputs, metrics file and executed
+notebook (which the runner seals into the marker once it is written whole). The marker
+(outputs/STEP/.mlops_nb-done.json) is a DVC output, so `dvc checkout` and DVC's run-cache
+bring back the marker of the outputs they bring back; a failed step has none, and an input
+found corrupt on load takes its producer's away (corrupt_input), so every runner reruns the
+producer. Only the marker says a step is done: .mlops_nb/state.json keeps each step's last
+duration (records of older versions in it are not used). Every runner imports this module;
 it imports no runner, so the execution core has no import circle.
 """
 
