@@ -1,8 +1,9 @@
 """Typed, atomic save and load of step outputs (DESIGN section 3).
 
 Each output is a folder `<name>/` holding `data.<ext>` and `meta.json` (format, python type,
-sha256 of the data). Formats by type: pandas -> Parquet, numpy -> .npy, exact JSON values ->
-JSON, scikit-learn estimators -> skops (no code runs on load), anything else -> pickle
+sha256 of the data). Formats by type: pandas -> an uncompressed Arrow IPC file (frames.py;
+Parquet outputs of older versions still load), numpy -> .npy, exact JSON values -> JSON,
+scikit-learn estimators -> skops (no code runs on load), anything else -> pickle
 (cloudpickle for lambdas and closures). A folder appears under its final name only once it is
 complete (written aside, then renamed), and a load checks the bytes against the recorded hash,
 so a partial or tampered output is never taken for a finished one. The hash in meta.json
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.artifacts import trust
+from mlops_nb.artifacts import frames, trust
 from mlops_nb.artifacts.digest import HashingWriter, mapped
 from mlops_nb.errors import ArtifactError
 
@@ -99,21 +100,21 @@ def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
         if isinstance(obj, (pd.DataFrame, pd.Series)):
             try:
                 frame = obj.to_frame(name="__series__") if isinstance(obj, pd.Series) else obj
-                with HashingWriter(folder / "data.parquet") as out:
-                    frame.to_parquet(out, **_parquet_options(frame))
-                meta: dict[str, Any] = {"format": "parquet", "file": "data.parquet",
+                with HashingWriter(folder / "data.arrow") as out:
+                    frames.write(frame, out)
+                meta: dict[str, Any] = {"format": "arrow", "file": "data.arrow",
                                         "sha256": out.hexdigest()}
                 if isinstance(obj, pd.Series):
                     meta["series_name"] = _json_name(obj.name)
-                if _parquet_exact(frame):
+                if frames.exact(frame):
                     return meta
-                check = _read_parquet(folder / "data.parquet", meta)
+                check = frames.read(mapped(folder / "data.arrow"), meta)
                 if check.equals(obj) and list(map(str, check.dtypes)) == list(
                         map(str, obj.dtypes if isinstance(obj, pd.DataFrame) else [obj.dtype])):
                     return meta
-            except Exception as exc:  # noqa: BLE001 - what Parquet cannot hold is pickled
+            except Exception as exc:  # noqa: BLE001 - what Arrow cannot hold is pickled
                 _unless_no_space(exc)
-            (folder / "data.parquet").unlink(missing_ok=True)
+            (folder / "data.arrow").unlink(missing_ok=True)
     if mod == "numpy":
         import numpy as np
 
@@ -205,50 +206,8 @@ def stable_skops(payload: bytes) -> bytes:
     return out.getvalue()
 
 
-def _parquet_options(frame: Any) -> dict[str, Any]:
-    """Dictionary-encode only the columns it suits (text, categories, booleans).
-
-    Parquet's default tries a dictionary for every column and gives up on high-cardinality
-    numbers only after building one: for 80k x 20 floats that is 0.14 s of a 0.04 s write.
-    """
-    cols = frame.columns
-    if not all(type(c) is str for c in cols):
-        return {}
-    return {"use_dictionary": [c for c, dt in zip(cols, frame.dtypes, strict=True)
-                               if dt.kind not in "iufcMm"]}
-
-
-def _parquet_exact(frame: Any) -> bool:
-    """True when Parquet is known to round-trip the frame exactly, so no read-back is needed:
-    unique string column names, numeric/bool/datetime/category columns, and an index that is
-    a range or integer/datetime labels (train_test_split's shuffled rows keep theirs)."""
-    import pandas as pd
-
-    cols = frame.columns
-    if not (all(type(c) is str for c in cols) and cols.is_unique):
-        return False
-    index = frame.index
-    if isinstance(index, pd.MultiIndex) or not (index.name is None or type(index.name) is str):
-        return False
-    if not isinstance(index, pd.RangeIndex) and index.dtype.kind not in "iuM":
-        return False
-    return all(dt.kind in "biufMm" or isinstance(dt, pd.CategoricalDtype)
-               for dt in frame.dtypes)
-
-
 def _json_name(name: Any) -> Any:
     return name if _is_json_exact(name) else str(name)
-
-
-def _read_parquet(path: Any, meta: dict[str, Any]) -> Any:
-    import pandas as pd
-
-    frame = pd.read_parquet(path)
-    if "series_name" in meta:
-        s = frame["__series__"]
-        s.name = meta["series_name"]
-        return s
-    return frame
 
 
 def _umask() -> int:
@@ -404,11 +363,14 @@ def load(folder: Path, *, project: Path | None = None, allow_pickle: bool = Fals
         if fmt == "cloudpickle":
             import cloudpickle  # noqa: F401 - registers reducers used by the payload
         return pickle.loads(data)  # noqa: S301 - written by this project, or trusted by the caller
-    if fmt == "parquet":  # parsed from the very bytes just checked: one read of the file
+    if fmt == "arrow":  # parsed from the very bytes just checked: one read of the file
+        meta, content = _checked(folder)
+        return frames.read(content, meta)
+    if fmt == "parquet":  # written by an older version
         import pyarrow as pa
 
         meta, content = _checked(folder)
-        return _read_parquet(pa.BufferReader(pa.py_buffer(content)), meta)
+        return frames.read_parquet(pa.BufferReader(pa.py_buffer(content)), meta)
     meta = verify(folder)
     if fmt == "npy":
         import numpy as np

@@ -82,9 +82,11 @@ def serializer_warmup() -> Iterator[None]:
     every later step.
     """
     # what every step's own machinery imports: running cells, reading params.yaml, writing
-    # and reading outputs (pyarrow.dataset is Parquet's read path), recording it done
-    for name in ("pyarrow.parquet", "IPython.utils.capture", "IPython.core.logger",
-                 "pyarrow.pandas_compat", "pyarrow.dataset", "ruamel.yaml",
+    # and reading outputs (frames are Arrow IPC files: pyarrow.ipc and the pandas conversion;
+    # Parquet's read path is imported by a step that needs it, and then reported), recording
+    # it done
+    for name in ("pyarrow.ipc", "IPython.utils.capture", "IPython.core.logger",
+                 "pyarrow.pandas_compat", "ruamel.yaml",
                  "mlops_nb.execute.runtime", "mlops_nb.execute.state"):
         _quiet_import(name)
         yield
@@ -167,7 +169,7 @@ class ModuleReport:
     With the code in hand the parent goes on at once instead of waiting out the exit of a
     process of some 300 MB (about 0.01 s of unmapping); it reaps the process later. The
     parent imports the reported modules (`deepen`) while later steps run, so they inherit
-    them: Parquet's read path, scikit-learn's lazily loaded parts, whatever steps pull in.
+    them: pyarrow's Parquet path, scikit-learn's lazily loaded parts, whatever steps pull in.
     """
 
     def __init__(self) -> None:

@@ -114,7 +114,7 @@ def artifact_kind(layout: Layout, step: str, artifact: str) -> str:
         meta = json.loads((layout.output(step, artifact) / META).read_text())
     except (OSError, ValueError):
         return "Artifact"
-    if meta.get("format") in ("parquet", "npy"):
+    if meta.get("format") in ("arrow", "parquet", "npy"):
         return "Dataset"
     top = str(meta.get("type", "")).split(".")[0]
     if meta.get("format") == "skops" or top in MODEL_LIBS:

@@ -1,9 +1,9 @@
-"""A full disk never turns a safe format into a pickle: when skops or Parquet fails for lack of
-space, the save fails (exit 6, the disk named); only a type that skops or Parquet cannot
+"""A full disk never turns a safe format into a pickle: when skops or Arrow fails for lack of
+space, the save fails (exit 6, the disk named); only a type that skops or Arrow cannot
 represent falls back to pickle.
 
 The disk is a small tmpfs, filled so that the pickle of the object would still fit but its
-skops or Parquet file does not: without the check, the write would silently succeed as a
+skops or Arrow file does not: without the check, the write would silently succeed as a
 pickle (which the registry and `validate-data` then refuse, blaming `allow_pickle`).
 """
 
@@ -77,10 +77,10 @@ def test_a_model_skops_has_no_room_for_is_not_pickled(small_disk):
     _save_fails_for_space(model, small_disk, 12 * 1024)
 
 
-def test_a_frame_parquet_has_no_room_for_is_not_pickled(small_disk):
+def test_a_frame_arrow_has_no_room_for_is_not_pickled(small_disk):
     import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame(np.zeros((1, 2000)), columns=[f"c{i}" for i in range(2000)])
-    assert len(pickle.dumps(frame, protocol=5)) + 2 * 4096 < 200 * 1024  # Parquet: ~1 MB
+    assert len(pickle.dumps(frame, protocol=5)) + 2 * 4096 < 200 * 1024  # Arrow IPC: ~0.7 MB
     _save_fails_for_space(frame, small_disk, 200 * 1024)

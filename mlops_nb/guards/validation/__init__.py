@@ -18,7 +18,7 @@ from mlops_nb.guards.validation import schema as schema_mod
 __all__ = ["check", "read_table", "drift_mod", "report_mod", "schema_mod"]
 
 
-DATA_FORMATS = ("parquet", "json", "npy")  # formats that run no code when read
+DATA_FORMATS = ("arrow", "parquet", "json", "npy")  # formats that run no code when read
 
 
 def read_table(path: Path, *, allow_pickle: bool = False) -> Any:
