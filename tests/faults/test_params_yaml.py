@@ -58,10 +58,18 @@ def refused(root: Path, runner: str) -> str:
     return out
 
 
-@pytest.mark.parametrize("text", ["", "# tuned by hand\n\n", "null\n"],
-                         ids=["0 bytes", "comments only", "null"])
-@pytest.mark.parametrize("runner", ["compile", "run", "dvc", "ploomber"])
-def test_an_empty_params_yaml_is_an_error_never_refilled(tuned, runner, text):
+EMPTY = {"0 bytes": "", "comments only": "# tuned by hand\n\n", "null": "null\n",
+         "tilde": "~\n"}
+
+
+# every kind of empty file on the cheapest runner (all kinds load as None through the same
+# check), and one kind on each other runner, so each kind also meets a real runner
+@pytest.mark.parametrize("runner,kind", [
+    *(("compile", kind) for kind in EMPTY),
+    ("run", "null"), ("dvc", "comments only"), ("ploomber", "0 bytes"),
+])
+def test_an_empty_params_yaml_is_an_error_never_refilled(tuned, runner, kind):
+    text = EMPTY[kind]
     (tuned / "params.yaml").write_text(text)
     if runner == "ploomber":
         # Ploomber loads env.yaml (the link to params.yaml) before it imports anything of
