@@ -7,6 +7,7 @@ file, line, key and what to do; the file is never rewritten.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,9 +25,12 @@ RUNNERS = {
 }
 
 
-@pytest.fixture
-def tuned(project: Path) -> Path:
-    """Two steps; the parameter of the second is tuned in params.yaml (N: 7)."""
+@pytest.fixture(scope="module")
+def tuned_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two steps; the parameter of the second is tuned in params.yaml (N: 7). Built once (git
+    init, dvc init, compile, commit); each test works on its own copy."""
+    project = tmp_path_factory.mktemp("tuned") / "proj"
+    project.mkdir()
     make_nb(project / "notebooks/nb.ipynb", [
         (["parameters"], "N = 100\nRATE = 0.5\nNAME = 'x'"),
         (["step:first"], "x = 1"),
@@ -38,6 +42,16 @@ def tuned(project: Path) -> Path:
     params.write_text(params.read_text().replace("N: 100", "N: 7"))
     sh(["git", "add", "-A"], project)
     sh(["git", "commit", "-qm", "compiled, tuned"], project)
+    return project
+
+
+@pytest.fixture
+def tuned(tuned_template: Path, tmp_path: Path) -> Path:
+    """A copy of the template: git and DVC take a copied repository as it is (nothing in
+    it names its folder), and a copy has no outputs to trust or not."""
+    project = tmp_path / "proj"
+    shutil.copytree(tuned_template, project, symlinks=True)
+    assert sh(["git", "status", "--porcelain"], project).stdout == ""
     return project
 
 
