@@ -4,6 +4,7 @@ The demo must leave the working tree as it found it (tests copy params.yaml from
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -37,6 +38,18 @@ def test_demo_leaves_the_working_tree_as_it_found_it(tmp_path):
                          text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "N_ESTIMATORS" in res.stdout  # the experiment table was shown
+    # the demo's two experiments stay in DVC, each with its parameters and metrics
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], clone).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert len(exps) == 2
+    rows = [run["data"] for e in exps for run in e["revs"]]
+    params = [r["params"]["params.yaml"]["data"]["iris"] for r in rows]
+    assert sorted((p["N_ESTIMATORS"], p["MAX_DEPTH"]) for p in params) == [(10, 2), (300, 8)]
+    for r in rows:
+        m = r["metrics"]["outputs/evaluate/metrics.json"]["data"]
+        assert set(m) >= {"accuracy", "f1_macro"}
+    table = sh(["dvc", "exp", "show", "--no-pager", "--md"], clone).stdout
+    assert "accuracy" in table and "iris.N_ESTIMATORS" in table
     status = sh(["git", "status", "--porcelain"], clone).stdout.splitlines()
     assert [line for line in status if not line.endswith(".venv")] == []
     after = sh(["mlops-nb", "status"], clone).stdout  # the outputs DVC checked out are done

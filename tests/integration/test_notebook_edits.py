@@ -81,9 +81,9 @@ def test_a_save_that_changes_no_step_runs_nothing(tiny_project):
     assert "up to date" in cli(["status"], root).stdout
 
 
-def helpers(root: Path, h_body: str = "return v + 1") -> Path:
+def helpers(root: Path, h_body: str = "return v + 1", f_body: str = "return v * 2") -> Path:
     return make_nb(root / "notebooks/helpers.ipynb", [
-        (["functions"], "def f(v):\n    return v * 2\n\n\ndef h(v):\n    " + h_body
+        (["functions"], "def f(v):\n    " + f_body + "\n\n\ndef h(v):\n    " + h_body
                         + "\n\n\ndef g(v):\n    return h(v) * 10"),
         (["step:a"], "x = f(1)"),
         (["step:b"], "y = g(2)\nprint('y is', y)"),
@@ -111,3 +111,9 @@ def test_editing_one_helper_reruns_only_the_steps_that_use_it(tmp_path):
     res = sh(["dvc", "repro"], root)
     assert "Running stage 'b'" in res.stdout
     assert "Running stage 'a'" not in res.stdout and "Running stage 'c'" not in res.stdout
+    # f is a's: a and its downstream c rerun under dvc repro, b does not
+    helpers(root, "return v + 3", "return v * 3")
+    cli(["compile"], root)
+    res = sh(["dvc", "repro"], root)
+    assert "Running stage 'a'" in res.stdout and "Running stage 'c'" in res.stdout
+    assert "Running stage 'b'" not in res.stdout

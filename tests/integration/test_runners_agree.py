@@ -5,6 +5,7 @@ marker, which DVC tracks, so `dvc checkout` restores it with the outputs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -55,9 +56,18 @@ def test_mlops_nb_and_ploomber_then_dvc(small):
     cli(["run", "-f"], small)  # the same inputs, code and parameters: the same bytes
     clean, out = dvc_clean(small)
     assert clean, out
-    sh(["ploomber", "build", "--force"], small)
-    clean, out = dvc_clean(small)
+    sh(["ploomber", "build", "--force"], small)  # rewrites every output after mlops-nb run
+    clean, out = dvc_clean(small)  # the same bytes as dvc repro's, metrics included
     assert clean, out
+    assert up_to_date(small)
+    assert "ran 0," in cli(["run"], small).stdout
+    executed = json.loads((small / "outputs/train/train.ipynb").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", [])
+               for c in executed["cells"])
+    sh(["ploomber", "status"], small)
+    sh(["ploomber", "plot", "--output", "dag.html"], small)
+    assert (small / "dag.html").exists()
+    cli(["run", "-f", "train"], small)  # mlops-nb run's record wins again for train
     assert up_to_date(small)
 
 
