@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -64,10 +65,28 @@ def marked(root: Path) -> list[int]:
     return found
 
 
+_PLACEHOLDER = "mlopsnb-bg-placeholder"
+
+
+@pytest.fixture(scope="module")
+def slow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The slow project built once (git init, dvc init, compile); each test copies it and
+    writes its own marker into the notebook."""
+    root = tmp_path_factory.mktemp("slow") / "proj"
+    root.mkdir()
+    _slow_project(root, _PLACEHOLDER)
+    return root
+
+
 @pytest.fixture
-def slow(project: Path) -> Iterator[Path]:
+def slow(project: Path, slow_template: Path) -> Iterator[Path]:
     marker = f"mlopsnb-bg-{uuid.uuid4().hex[:12]}"
-    _slow_project(project, marker)
+    shutil.copytree(slow_template, project, symlinks=True, dirs_exist_ok=True)
+    nb = project / "notebooks/nb.ipynb"
+    nb.write_text(nb.read_text().replace(_PLACEHOLDER, marker))
+    sh(["git", "commit", "-qam", "marker"], project)
+    sh(["mlops-nb", "compile"], project)
+    assert marker in nb.read_text()
     (project / "marker").write_text(marker)
     yield project
     _kill_marked(project)
