@@ -98,6 +98,27 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def from_template(tmp_path_factory: pytest.TempPathFactory):
+    """`from_template(key, build, dest)`: `dest` as a copy of the project `build` made once
+    per session for `key` (in a folder named like `dest`). git and DVC take a copied
+    repository as it is; build only what nothing has run in (a copy does not trust the
+    outputs it came with)."""
+    built: dict[str, Path] = {}
+
+    def copy(key: str, build, dest: Path) -> Path:
+        if key not in built:
+            root = tmp_path_factory.mktemp("template") / dest.name
+            root.mkdir()
+            build(root)
+            built[key] = root
+        shutil.copytree(built[key], dest, symlinks=True, dirs_exist_ok=True)
+        assert sh(["git", "status", "--porcelain"], dest).stdout == "", key
+        return dest
+
+    return copy
+
+
 @pytest.fixture
 def example_project(tmp_path: Path) -> Path:
     """A copy of the repository's example project in a fresh git + DVC repo."""

@@ -53,11 +53,14 @@ def step_processes(marker: str) -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if marker in line]
 
 
+def _slow(root: Path) -> None:
+    make_nb(root / "notebooks/slow.ipynb", SLOW_STEP)
+    git_project(root)
+
+
 @pytest.fixture
-def slow_project(project: Path) -> Path:
-    make_nb(project / "notebooks/slow.ipynb", SLOW_STEP)
-    git_project(project)
-    return project
+def slow_project(project: Path, from_template) -> Path:
+    return from_template("faults.slow", _slow, project)
 
 
 def test_kill_9_of_runner_kills_the_step_and_next_run_reruns_it(slow_project):

@@ -25,12 +25,14 @@ def printed(root: Path, step: str) -> str:
     return "".join("".join(o.get("text", "")) for c in doc["cells"] for o in c.get("outputs", []))
 
 
-@pytest.fixture
-def tiny_project(tmp_path: Path) -> Path:
-    root = tmp_path / "tiny"
-    root.mkdir()
+def _tiny_compiled(root: Path) -> None:
     tiny(root)
-    return compiled_project(root)
+    compiled_project(root)
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, from_template) -> Path:
+    return from_template("notebook_edits.tiny", _tiny_compiled, tmp_path / "tiny")
 
 
 def test_dvc_repro_refuses_a_step_stale_against_its_notebook(tiny_project):

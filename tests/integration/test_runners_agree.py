@@ -16,9 +16,7 @@ from tests.conftest import cli, compiled_project, git_project, make_nb, sh
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def small(tmp_path: Path) -> Path:
-    root = tmp_path / "small"
+def _small(root: Path) -> None:
     make_nb(root / "notebooks/small.ipynb", [
         (["imports"], "import json\n\nfrom sklearn.datasets import load_iris\n"
                       "from sklearn.linear_model import LogisticRegression"),
@@ -28,7 +26,12 @@ def small(tmp_path: Path) -> Path:
         (["step:score"], "accuracy = float(model.score(X, y))\nprint(json.dumps(accuracy))"),
         (["pipeline-metrics"], "print(accuracy)"),
     ])
-    return compiled_project(root)
+    compiled_project(root)
+
+
+@pytest.fixture
+def small(tmp_path: Path, from_template) -> Path:
+    return from_template("runners_agree.small", _small, tmp_path / "small")
 
 
 def up_to_date(root: Path) -> bool:
