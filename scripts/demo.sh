@@ -24,6 +24,16 @@ echo "== mlops-nb run"; mlops-nb run
 echo "== mlops-nb status"; mlops-nb status
 echo "== dvc repro"; dvc repro
 cp dvc.lock "$kept/baseline.lock"
+# outputs DVC does not cache (the executed notebook of a step with effects, never replayed)
+# cannot come back with `dvc checkout`: keep the baseline's copies aside
+uncached=$(python -c 'import sys, yaml
+for stage in (yaml.safe_load(open("dvc.yaml")).get("stages") or {}).values():
+    for out in stage.get("outs") or []:
+        if isinstance(out, dict) and not next(iter(out.values())).get("cache", True):
+            print(next(iter(out)))')
+for f in $uncached; do
+  if [ -f "$f" ]; then mkdir -p "$kept/uncached/$(dirname "$f")"; cp -p "$f" "$kept/uncached/$f"; fi
+done
 echo "== dvc exp run (fewer, shallower trees)"
 dvc exp run -S iris.N_ESTIMATORS=10 -S iris.MAX_DEPTH=2
 echo "== dvc exp run (more, deeper trees)"
@@ -35,3 +45,6 @@ dvc exp show --no-pager --md --drop '^(outputs|steps|notebooks)/'
 cp "$kept/params.yaml" params.yaml
 cp "$kept/baseline.lock" dvc.lock
 dvc checkout -q
+for f in $uncached; do
+  if [ -f "$kept/uncached/$f" ]; then cp -p "$kept/uncached/$f" "$f"; fi
+done
