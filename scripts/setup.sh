@@ -39,6 +39,13 @@ if [ "${1:-}" != "--lock" ] && [ -f "$stamp" ] && [ -x .venv/bin/python ] \
    && [ "$(cat "$stamp")" = "$(digest)" ]; then
   exit 0
 fi
+# a .venv that is a link belongs to another checkout: syncing it from here would point its
+# editable mlops_nb (and its scripts) at this folder
+if [ -L .venv ]; then
+  echo "setup: .venv is a link to $(readlink .venv) and is not in sync with this checkout:" \
+       "run scripts/setup.sh where it lives" >&2
+  exit 1
+fi
 
 # 3. the lock agrees with pyproject.toml's dependency tables
 want="# pyproject-dependencies: $("$PY" -c '
