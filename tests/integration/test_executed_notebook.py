@@ -37,7 +37,7 @@ def _normal(out: dict) -> dict:
     out = {k: v for k, v in out.items() if k not in ("metadata", "transient")}
     if "text" in out:
         text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
-        text = re.sub(r"\d+(\.\d+)?\s*(ns|[µμ]s|us|ms|s)\b", "T", text)
+        text = re.sub(r"\d+(\.\d+)?(e[+-]?\d+)?\s*(ns|[µμ]s|us|ms|s)\b", "T", text)  # 1e+03 ns
         text = re.sub(r"(?m)^.*:\d+: (\w+Warning: )", r"\1", text)
         text = re.sub(r"(?m)^\s+warnings\.warn\(.*\n", "", text)
         out["text"] = text
