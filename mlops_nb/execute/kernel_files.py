@@ -19,18 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlops_nb.errors import LockError
+from mlops_nb.execute.watchdog import alive
 
 KERNELS = "kernels"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _kernels_dir(state: Path) -> Path:
@@ -56,7 +47,7 @@ def sweep(state: Path) -> None:
         return
     for entry in folder.iterdir():
         pid = entry.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -36,7 +36,8 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """A process with this pid exists (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -119,7 +120,7 @@ def start(*, grandparent: bool = True, on_orphan: Callable[[], None] | None = No
     def watch() -> None:
         stop = threading.Event()
         while not stop.wait(POLL_SECONDS):
-            if os.getppid() != parent or not all(_alive(p) for p in watched):
+            if os.getppid() != parent or not all(alive(p) for p in watched):
                 if _interrupt_main():  # the step stops as on Ctrl-C, if it lets itself
                     stop.wait(ORPHAN_GRACE)  # this process normally exits meanwhile
                 if on_orphan is not None:
