@@ -37,14 +37,25 @@ def _ppid(pid: int) -> int | None:
 
 
 def alive(pid: int) -> bool:
-    """A process with this pid exists (one of another user counts as alive)."""
+    """A process with this pid exists and has not exited (one of another user counts as
+    alive). A zombie, exited but not yet reaped by its parent, is gone: a `dvc repro` killed
+    by SIGTERM stays one until whatever started it waits for it, and that may be waiting for
+    the stage to close its output pipe first."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return _state(pid) not in ("Z", "X")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def kill_descendants() -> None:

@@ -159,6 +159,11 @@ def test_interrupted_dvc_and_ploomber_keep_the_notebook_marked_interrupted(slow,
                                                                            worker):
     root = slow
     env = {"MLOPS_NB_WORKER": "0"} if worker == "off" else {}
+    # DVC runs a stage as `$SHELL -c CMD`, or `/bin/sh -c CMD` when SHELL is unset (as in CI);
+    # dash does not exec the command, so the stage's parent is a shell that outlives dvc, and
+    # the stage learns of dvc's death only by watching it: a dvc killed by SIGTERM stays a
+    # zombie until this test reaps it, after the stage has closed its output pipe
+    env["SHELL"] = "/bin/sh"
     cmd = RUNNERS[runner]
     if worker == "on":
         _warm_worker_up(root, cmd)
