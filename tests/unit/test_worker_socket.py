@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,13 @@ from mlops_nb.execute import worker_socket
 
 
 @pytest.fixture
-def tmpdir_of_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    return tmp_path / f"mlops-nb-{os.getuid()}"
+def tmpdir_of_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary folder of this test's own, short enough for a socket's path (pytest's
+    tmp_path under xdist, /tmp/pytest-of-USER/pytest-N/popen-gwK/NAME, is not)."""
+    short = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
+    yield short / f"mlops-nb-{os.getuid()}"
+    shutil.rmtree(short, ignore_errors=True)
 
 
 def test_the_folder_is_made_private(tmpdir_of_test):
