@@ -9,7 +9,9 @@ unpacked, pulled) with a data file and a matching meta.json is not trusted. DVC'
 and `dvc checkout` bring back the same bytes, so the same digest: they stay trusted.
 
 Every component is opened with O_NOFOLLOW: a symlinked `.mlops_nb/` or `written/` is refused,
-never followed. An entry is created in one system call (O_CREAT | O_EXCL), so it is atomic.
+never followed; so is a `.mlops_nb/` or `written/` of another user, or a `written/` others may
+write to, and an entry counts only when it is this user's. An entry is created in one system
+call (O_CREAT | O_EXCL), so it is atomic.
 """
 
 from __future__ import annotations
@@ -63,10 +65,28 @@ def _open_dir(root: Path, create: bool) -> int | None:
                 raise
             os.close(fd)
             fd = sub
+            _check_owner(fd, root / STATE / WRITTEN if part == WRITTEN else root / STATE,
+                         private=part == WRITTEN)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _check_owner(fd: int, path: Path, private: bool) -> None:
+    """Only this user may vouch for a file: the folders of the record are this user's, and
+    `written/` itself is writable by no one else (another user could otherwise add entries,
+    or put a folder of their own in its place)."""
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        raise ArtifactError(
+            f"{path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): another user"
+            " could vouch for files there; remove it (mlops_nb makes a new one) and rerun the"
+            " steps whose outputs fail to load")
+    if private and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ArtifactError(
+            f"{path} is writable by other users, who could vouch for files there: run"
+            f" `chmod go-w {path}`, or remove it and rerun the steps whose outputs fail to load")
 
 
 def _check(digest: str) -> str:
@@ -111,7 +131,7 @@ def _is_entry(fd: int, name: str) -> bool:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    return stat.S_ISREG(st.st_mode)
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _roots(root: Path) -> list[Path]:

@@ -189,3 +189,30 @@ def test_outputs_dvc_restores_from_its_run_cache_still_load(tmp_path):
     assert namespace["labels"] == {1, 2, 3}
     assert namespace["model"].predict(namespace["X"][:1]).shape == (1,)
     cli(["run", "use", "-f"], root)
+
+
+def test_a_record_others_could_write_to_vouches_for_nothing(ran, tmp_path):
+    from mlops_nb import artifacts
+
+    record = ran / ".mlops_nb" / "written"
+    record.chmod(0o777)
+    with pytest.raises(ArtifactError, match="writable by other users.*chmod go-w"):
+        artifacts.load(ran / "outputs" / "make" / "labels", project=ran)
+    record.chmod(0o700)
+    assert artifacts.load(ran / "outputs" / "make" / "labels", project=ran) == {1, 2, 3}
+    if os.geteuid() != 0:
+        return  # giving files away needs root; the checks above still ran
+    entries = list(record.iterdir())
+    os.chown(entries[0], 12345, 12345)  # an entry of another user vouches for nothing
+    try:
+        os.chown(record, 12345, 12345)
+        with pytest.raises(ArtifactError, match="belongs to uid 12345"):
+            artifacts.save({4, 5}, ran / "outputs" / "make" / "other", project=ran)
+    finally:
+        os.chown(record, 0, 0)
+    digest = entries[0].name
+    from mlops_nb.artifacts import trust
+
+    assert not trust.written(ran, digest)
+    os.chown(entries[0], 0, 0)
+    assert trust.written(ran, digest)
