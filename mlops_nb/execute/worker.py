@@ -68,9 +68,15 @@ def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
             break
     if answer is None or answer.get(STALE) or answer.get(BUSY) or answer.get(REFUSED):
         return None, ""
-    if "code" not in answer:  # the worker died while running the step
-        print("mlops-nb: the warm worker died while running the step", file=sys.stderr)
-        return 13, "the warm worker died while running the step"
+    if "code" not in answer:  # the worker died while running the step (and took it along)
+        from mlops_nb.errors import StepCrashed
+        from mlops_nb.execute.cells import mark_executed
+        from mlops_nb.project import Layout
+
+        said = f"the warm worker died while running step '{step}': run it again"
+        print(f"mlops-nb: {said}", file=sys.stderr)
+        mark_executed(Layout(root).executed(step), "killed with its warm worker")
+        return StepCrashed.exit_code, said
     return int(answer["code"]), str(answer.get("error", ""))
 
 

@@ -127,7 +127,7 @@ def _run(project: Project, request: dict[str, Any], p: Pending, shell: Any, door
     pid = os.fork()
     if pid == 0:
         door.close(in_child=True)
-        run_child(project.root, request, p.fds, shell, conn, report)
+        run_child(project.root, request, p.fds, shell, conn, report, project.lifeline)
     p.close_fds()
     report.parent_forked()
     reported = False

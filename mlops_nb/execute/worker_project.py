@@ -6,8 +6,8 @@ step and nothing else decides what runs: a valid step name of a step notebook co
 for this project, unedited since (refusal), with string-only environment values whose
 start-up variables equal the worker's; a step runs in a forked child of its own, with the
 stage's descriptors, environment and a fresh namespace, in a process group the worker kills
-if the stage goes away; the worker is stale, and must retire, when a project module it
-imported changed (stale).
+if the stage goes away, and that a guard kills if the worker dies (stopping.Lifeline); the
+worker is stale, and must retire, when a project module it imported changed (stale).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.execute.stopping import Lifeline
 from mlops_nb.execute.warmup import (
     ModuleReport,
     deepen,
@@ -100,8 +101,10 @@ def refusal(root: Path, request: Any, fds: list[int]) -> str | None:
 
 
 def run_child(root: Path, request: dict[str, Any], fds: list[int], shell: Any,
-               conn: socket.socket, report: ModuleReport) -> None:
-    """In the forked child: become the stage, run the step, exit with its code."""
+               conn: socket.socket, report: ModuleReport, lifeline: Lifeline) -> None:
+    """In the forked child: become the stage, run the step, exit with its code. Its process
+    group dies with the worker, even by kill -9 (the lifeline's guard): nothing it started
+    holds the stage's output open after that."""
     code = 1
     try:
         report.child_started()
@@ -109,6 +112,7 @@ def run_child(root: Path, request: dict[str, Any], fds: list[int], shell: Any,
         from mlops_nb.execute.watchdog import die_with_parent
 
         die_with_parent(os.getppid(), 1)
+        lifeline.guard_this_step()
         in_child()
         for target, fd in zip((0, 1, 2), fds, strict=False):
             os.dup2(fd, target)
@@ -158,6 +162,7 @@ class Project:
         self.warmup: Iterator[None] = iter(())
         self.warmed: set[str] = set()
         self.seen: dict[str, int] = {}
+        self.lifeline = Lifeline()  # its steps' guards read it: they end when the worker does
 
     def present(self) -> bool:
         try:

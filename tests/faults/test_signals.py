@@ -241,6 +241,39 @@ def test_nothing_of_a_step_survives_kill_9_of_its_runner(slow, runner):
     assert not (root / rel_done("sleepy")).exists()
 
 
+def _worker_of(root: Path) -> int:
+    """The pid of the project's warm worker."""
+    here = os.fsencode(root.resolve())
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mlops_nb.execute.worker" in args and here in args:
+            return int(proc.name)
+    raise AssertionError("no warm worker runs for the project")
+
+
+def test_nothing_of_a_step_survives_kill_9_of_the_warm_worker(slow):
+    root = slow
+    _warm_worker_up(root, RUNNERS["dvc"])
+    proc = _start(root, [*RUNNERS["dvc"], "-f"])
+    try:
+        assert "mlops_nb.execute.worker" in _wait_started(root, proc)
+        assert marked(root), "the step's background process never started"
+        os.kill(_worker_of(root), signal.SIGKILL)
+        # nothing the step started holds dvc's output open: dvc ends, and the sleeper with it
+        _, err = proc.communicate(timeout=60)
+        _until("the step's background process outlived the worker", lambda: not marked(root),
+               limit=20)
+    finally:
+        _end(proc, root)
+    assert proc.returncode != 0
+    assert "the warm worker died while running step 'sleepy'" in err
+    assert _status(root, "sleepy") == "killed with its warm worker"
+    assert not (root / rel_done("sleepy")).exists()
+
+
 def _kernel_files(*folders: Path) -> list[Path]:
     """Kernel connection files (they hold the kernel's key) in these folders."""
     return [f for d in folders if d.exists() for f in d.rglob("*.json")
