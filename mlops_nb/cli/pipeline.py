@@ -102,7 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     root = _root(args)
     spec, files = compile_mod.render(root)
     width = max(len(s.name) for s in spec.steps)
-    for st in statuses(root, spec, files):
+    for st in statuses(root, spec, files, verify=args.verify):
         reason = f" ({st.reason})" if st.reason else ""
         print(f"{st.step:<{width}}  {st.status}{reason}")
     return 0
@@ -136,4 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     s = sub.add_parser("status", help="each step: up to date, changed (and what), failed,"
                                       " never run or stale")
+    s.add_argument("--verify", action="store_true",
+                   help="hash every output again, also those whose size and modification time"
+                        " are unchanged (finds bit rot and tampering; reads all outputs)")
     s.set_defaults(func=cmd_status)

@@ -2,7 +2,8 @@
 
 Rule: up-to-dateness is decided by content, never by modification times alone, so a file that
 `dvc checkout` or a rerun rewrote with the same bytes is the same file. A hash is recomputed
-only when a file's size or mtime differs from what was remembered (.mlops_nb/hashes.json).
+only when a file's size or mtime differs from what was remembered (.mlops_nb/hashes.json), or
+when asked to verify (`mlops-nb status --verify`: bit rot or tampering that kept both).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from mlops_nb.project import STATE
 class Hashes:
     """sha256 of files under one project; `save` writes what was learnt."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, verify: bool = False) -> None:
+        """`verify`: hash every file again, whatever its size and mtime say (what it finds
+        replaces what was remembered, so a later run sees a change found this way)."""
         self.root = root
+        self.verify = verify
         self._path = root / STATE / "hashes.json"
         try:
             data = json.loads(self._path.read_text())
@@ -37,15 +41,16 @@ class Hashes:
         key = str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
         stamp = [st.st_size, st.st_mtime_ns]
         known = self._known.get(key)
-        if isinstance(known, list) and known[:2] == stamp:
+        if isinstance(known, list) and known[:2] == stamp and not self.verify:
             return str(known[2])
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         digest = h.hexdigest()
-        self._known[key] = [*stamp, digest]
-        self._learnt.add(key)
+        if not (isinstance(known, list) and known == [*stamp, digest]):
+            self._known[key] = [*stamp, digest]
+            self._learnt.add(key)
         return digest
 
     def of_tree(self, path: Path) -> str:

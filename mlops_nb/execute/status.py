@@ -45,14 +45,15 @@ def _failure(layout: Layout, step: StepSpec, spec: PipelineSpec) -> str | None:
     return where or None
 
 
-def statuses(root: Path, spec: PipelineSpec,
-             rendered: dict[str, str] | None = None) -> list[StepStatus]:
+def statuses(root: Path, spec: PipelineSpec, rendered: dict[str, str] | None = None,
+             verify: bool = False) -> list[StepStatus]:
     """Each step's status and why; `rendered`: what compile would write now, so that a step
     whose notebook changed since the last compile shows as stale. A step downstream of one
-    that will run says so."""
+    that will run says so. `verify` hashes every output again, even those whose size and
+    mtime are unchanged; a change found so is remembered, so the next run reruns the step."""
     layout = Layout(root)
     state = load_state(layout).get("steps", {})
-    hashes = Hashes(root)
+    hashes = Hashes(root, verify=verify)
     out = []
     pending: list[str] = []
     for step in spec.steps:

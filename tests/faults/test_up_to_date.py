@@ -156,6 +156,24 @@ def test_bit_rot_found_on_load_reruns_the_producing_step(project, runner):
     assert sh(["mlops-nb", "run"], root).stdout.strip().endswith("ran 0, up to date 2")
 
 
+def test_status_verify_finds_bit_rot_before_any_step_loads_it(project):
+    root = _project(project, CHAIN)
+    sh(RUNNERS["run"], root)
+    assert set(status_of(root).values()) == {"up to date"}  # hashes known by size and mtime
+    _rot(root / "outputs/a/x/data.json")
+    assert set(status_of(root).values()) == {"up to date"}  # so the rot is unseen
+    out = sh(["mlops-nb", "status", "--verify"], root).stdout
+    assert "a  changed (outputs missing or changed)" in out, out
+    assert "b  up to date (reruns if a changes what it reads)" in out, out
+    # what verify found is remembered: a plain status and run see it too
+    assert status_of(root)["a"] == "changed (outputs missing or changed)"
+    res = sh(RUNNERS["run"], root)
+    assert ran("run", res) == {"a"}, res.stdout
+    assert json.loads((root / "outputs/b/metrics.json").read_text()) == {"y": 10}
+    out = sh(["mlops-nb", "status", "--verify"], root).stdout
+    assert set(status_of(root).values()) == {"up to date"}, out
+
+
 # -- a step's metrics and executed notebook are its outputs -------------------------------
 
 
