@@ -45,10 +45,39 @@ def check_compiled(dag):
         root = _dag_root(dag)
         ensure_fresh(root, then="run `ploomber build` again")
         ensure_params(root)
+        check_overrides(dag, root)
         agree_with_done_markers(dag, root)
     except MlopsNbError as exc:
         print(f"mlops-nb: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+
+
+def check_overrides(dag: Any, root: Path) -> None:
+    """A value given on Ploomber's command line (`ploomber build --env--GROUP--NAME VALUE`)
+    follows params.yaml's rule (paramcheck.py): the type the notebook declares, checked
+    before any task runs, so `--env--nb--N abc` is a usage error (exit 2), not a step that
+    fails, or computes something else, with a string where the notebook has an int."""
+    from mlops_nb.errors import UsageError
+    from mlops_nb.execute.state import step_meta
+    from mlops_nb.pipeline.paramcheck import must_be
+    from mlops_nb.pipeline.params import read
+    from mlops_nb.project import PARAMS, Layout
+
+    data, layout = read(root / PARAMS, PARAMS), Layout(root)
+    for task in dag.values():
+        params = task.params.to_json_serializable(params_only=True)
+        group = step_meta(layout, params["step"])["group"]
+        section = data.get(group)
+        if not isinstance(section, dict):
+            continue
+        for name, value in (params.get("parameters") or {}).items():
+            if name not in section or _is_params_yaml(section[name], value):
+                continue
+            if (need := must_be(section[name], value)) is not None:
+                raise UsageError(
+                    f"--env--{group}--{name} {value!r}: {name} must be {need}, as notebook"
+                    f" '{group}' declares it (params.yaml has {section[name]!r}); task"
+                    f" '{task.name}' was not run")
 
 
 def agree_with_done_markers(dag: Any, root: Path) -> None:
@@ -184,8 +213,6 @@ def _as_in_params_yaml(root: Path, step: str, parameters: dict[str, Any]) -> dic
     casts it back with literal_eval, so the string "1.0" reaches the task as the float 1.0;
     a value that renders to what Ploomber passed is taken from params.yaml as it is written
     there, the one the other runners inject. A value from `--env--group--NAME` stays Ploomber's."""
-    from ploomber.env.expand import cast_if_possible
-
     from mlops_nb.execute.state import step_meta
     from mlops_nb.pipeline.params import read
     from mlops_nb.project import PARAMS, Layout
@@ -195,12 +222,17 @@ def _as_in_params_yaml(root: Path, step: str, parameters: dict[str, Any]) -> dic
         return parameters
     out = dict(parameters)
     for name, value in parameters.items():
-        if name in section:
-            mine = section[name]
-            again = cast_if_possible(str(mine))
-            if type(again) is type(value) and again == value:
-                out[name] = mine
+        if name in section and _is_params_yaml(section[name], value):
+            out[name] = section[name]
     return out
+
+
+def _is_params_yaml(mine: Any, value: Any) -> bool:
+    """Whether Ploomber's `value` is params.yaml's `mine` as Ploomber renders and casts it."""
+    from ploomber.env.expand import cast_if_possible
+
+    again = cast_if_possible(str(mine))
+    return type(again) is type(value) and again == value
 
 
 def _hand_over_or_run(root: Path, step: str, parameters: dict[str, Any]) -> tuple[int, str]:

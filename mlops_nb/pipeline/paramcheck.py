@@ -154,6 +154,16 @@ def _fits(declared: Any, tag: str) -> bool:
     return tag == want
 
 
+def must_be(declared: Any, value: Any) -> str | None:
+    """None when `value`, given elsewhere than params.yaml (a command line), may stand for a
+    parameter declared as `declared`, by the rule above; else what it must be ("an integer",
+    "a number", ...)."""
+    if _fits(declared, _kind(value)):
+        return None
+    return "a number" if _kind(declared) == "float" else _TAG_NAMES.get(
+        _kind(declared), type(declared).__name__)
+
+
 def _shown_value(node: Any) -> str:
     if node.tag.endswith(":str"):
         return repr(node.value)

@@ -7,6 +7,7 @@ file, line, key and what to do; the file is never rewritten.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -146,3 +147,22 @@ def test_every_runner_passes_the_values_with_params_yaml_types(tuned):
         sh(RUNNERS[runner] + (["--force"] if runner == "ploomber" else []), tuned)
         printed = (tuned / "outputs/second/second.ipynb").read_text()
         assert "str int" in printed, (runner, printed)
+
+
+def test_ploomber_command_line_values_follow_the_notebooks_types(tuned):
+    """`ploomber build --env--GROUP--NAME VALUE` overrides params.yaml for one build: a value
+    of another type than the notebook declares stops the build before any task runs (exit 2,
+    naming the option); one that fits reaches the step with Ploomber's value."""
+    res = sh(["ploomber", "build", "--env--nb--N", "abc"], tuned, check=False)
+    out = res.stderr + res.stdout
+    assert res.returncode == 2, out
+    assert "--env--nb--N 'abc': N must be an integer, as notebook 'nb' declares it" \
+           " (params.yaml has 7)" in out, out
+    assert "Traceback" not in out, out
+    assert not (tuned / "outputs").exists() or not any((tuned / "outputs").iterdir())
+    res = sh(["ploomber", "build", "--env--nb--RATE", "2"], tuned, check=False)  # int for float
+    assert res.returncode == 0, res.stderr + res.stdout
+    executed = json.loads((tuned / "outputs/second/second.ipynb").read_text())
+    injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get(
+        "tags", [])]
+    assert "RATE = 2\n" in injected[0]["source"], injected
