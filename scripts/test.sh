@@ -21,7 +21,16 @@ fi
 # lint and types first: cheap, and they fail for reasons a test would not show
 .venv/bin/ruff check mlops_nb tests || exit 1
 .venv/bin/mypy mlops_nb || exit 1
-.venv/bin/python -m pytest "$@"
+# the tests run side by side, one per core (at most 4: each starts kernels, dvc and ploomber
+# of its own); MLOPS_NB_TEST_JOBS=1 runs them one after another (extra arguments come last and
+# win, so `-n 0` works too)
+jobs=${MLOPS_NB_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
+[ "$jobs" -gt 4 ] && jobs=4
+if [ "$jobs" -gt 1 ]; then
+  .venv/bin/python -m pytest -n "$jobs" --dist worksteal "$@"
+else
+  .venv/bin/python -m pytest "$@"
+fi
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests: failing" >&2
