@@ -23,6 +23,8 @@ from mlops_nb.project import Layout
 
 log = logging.getLogger(__name__)
 
+RUNNER_PID = "MLOPS_NB_RUNNER_PID"  # stopping.RUNNER_PID, read here without importing it
+
 _metrics: dict[str, float] = {}
 _context: dict[str, Any] = {}
 _ran_with: dict[str, Any] = {}  # the injected parameter values, set by execute_step
@@ -52,6 +54,10 @@ def _root(step: str) -> Path:
 def begin(step: str, notebook_dir: str) -> None:
     """Enter the source notebook's folder and remember the step (it returns nothing: the set-up
     cell of an executed notebook shows no output)."""
+    if os.environ.get(RUNNER_PID):
+        from mlops_nb.execute.stopping import guard_kernel_group
+
+        guard_kernel_group()  # a papermill kernel dies with its runner, background included
     root = _root(step)
     _context.clear()
     _context.update(step=step, root=root)

@@ -104,7 +104,9 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
     from traitlets.config import Config
 
     from mlops_nb.execute.kernel_files import connection_file
+    from mlops_nb.execute.stopping import RUNNER_PID
 
+    os.environ[RUNNER_PID] = str(os.getpid())  # the kernel's guard ends it with this process
     try:
         with connection_file(layout.state, step) as conn_file:
             pm.execute_notebook(
@@ -128,6 +130,7 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
         raise StepFailed(step, f"{type(exc).__name__}: {exc}", rel) from None
     finally:
         timer.cancel()
+        os.environ.pop(RUNNER_PID, None)
 
 
 @contextmanager

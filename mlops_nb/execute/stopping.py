@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 
@@ -140,3 +141,38 @@ class Lifeline:
                 os.close(fd)
             except OSError:
                 pass
+
+
+RUNNER_PID = "MLOPS_NB_RUNNER_PID"  # set for a papermill kernel: the runner it must die with
+# a papermill kernel's guard: waits on a pidfd of the runner (readable once it exits, even
+# by kill -9, before anyone reaps it), then kills its whole process group, the kernel's
+_KERNEL_GUARD = ("import os, select, signal, sys\n"
+                 "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+                 "    signal.signal(s, signal.SIG_IGN)\n"
+                 "select.select([int(sys.argv[1])], [], [])\n"
+                 "os.killpg(0, signal.SIGKILL)\n")
+
+
+def guard_kernel_group() -> None:
+    """In a papermill kernel the runner started (RUNNER_PID): end the kernel's process group,
+    what the step started in the background included, when the runner is gone, even by kill
+    -9. jupyter_client starts the kernel in a session of its own, which Linux's parent-death
+    signal and the runner's group kill do not reach. Nothing happens outside such a kernel
+    (the variable unset, or this process not the runner's child leading its own group)."""
+    runner = os.environ.pop(RUNNER_PID, "")
+    if not runner.isdigit() or os.getppid() != int(runner) or os.getpgrp() != os.getpid():
+        return
+    try:
+        pidfd = os.pidfd_open(int(runner))
+    except OSError:
+        return
+    try:
+        if os.getppid() != int(runner):  # it died before the pidfd was taken
+            os.killpg(0, signal.SIGKILL)
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", _KERNEL_GUARD, str(pidfd)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, pass_fds=(pidfd,))
+    except OSError as exc:  # the step still runs; only the guard is missing
+        log.warning("could not start the guard of this kernel's processes: %s", exc)
+    finally:
+        os.close(pidfd)

@@ -219,18 +219,21 @@ def test_ctrl_c_stops_a_step_that_ignores_it(project):
     assert not (project / rel_done("stubborn")).exists()
 
 
-@pytest.mark.parametrize("runner", ["run", "dvc-inprocess", "dvc-worker"])
+@pytest.mark.parametrize("runner", ["run", "run-papermill", "dvc-inprocess", "dvc-worker",
+                                    "ploomber-inprocess", "ploomber-worker"])
 def test_nothing_of_a_step_survives_kill_9_of_its_runner(slow, runner):
     root = slow
-    env = {"MLOPS_NB_WORKER": "0"} if runner == "dvc-inprocess" else {}
+    env = {"MLOPS_NB_WORKER": "0"} if runner.endswith("-inprocess") else {}
     cmd = RUNNERS[runner.split("-")[0]]
-    if runner == "dvc-worker":
+    if runner == "run-papermill":
+        cmd = [*cmd, "--engine", "papermill"]
+    if runner.endswith("-worker"):
         _warm_worker_up(root, cmd)
-        cmd = [*cmd, "-f"]
+        cmd = [*cmd, "-f" if runner.startswith("dvc") else "--force"]
     proc = _start(root, cmd, **env)
     try:
         where = _wait_started(root, proc)
-        assert ("mlops_nb.execute.worker" in where) == (runner == "dvc-worker"), where
+        assert ("mlops_nb.execute.worker" in where) == runner.endswith("-worker"), where
         assert marked(root), "the step's background process never started"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
