@@ -196,6 +196,27 @@ def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = Fals
              k, floor=f"{k}.floor_te", target=Target(1.5, "ratio"),
              setup=[[dvc, "commit", "-f", "-q"]], check=_dvc_stages),
     ]
+    if v.name == "forest":  # training heavy enough for experiments side by side to show
+        param = f"{mp.NOTEBOOK_STEM}.{v.exp_param}"
+
+        def two_experiments(queued: bool) -> list[str]:
+            a, b = next(values), next(values)  # fresh values: DVC's run cache never answers
+            if not queued:
+                return ["sh", "-c", f"'{dvc}' exp run -q -S {param}={a} &&"
+                                    f" '{dvc}' exp run -q -S {param}={b}"]
+            return ["sh", "-c", f"'{dvc}' exp run -q --queue -S {param}={a} &&"
+                                f" '{dvc}' exp run -q --queue -S {param}={b} &&"
+                                f" '{dvc}' exp run --run-all -j 2"]
+
+        cases += [
+            Case(f"{k}.exp2_seq", "two experiments one after another (`dvc exp run -S ...`"
+                 " twice)", project, lambda: two_experiments(False), k,
+                 setup=[[dvc, "commit", "-f", "-q"]]),
+            Case(f"{k}.exp2_queue", "the same two queued, then `dvc exp run --run-all -j 2`"
+                 " (side by side, each in a temporary workspace)", project,
+                 lambda: two_experiments(True), k, floor=f"{k}.exp2_seq",
+                 setup=[[dvc, "commit", "-f", "-q"]]),
+        ]
     if bp.variant.name.endswith("1m"):
         cases = [c for c in cases if c.key.split(".", 1)[1] in BIG_CASES]
     if imports:
