@@ -13,7 +13,8 @@ output as its own. Its parts: who may connect (worker_socket.py), the request lo
 Rules of this side: a stage hands over only to a worker of its own user (checked in
 worker_socket.connect), keyed by the project, the interpreter, the mlops_nb sources, the
 installed packages and the start-up variables; anything but an exit code back (no worker,
-busy, refused; stale twice) and the stage runs its step itself. MLOPS_NB_WORKER=0 turns it off.
+busy, refused, a failed check; stale twice) and the stage runs its step itself, where its
+own checks report what failed. MLOPS_NB_WORKER=0 turns it off.
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.execute.worker_project import BUSY, INTERRUPT, REFUSED, STALE
-from mlops_nb.execute.worker_socket import connect, serving, socket_path
+from mlops_nb.execute.worker_socket import (
+    BUSY,
+    INTERRUPT,
+    REFUSED,
+    STALE,
+    UNCHECKED,
+    connect,
+    serving,
+    socket_path,
+)
 
 READY_SECONDS = 30.0  # how long a stage waits for the worker it started to listen
 
@@ -40,15 +49,18 @@ def enabled() -> bool:
 
 # --- client side (the DVC stage, Ploomber's task) ---------------------------------------------
 
-def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
-              ) -> tuple[int | None, str]:
+def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None,
+              checked: bool = False) -> tuple[int | None, str]:
     """Run `step` in the warm worker: its exit code and error message.
 
     With no worker up (or one that retired as stale), it starts one and hands the step to it
     as soon as it listens: the worker imports the notebook's `imports` cell once, for this step
     and the later ones. The code is None when there is no worker to be had, or it was busy or
     refused the request: the caller runs the step itself. `parameters` override params.yaml's
-    values.
+    values. `checked`: the worker also makes a DVC stage's checks before it runs anything
+    (freshness and params.yaml, worker_project.unchecked; hand edits it always checks) and
+    seals the step's done marker after it succeeded; a failed check is answered as a
+    refusal is (None), so the stage's own checks report it.
     """
     if not enabled():
         return None, ""
@@ -63,10 +75,10 @@ def hand_over(root: Path, step: str, parameters: dict[str, Any] | None = None
             sock = connect(path)
         if sock is None:
             return None, ""
-        answer = _request(sock, step, parameters)
+        answer = _request(sock, step, parameters, checked)
         if answer is None or not answer.get(STALE):
             break
-    if answer is None or answer.get(STALE) or answer.get(BUSY) or answer.get(REFUSED):
+    if answer is None or any(answer.get(k) for k in (STALE, BUSY, REFUSED, UNCHECKED)):
         return None, ""
     if "code" not in answer:  # the worker died while running the step (and took it along)
         from mlops_nb.errors import StepCrashed
@@ -91,12 +103,13 @@ def start(root: Path, step: str = "") -> None:
         _spawn(root, step)
 
 
-def _request(sock: socket.socket, step: str, parameters: dict[str, Any] | None
-             ) -> dict[str, Any] | None:
+def _request(sock: socket.socket, step: str, parameters: dict[str, Any] | None,
+             checked: bool = False) -> dict[str, Any] | None:
     """Send the request with this process's stdin/stdout/stderr; the worker's answer (None:
     the connection failed before any answer)."""
     with sock:
-        request = {"step": step, "env": dict(os.environ), "parameters": parameters}
+        request = {"step": step, "env": dict(os.environ), "parameters": parameters,
+                   "checked": checked}
         try:
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
             replies = _replies(sock)

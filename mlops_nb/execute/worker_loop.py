@@ -4,7 +4,9 @@ Rules it keeps (the threat model in the README; worker_project.py checks and run
 listens only in its user's private folder and answers only its own uid (worker_socket.py);
 a request must arrive whole within RECEIVE_SECONDS, and requests are read from any number of
 connections at once; the project is the one it was started for, and a request only names a
-step, checked (worker.refusal) before anything runs; one step runs at a time, and requests
+step, checked (worker.refusal) before anything runs; a DVC stage's request (`checked`) is
+run only when the stage's own checks would pass (worker_project.unchecked), else answered
+so, and the stage runs them itself; one step runs at a time, and requests
 that arrive meanwhile are answered busy (their stage runs its step itself), so no connection
 waits on another; if the stage goes away, the step's process group is killed; the worker
 retires as stale when a project module it imported changed, and exits when its project
@@ -40,10 +42,12 @@ from mlops_nb.execute.worker_project import (
     INTERRUPT,
     REFUSED,
     STALE,
+    UNCHECKED,
     Project,
     refusal,
     run_child,
     stale,
+    unchecked,
 )
 from mlops_nb.execute.worker_socket import Door, Listener, Pending, socket_path
 from mlops_nb.project import rel_executed
@@ -202,6 +206,9 @@ def _serve_one(project: Project, p: Pending, shell: Any, door: Door) -> bool:
     if stale(project.seen) or not project.present():
         _answer(p.conn, **{STALE: True})
         return False
+    if request.get("checked") and (why := unchecked(project.root)) is not None:
+        _answer(p.conn, **{UNCHECKED: why})  # the stage runs its step, and reports this
+        return True
     try:
         project.warm_for(request["step"], first=not project.warmed)
         _run(project, request, p, shell, door)

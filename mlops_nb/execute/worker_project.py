@@ -32,10 +32,14 @@ from mlops_nb.execute.warmup import (
     run_imports,
     serializer_warmup,
 )
-from mlops_nb.execute.worker_socket import startup_env
-
-STALE, BUSY, REFUSED = "stale", "busy", "refused"  # the worker's answers other than a code
-INTERRUPT = b"i"  # what a stage sends when it was interrupted while its step runs
+from mlops_nb.execute.worker_socket import (  # noqa: F401 - the protocol, for worker_loop
+    BUSY,
+    INTERRUPT,
+    REFUSED,
+    STALE,
+    UNCHECKED,
+    startup_env,
+)
 
 
 def _project_modules(root: Path) -> dict[str, int]:
@@ -97,6 +101,24 @@ def refusal(root: Path, request: Any, fds: list[int]) -> str | None:
     if parameters is not None and not (isinstance(parameters, dict)
                                        and all(isinstance(k, str) for k in parameters)):
         return "parameters must be an object"
+    if not isinstance(request.get("checked", False), bool):
+        return "checked must be true or false"
+    return None
+
+
+def unchecked(root: Path) -> str | None:
+    """Why a DVC stage's own checks would stop it before it runs its step (None: they
+    pass): a notebook changed and the step notebooks do not show it (ensure_fresh), or
+    params.yaml is wrong (ensure_params). The same functions the stage calls, so a step the
+    worker runs is one the stage would have run; a stage told why runs its step itself, and
+    its own checks report the failure as they always did. Any error counts as a failure."""
+    from mlops_nb.compile.fresh import ensure_fresh, ensure_params
+
+    try:
+        ensure_fresh(root)
+        ensure_params(root, warn=False)
+    except Exception as exc:  # noqa: BLE001 - the stage's own check reports it
+        return str(exc) or type(exc).__name__
     return None
 
 
@@ -131,6 +153,10 @@ def run_child(root: Path, request: dict[str, Any], fds: list[int], shell: Any,
         try:
             execute_step(root, request["step"], shell=shell,
                          parameters=request.get("parameters"))
+            if request.get("checked"):  # as the stage would, once the step succeeded
+                from mlops_nb.execute.state import seal
+
+                seal(root, request["step"])
             code = 0
         except MlopsNbError as exc:
             from mlops_nb.execute.state import record_failure

@@ -28,6 +28,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# the worker's answers other than an exit code, and what a stage sends when it was
+# interrupted while its step runs (here, so a stage's side imports nothing of the worker's)
+STALE, BUSY, REFUSED, UNCHECKED = "stale", "busy", "refused", "unchecked"
+INTERRUPT = b"i"
+
 RECEIVE_SECONDS = 5.0
 MAX_REQUEST = 1 << 20
 # read by an interpreter or a numeric library once, when the process starts: a forked step

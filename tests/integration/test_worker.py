@@ -60,6 +60,71 @@ def test_a_stage_that_finds_no_worker_hands_its_step_to_the_one_it_starts(projec
     sh(["python", "-m", "mlops_nb.step", "b"], project)
     assert (project / "notebooks/ran-b").read_text().split()[0] == ran_a.split()[0]
 
+def _done_marker(root: Path, step: str) -> dict:
+    return json.loads((root / f"outputs/{step}/.mlops_nb-done.json").read_text())
+
+
+def test_the_worker_seals_the_done_marker_of_a_stage_it_ran(project):
+    """A stage that handed its step over imports nothing of its own to seal: the worker
+    does, once the step succeeded, so the marker holds the executed notebook's hash."""
+    from mlops_nb.execute.hashes import Hashes
+
+    _project(project, 1)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    sh(["python", "-m", "mlops_nb.step", "a"], project)
+    assert "mlops_nb.execute.worker" in (project / "notebooks/ran-a").read_text()
+    sealed = _done_marker(project, "a")["notebook"]
+    assert sealed == Hashes(project).of(project / "outputs/a/a.ipynb")
+
+
+STALE_A = "STEP = 'a'\nx = helper.VALUE + 1"  # step a's code changed: the pipeline did
+
+
+@pytest.mark.parametrize("bad", ["stale notebook", "params.yaml", "hand edit"])
+def test_with_the_worker_up_a_stage_refuses_as_it_always_did(project, bad):
+    """The warm worker makes the stage's checks before it runs anything; when one fails the
+    stage reports it itself: the same message and exit code as a stage with no worker, and
+    the step does not run."""
+    _project(project, 1)
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    sh(["python", "-m", "mlops_nb.step", "a"], project)  # starts the worker, which ran a
+    ran_a = project / "notebooks/ran-a"
+    worker = ran_a.read_text().split()[0]
+    assert "mlops_nb.execute.worker" in ran_a.read_text()
+    ran_a.unlink()
+    params = (project / "params.yaml").read_text()
+    if bad == "stale notebook":
+        make_nb(project / "notebooks/nb.ipynb", [
+            (["imports"], "import helper"),
+            (["step:a"], STALE_A),
+            (["step:b"], f"STEP = 'b'\n{WHO}\ny = x + helper.VALUE"),
+            (["step:c"], f"STEP = 'c'\n{WHO}\nz = y"),
+            (["pipeline-metrics"], "print(z)"),
+        ])
+        expected, words = 4, "changed since `mlops-nb compile`"
+    elif bad == "params.yaml":
+        (project / "params.yaml").write_text("nb: [\n")
+        expected, words = 3, "invalid YAML"
+    else:
+        step = project / "steps/a.ipynb"
+        step.write_text(step.read_text().replace("x = helper.VALUE", "x = 99"))
+        expected, words = 3, "edited by hand"
+    stage = ["python", "-m", "mlops_nb.step", "a"]
+    with_worker = sh(stage, project, check=False)
+    alone = sh(stage, project, check=False, MLOPS_NB_WORKER="0")
+    assert with_worker.returncode == alone.returncode == expected, with_worker.stderr
+    assert with_worker.stderr == alone.stderr
+    assert words in with_worker.stderr
+    assert not ran_a.exists()
+    # the worker is still the one serving the project: the next good stage runs in it
+    (project / "params.yaml").write_text(params)
+    sh(["mlops-nb", "compile"], project)  # brings the steps in line (it discards a hand edit)
+    sh(["python", "-m", "mlops_nb.step", "b"], project)
+    assert (project / "notebooks/ran-b").read_text().split()[0] == worker
+
+
 def test_a_step_that_kills_its_process_leaves_the_worker_serving(project):
     _project(project, 1)
     git_project(project)
