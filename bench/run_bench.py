@@ -31,6 +31,7 @@ from pathlib import Path
 
 import make_project as mp
 import measure
+import own_cost
 import report
 import sections
 import yaml
@@ -219,11 +220,32 @@ def variant_cases(bp: mp.BenchProject, env: dict[str, str], imports: bool = Fals
         ]
     if bp.variant.name.endswith("1m"):
         cases = [c for c in cases if c.key.split(".", 1)[1] in BIG_CASES]
+    else:
+        cases += own_cost_cases(bp, env)
     if imports:
         cases.insert(1, Case(f"{k}.imports", "the floor's imports alone (`python -c 'import"
                              " pandas, sklearn...'`)", floor, lambda: [py, "-c", mp.IMPORTS], k,
                              floor=f"{k}.floor"))
     return cases
+
+
+def own_cost_cases(bp: mp.BenchProject, env: dict[str, str]) -> list[Case]:
+    """What DVC and Ploomber cost by themselves on bp's pipeline (own_cost.py)."""
+    k, py = bp.variant.name, sys.executable
+    dvc, ploomber = _tool(env, "dvc"), _tool(env, "ploomber")
+    own, limit = own_cost.dvc_projects(bp.project, f"'{py}' '{bp.floor / 'script.py'}' > /dev/null")
+    return [
+        Case(f"{k}.dvc_own", "DVC's own cost: the same dvc.yaml, each stage copying in the"
+             " outputs of a real run (`dvc repro --force`)", own,
+             lambda: [dvc, "repro", "--force"], k, floor=f"{k}.floor"),
+        Case(f"{k}.dvc_limit", "the floor, then DVC's own cost: the floor script run by the"
+             " first step's stage of the row above", limit,
+             lambda: [dvc, "repro", "--force"], k, floor=f"{k}.floor"),
+        Case(f"{k}.ploomber_own", "Ploomber's own cost: the same pipeline.yaml, tasks that"
+             " only write their products (`ploomber build --force`)",
+             own_cost.ploomber_project(bp.project), lambda: [ploomber, "build", "--force"], k,
+             floor=f"{k}.floor"),
+    ]
 
 
 def fanout_cases(bp: mp.BenchProject, env: dict[str, str]) -> list[Case]:
