@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.compile.record import check_hand_edits
+from mlops_nb.errors import MlopsNbError
 from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
@@ -172,8 +174,11 @@ def serve(root: Path, first_step: str | None = None, ready: int | None = None) -
 
         shell = make_shell()
         project = Project(root)
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, MlopsNbError):
             if step := first_step or project.some_step():
+                # nothing runs before a request is checked but the imports of a step
+                # notebook as compile wrote it (a hand-edited one waits for refusal())
+                check_hand_edits(project.root, [f"steps/{step}.ipynb"])
                 project.warm_for(step, first=True)
         last = time.monotonic()
         while project.present() and (door.pending or time.monotonic() - last < idle):

@@ -251,3 +251,27 @@ def test_an_unsafe_socket_folder_means_no_worker_and_nothing_written_there(proje
     assert not _ran_in_worker(project, "c")
     assert not list(elsewhere.iterdir())
     assert not _worker_pids(project)
+
+
+def test_the_worker_never_warms_up_a_hand_edited_step_notebook(project, sockets):
+    """What a worker runs before any request is checked is the imports cell of a step
+    notebook as compile wrote it: an edited one is not imported at start-up."""
+    make_nb(project / "notebooks/nb.ipynb", [(["imports"], "import os"), (["step:a"], "x = 1")])
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    marker = project / "warmed-an-edit"
+    step = project / "steps/a.ipynb"
+    doc = json.loads(step.read_text())
+    edited = [c for c in doc["cells"] if c["metadata"].get("mlops_nb", {}).get("role")
+              == "imports"]
+    assert edited, "the step notebook has no imports cell"
+    edited[0]["source"] = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('1')\n"
+    step.write_text(json.dumps(doc))
+    res = subprocess.run(["dvc", "repro"], cwd=project, env=_env(sockets, MLOPS_NB_WORKER_IDLE="2"),
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode != 0 and "steps/a.ipynb" in res.stderr, res.stderr
+    deadline = time.monotonic() + 60  # the worker warms up, idles 2 s, then exits
+    while _worker_pids(project):
+        assert time.monotonic() < deadline, "the worker never exited"
+        time.sleep(0.1)
+    assert not marker.exists()
