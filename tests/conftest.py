@@ -91,6 +91,29 @@ def alive(pid: int) -> bool:
         return False
 
 
+def worker_pids(root: Path) -> list[int]:
+    """The pids of the warm workers serving the project at `root` (not the step processes
+    they fork, which share their command line)."""
+    here = os.fsencode(root.resolve())
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mlops_nb.execute.worker" in args and here in args:
+            pids.append(int(proc.name))
+    return [p for p in pids if _parent(p) not in pids]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"

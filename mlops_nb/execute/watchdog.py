@@ -28,12 +28,19 @@ POLL_SECONDS = 0.5
 ORPHAN_GRACE = INTERRUPT_GRACE + TERM_GRACE + 8.0
 
 
-def _ppid(pid: int) -> int | None:
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); [] when the
+    process is gone or unreadable."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _ppid(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
 def alive(pid: int) -> bool:
@@ -47,15 +54,7 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return _state(pid) not in ("Z", "X")
-
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    return (_stat(pid) or ["?"])[0] not in ("Z", "X")
 
 
 def kill_descendants() -> None:

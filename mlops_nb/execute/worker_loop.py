@@ -39,19 +39,18 @@ from mlops_nb.execute.warmup import (
     forking_gc,
     remember_modules,
 )
-from mlops_nb.execute.worker_project import (
+from mlops_nb.execute.worker_project import Project, refusal, run_child, stale, unchecked
+from mlops_nb.execute.worker_socket import (
     BUSY,
     INTERRUPT,
     REFUSED,
     STALE,
     UNCHECKED,
-    Project,
-    refusal,
-    run_child,
-    stale,
-    unchecked,
+    Door,
+    Listener,
+    Pending,
+    socket_path,
 )
-from mlops_nb.execute.worker_socket import Door, Listener, Pending, socket_path
 from mlops_nb.project import rel_executed
 
 IDLE_SECONDS = 600.0

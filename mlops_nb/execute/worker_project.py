@@ -32,14 +32,7 @@ from mlops_nb.execute.warmup import (
     run_imports,
     serializer_warmup,
 )
-from mlops_nb.execute.worker_socket import (  # noqa: F401 - the protocol, for worker_loop
-    BUSY,
-    INTERRUPT,
-    REFUSED,
-    STALE,
-    UNCHECKED,
-    startup_env,
-)
+from mlops_nb.execute.worker_socket import startup_env
 
 
 def _project_modules(root: Path) -> dict[str, int]:

@@ -22,7 +22,7 @@ import pytest
 
 from mlops_nb.execute.stopping import INTERRUPT_GRACE, TERM_GRACE
 from mlops_nb.project import Layout, rel_done
-from tests.conftest import git_project, make_nb, sh, tool_env
+from tests.conftest import git_project, make_nb, sh, tool_env, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -244,19 +244,6 @@ def test_nothing_of_a_step_survives_kill_9_of_its_runner(slow, runner):
     assert not (root / rel_done("sleepy")).exists()
 
 
-def _worker_of(root: Path) -> int:
-    """The pid of the project's warm worker."""
-    here = os.fsencode(root.resolve())
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"mlops_nb.execute.worker" in args and here in args:
-            return int(proc.name)
-    raise AssertionError("no warm worker runs for the project")
-
-
 def test_nothing_of_a_step_survives_kill_9_of_the_warm_worker(slow):
     root = slow
     _warm_worker_up(root, RUNNERS["dvc"])
@@ -264,7 +251,9 @@ def test_nothing_of_a_step_survives_kill_9_of_the_warm_worker(slow):
     try:
         assert "mlops_nb.execute.worker" in _wait_started(root, proc)
         assert marked(root), "the step's background process never started"
-        os.kill(_worker_of(root), signal.SIGKILL)
+        workers = worker_pids(root)
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGKILL)
         # nothing the step started holds dvc's output open: dvc ends, and the sleeper with it
         _, err = proc.communicate(timeout=60)
         _until("the step's background process outlived the worker", lambda: not marked(root),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import alive, git_project, make_nb, sh, tool_env
+from tests.conftest import alive, git_project, make_nb, sh, tool_env, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -110,18 +110,6 @@ def _client(root: Path, sockets: Path, path: Path, request: str, *,
 
 def _ran_in_worker(root: Path, step: str) -> bool:
     return "mlops_nb.execute.worker" in (root / f"notebooks/ran-{step}").read_text()
-
-
-def _worker_pids(root: Path) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"mlops_nb.execute.worker" in args and os.fsencode(root) in args:
-            pids.append(int(proc.name))
-    return pids
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's may sit under root's home, closed to others
@@ -217,7 +205,7 @@ def test_an_idle_connection_never_blocks_the_next_dvc_repro(project, sockets):
 def test_the_worker_exits_when_its_project_folder_is_gone(project, sockets):
     _project(project)
     _repro(project, sockets)
-    pids = _worker_pids(project)
+    pids = worker_pids(project)
     assert pids
     shutil.rmtree(project)
     deadline = time.monotonic() + 15  # its idle limit in tests is 30 s
@@ -250,7 +238,7 @@ def test_an_unsafe_socket_folder_means_no_worker_and_nothing_written_there(proje
     assert json.loads((project / "outputs/c/metrics.json").read_text())["z"] == 3
     assert not _ran_in_worker(project, "c")
     assert not list(elsewhere.iterdir())
-    assert not _worker_pids(project)
+    assert not worker_pids(project)
 
 
 def test_the_worker_never_warms_up_a_hand_edited_step_notebook(project, sockets):
@@ -271,7 +259,7 @@ def test_the_worker_never_warms_up_a_hand_edited_step_notebook(project, sockets)
                          capture_output=True, text=True, timeout=240)
     assert res.returncode != 0 and "steps/a.ipynb" in res.stderr, res.stderr
     deadline = time.monotonic() + 60  # the worker warms up, idles 2 s, then exits
-    while _worker_pids(project):
+    while worker_pids(project):
         assert time.monotonic() < deadline, "the worker never exited"
         time.sleep(0.1)
     assert not marker.exists()
