@@ -6,9 +6,9 @@ a request must arrive whole within RECEIVE_SECONDS, and requests are read from a
 connections at once; the project is the one it was started for, and a request only names a
 step, checked (worker.refusal) before anything runs; a DVC stage's request (`checked`) is
 run only when the stage's own checks would pass (worker_project.unchecked), else answered
-so, and the stage runs them itself; one step runs at a time, and requests
-that arrive meanwhile are answered busy (their stage runs its step itself), so no connection
-waits on another; if the stage goes away, the step's process group is killed; the worker
+so, and the stage runs them itself; one step runs at a time, and requests that arrive
+meanwhile, or together with it, are answered busy (their stage runs its step itself), so no
+connection waits on another; if the stage goes away, the step's process group is killed; the worker
 retires as stale when a project module it imported changed, and exits when its project
 folder is gone or after MLOPS_NB_WORKER_IDLE seconds (default 600) without a request.
 main() is the worker process, `python -m mlops_nb.execute.worker ROOT [STEP [FD]]`.
@@ -187,7 +187,11 @@ def serve(root: Path, first_step: str | None = None, ready: int | None = None) -
             if not arrived:
                 arrived, _, _ = select.select(door.waitables(), [], [],
                                               door.timeout(TICK_SECONDS))
-            for p in door.arrived(arrived):
+            complete = door.arrived(arrived)
+            for p in complete[1:]:  # came with the one served now: busy, as if it came later
+                _answer(p.conn, **{BUSY: True})
+                p.close()
+            for p in complete[:1]:
                 try:
                     if not _serve_one(project, p, shell, door):
                         return

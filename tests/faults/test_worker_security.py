@@ -263,3 +263,49 @@ def test_the_worker_never_warms_up_a_hand_edited_step_notebook(project, sockets)
         assert time.monotonic() < deadline, "the worker never exited"
         time.sleep(0.1)
     assert not marker.exists()
+
+
+def test_requests_that_arrive_together_are_not_queued_behind_each_other(project, sockets):
+    """Two requests complete at once (here: while the worker still imports a slow imports
+    cell): one runs, the other is answered busy at once, so its stage runs the step itself
+    (Ploomber's parallel executor hands steps over side by side), never held until the first
+    step ends."""
+    make_nb(project / "notebooks/nb.ipynb", [
+        (["imports"], "import time\ntime.sleep(3)"),
+        (["step:a"], "import pathlib\nfor _ in range(600):\n"
+                     "    if pathlib.Path('release').exists():\n        break\n"
+                     "    time.sleep(0.1)\nx = 1"),
+    ])
+    git_project(project)
+    sh(["mlops-nb", "compile"], project)
+    start = ("from pathlib import Path; from mlops_nb.execute import worker;"
+             " worker.start(Path.cwd())")
+    subprocess.run([sys.executable, "-c", start], cwd=project, env=_env(sockets), check=True)
+    deadline = time.monotonic() + 60
+    while True:  # it listens at once, then imports the imports cell (3 s) before it reads
+        try:
+            path = _socket(project, sockets)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "the worker never listened"
+            time.sleep(0.05)
+    request = json.dumps({"step": "a"})
+    clients = [subprocess.Popen([sys.executable, "-I", "-c", CLIENT, str(path), request],
+                                env=_env(sockets), stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while all(c.poll() is None for c in clients):
+            assert time.monotonic() < deadline, "both requests wait for one step to end"
+            time.sleep(0.05)
+        first = next(c for c in clients if c.poll() is not None)
+        assert first.stdout is not None
+        assert '"busy": true' in json.loads(first.stdout.read().splitlines()[-1])["reply"]
+        (project / "notebooks/release").write_text("1")
+        other = next(c for c in clients if c is not first)
+        out, _ = other.communicate(timeout=60)
+        assert '"code": 0' in json.loads(out.splitlines()[-1])["reply"]
+    finally:
+        for c in clients:
+            c.kill()
+            c.wait()
