@@ -60,17 +60,25 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = [500]
+        status, observed = [500], [False]
+
+        def observe() -> None:
+            if not observed[0]:
+                observed[0] = True
+                self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
 
         async def sent(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                observe()  # counted before the client has the whole answer: a /metrics read
+                #            after a response always includes it
             await send(message)
 
         try:
             await self._handle(scope, receive, sent)
         finally:
-            self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
+            observe()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._token is not None and scope["path"] not in OPEN_PATHS \
