@@ -109,6 +109,8 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 def init(root: Path) -> list[str]:
     """Make `root` a project; returns what was created. Never overwrites a file."""
+    from mlops_nb.artifacts import atomic
+
     created: list[str] = []
     root.mkdir(parents=True, exist_ok=True)
     if not (root / ".git").exists():
@@ -127,10 +129,10 @@ def init(root: Path) -> list[str]:
     for name, text in files.items():
         path = root / name
         if not path.exists():
-            path.write_text(text)
-            created.append(name)
+            if atomic.create_new(path, text.encode(), root=root):  # never through a symlink
+                created.append(name)
         elif name == ".gitignore" and "/outputs/" not in path.read_text():
-            with open(path, "a") as f:
+            with os.fdopen(atomic.open_append(path, root=root, mode=0o644), "a") as f:
                 f.write("\n" + GITIGNORE)
             created.append(".gitignore (appended)")
     if _first_commit(root, [p for p in (".dvc", ".dvcignore", ".gitignore", PARAMS)

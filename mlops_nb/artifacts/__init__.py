@@ -232,10 +232,11 @@ def save(obj: Any, folder: Path, *, project: Path | None = None) -> dict[str, An
         os.chmod(tmp, 0o777 & ~_umask())
         meta = _write_data(obj, tmp)  # hashed while written (digest.py), not fsynced
         meta["type"] = _type_name(obj)
-        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        with open(tmp / META, "x") as f:  # O_EXCL: in the fresh folder, never a link
+            f.write(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         trust.record(project or trust.project_of(folder.parent), record_key(meta))
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
             os.rename(folder, old)
             os.rename(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)

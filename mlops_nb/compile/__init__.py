@@ -18,6 +18,7 @@ from mlops_nb.artifacts import atomic
 from mlops_nb.compile.helpers import functions_by_step
 from mlops_nb.compile.notebooks import GENERATED_BY, render_step
 from mlops_nb.compile.record import (
+    RECORDS,
     check_hand_edits,
     last_seeded,
     record_sources,
@@ -30,7 +31,7 @@ from mlops_nb.notebook.tags import parse_notebook
 from mlops_nb.pipeline import paramcheck
 from mlops_nb.pipeline import params as params_mod
 from mlops_nb.pipeline.spec import PipelineSpec, build_spec
-from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STEPS
+from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STATE, STEPS
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def _root_relative(root: Path, paths: list[str] | None) -> list[str] | None:
 def compile_project(root: Path, paths: list[str] | None = None, *,
                     refuse_hand_edits: bool = False) -> CompileResult:
     """Write the generated files; with refuse_hand_edits, stop if one was edited by hand."""
+    _refuse_links(root, [PARAMS, PIPELINE, DVC_YAML])  # first: params.yaml is read to render
     spec, files, notes = render_with_notes(root, paths)
     for note in notes:
         log.warning("%s", note)
@@ -174,14 +176,23 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
     return CompileResult(spec, tuple(written), tuple(removed))
 
 
+def _refuse_links(root: Path, rels: list[str]) -> None:
+    """Every target and its folders, checked before any write: a symlink planted at one (a
+    symlinked steps/ or .mlops_nb/, pipeline.yaml -> ~/.bashrc) is refused and nothing of
+    the compile is written."""
+    for rel in [*rels, STEPS, *(f"{STATE}/{name}" for name in RECORDS)]:
+        atomic.refuse_symlinks(root / rel, root=root)
+
+
 def _write(root: Path, spec: PipelineSpec, paths: list[str] | None, files: dict[str, str],
            generated: dict[str, str]) -> tuple[list[str], list[str]]:
+    _refuse_links(root, list(files))
     written = []
     for rel, text in files.items():
         path = root / rel
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
-        atomic.write_text(path, text)
+        atomic.write_text(path, text, root=root)
         written.append(rel)
     removed = []
     for rel in _stale_steps(root, files):

@@ -26,9 +26,8 @@ def _digest(text: bytes) -> str:
 
 def write_record(root: Path, files: dict[str, str]) -> None:
     path = root / STATE / RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {rel: _digest(text.encode("utf-8")) for rel, text in sorted(files.items())}
-    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True), root=root)
 
 
 def _record(root: Path) -> dict[str, str]:
@@ -82,10 +81,9 @@ def recorded(root: Path) -> dict[str, str]:
 
 def write_seeded(root: Path, groups: dict[str, list[tuple[str, str]]]) -> None:
     path = root / STATE / SEEDED
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = last_seeded(root)  # a compile of some notebooks keeps the others' record
     data.update({g: dict(params) for g, params in groups.items()})
-    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True), root=root)
 
 
 def last_seeded(root: Path) -> dict[str, dict[str, str]]:
@@ -113,6 +111,7 @@ def last_seeded(root: Path) -> dict[str, dict[str, str]]:
 
 
 SOURCES = "sources.json"  # the notebooks compile last read, by hash (see fresh.py)
+RECORDS = (RECORD, SEEDED, SOURCES)  # what compile writes under .mlops_nb/
 
 
 def notebook_digest(path: Path) -> str:
@@ -129,5 +128,4 @@ def record_sources(root: Path, paths: list[str] | None) -> None:
     data = {"paths": paths, "notebooks": {f.relative_to(root).as_posix(): notebook_digest(f)
                                           for f in project_notebooks(root)}}
     path = root / STATE / SOURCES
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True), root=root)

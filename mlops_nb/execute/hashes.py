@@ -74,8 +74,7 @@ class Hashes:
             known = {}
         known.update({k: self._known[k] for k in self._learnt})
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(self._path, json.dumps(known, sort_keys=True))
+            atomic.write_text(self._path, json.dumps(known, sort_keys=True), root=self.root)
             self._learnt.clear()
         except OSError:
             pass  # a cache: losing it only costs hashing again

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlops_nb.errors import LockError
+from mlops_nb.artifacts import atomic
+from mlops_nb.errors import ArtifactError, LockError
 
 
 def _holder(path: Path) -> str:
@@ -46,10 +47,11 @@ def held_by_parent() -> bool:
     return os.environ.get(HELD_BY) == str(os.getppid())
 
 
-def _open_nofollow(path: Path) -> int:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+def _open_nofollow(path: Path, root: Path) -> int:
+    try:  # neither the file nor a folder between the project root and it may be a symlink
+        return atomic.open_lock(path, root=root)
+    except ArtifactError as exc:
+        raise LockError(str(exc)) from None
     except IsADirectoryError:
         raise LockError(f"{path} is a folder, not a lock file; remove it and run again") from None
     except OSError as exc:
@@ -68,7 +70,7 @@ def dvc_lock(root: Path) -> Iterator[None]:
     if not (root / ".dvc").is_dir():
         yield
         return
-    fd = _open_nofollow(root / ".dvc" / "tmp" / "lock")
+    fd = _open_nofollow(root / ".dvc" / "tmp" / "lock", root)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,7 +87,7 @@ def run_lock(state_dir: Path, command: str | None = None) -> Iterator[None]:
     """Hold the run lock for the duration of the block, or fail at once naming the holder.
     `command` names the holder in another runner's error (default: this mlops-nb command)."""
     path = state_dir / "run.lock"
-    fd = _open_nofollow(path)
+    fd = _open_nofollow(path, state_dir.parent)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

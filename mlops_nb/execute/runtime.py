@@ -239,5 +239,4 @@ def save_metrics(step: str, values: dict[str, Any]) -> None:
         except (TypeError, ValueError):
             out[k] = str(v)
     path = _inside(_layout("save_metrics").metrics(step))
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")

@@ -73,8 +73,7 @@ def load_state(layout: Layout) -> dict[str, Any]:
 
 def save_state(layout: Layout, state: dict[str, Any]) -> None:
     path = _state_path(layout)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(path, json.dumps(state, indent=1, sort_keys=True))
+    atomic.write_text(path, json.dumps(state, indent=1, sort_keys=True), root=layout.root)
 
 
 def fingerprint(layout: Layout, step: StepSpec, spec: PipelineSpec,

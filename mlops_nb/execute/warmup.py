@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mlops_nb.artifacts import atomic
+from mlops_nb.errors import ArtifactError
 
 
 @contextmanager
@@ -156,8 +157,8 @@ def remember_modules(state: Path, known: list[str], new: list[str]) -> list[str]
         return known
     names = (known + added)[-3000:]
     try:
-        atomic.write_text(state / LEARNED, json.dumps(names))
-    except OSError:
+        atomic.write_text(state / LEARNED, json.dumps(names), root=state.parent)
+    except (OSError, ArtifactError):
         pass
     return names
 

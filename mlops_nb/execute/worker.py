@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
+from mlops_nb.errors import ArtifactError
 from mlops_nb.execute.worker_socket import (
     BUSY,
     INTERRUPT,
@@ -150,10 +152,8 @@ def _spawn(root: Path, step: str, wait: bool = False) -> None:
     exited: another worker serves the project, or it failed), at most READY_SECONDS."""
     state = root / ".mlops_nb"
     try:
-        state.mkdir(exist_ok=True)
-        log = os.open(state / "worker.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError:
+        log = atomic.open_append(state / "worker.log", root=root, mode=0o644)
+    except (OSError, ArtifactError):
         return
     ready, signal_ready = os.pipe()
     try:

@@ -104,10 +104,10 @@ def build_yaml(plan: KfpPlan, image: str, pipeline_root: str | None = None,
         return out.read_text(encoding="utf-8")
 
 
-def _write(path: Path, text: str, written: list[Path]) -> None:
+def _write(path: Path, text: str, written: list[Path], root: Path | None) -> None:
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
-    atomic.write_text(path, text)
+    atomic.write_text(path, text, root=root)
     written.append(path)
 
 
@@ -122,11 +122,11 @@ def export_kfp(root: Path, out: Path | None = None, *, image: str | None = None,
     dockerfile = image_mod.dockerfile_text()
     chosen = image or image_mod.default_image(plan.name, lock, dockerfile)
     text = build_yaml(plan, chosen, pipeline_root, tuple(sorted((env or {}).items())))
-    folder.mkdir(parents=True, exist_ok=True)
+    base = atomic.boundary(folder, root)  # inside the project: no symlinked folder on the way
     written: list[Path] = []
-    _write(package, text, written)
-    _write(folder / image_mod.DOCKERFILE, dockerfile, written)
-    _write(folder / image_mod.LOCK, lock, written)
-    _write(folder / image_mod.IMAGE_FILE, chosen + "\n", written)
+    _write(package, text, written, base)
+    _write(folder / image_mod.DOCKERFILE, dockerfile, written, base)
+    _write(folder / image_mod.LOCK, lock, written, base)
+    _write(folder / image_mod.IMAGE_FILE, chosen + "\n", written, base)
     log.info("exported %d steps to %s (image %s)", len(plan.steps), package, chosen)
     return ExportResult(package, tuple(written), chosen, plan)

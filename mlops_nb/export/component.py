@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb import artifacts
-from mlops_nb.artifacts import trust
+from mlops_nb.artifacts import atomic, trust
 from mlops_nb.errors import MlopsNbError, StepFailed
-from mlops_nb.project import PARAMS, STEPS, Layout
+from mlops_nb.project import PARAMS, Layout
 
 log = logging.getLogger(__name__)
 FAILURE_MARK = "mlops-nb: kfp step failed: "
@@ -46,8 +46,7 @@ def _write_html(executed: Path, html: str) -> None:
         from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-        Path(html).parent.mkdir(parents=True, exist_ok=True)
-        Path(html).write_text(body, encoding="utf-8")
+        atomic.write_text(Path(html), body)
     except Exception:  # noqa: BLE001 - a missing rendering must not hide the step's result
         log.warning("could not render %s as HTML", executed, exc_info=True)
 
@@ -56,8 +55,7 @@ def _log_metrics(values: dict[str, Any], metrics: Any) -> None:
     for name, value in sorted(values.items()):
         if isinstance(value, (bool, int, float)):
             metrics.log_metric(name, float(value))  # the KFP UI takes numbers only
-    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics.path).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(Path(metrics.path), json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def run_step(*, step: str, source: str, folder: str, notebook: str,
@@ -73,18 +71,16 @@ def run_step(*, step: str, source: str, folder: str, notebook: str,
     root = Path(tempfile.mkdtemp(prefix=f"mlops-nb-kfp-{step}-")).resolve()
     layout = Layout(root)
     try:
-        (root / STEPS).mkdir()
-        layout.step_notebook(step).write_text(notebook, encoding="utf-8")
-        (root / PARAMS).write_text("{}\n")
-        (root / folder).mkdir(parents=True, exist_ok=True)
+        atomic.write_text(layout.step_notebook(step), notebook, root=root)
+        atomic.write_text(root / PARAMS, "{}\n", root=root)
+        atomic.make_folder(root / folder, root=root)
         for key, path in sorted(inputs.items()):
             producer, art = key.split("/", 1)
             _copy(Path(path), layout.output(producer, art))
             meta = artifacts.verify(layout.output(producer, art))
             trust.record(root, artifacts.record_key(meta))
         for rel, b64 in sorted(packaged.items()):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(base64.b64decode(b64))
+            atomic.write_bytes(root / rel, base64.b64decode(b64), root=root)
         for rel, path in sorted(imported.items()):
             _copy(Path(path), root / rel)
         executed = layout.executed(step)

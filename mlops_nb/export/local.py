@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import StepFailed, UsageError
 from mlops_nb.export.build import require_kfp
 from mlops_nb.export.component import FAILURE_MARK
@@ -142,7 +143,7 @@ def run_local(package: Path, plan: KfpPlan, args: dict[str, Any], root: Path,
     from kfp import components, local
 
     local_root = root / LOCAL_ROOT
-    local_root.mkdir(parents=True, exist_ok=True)
+    atomic.make_folder(local_root, root=root)  # a symlinked .mlops_nb/ is refused
     before = {p.name for p in local_root.iterdir()}
     workspace = Path(tempfile.mkdtemp(prefix="mlops-nb-kfp-workspace-"))
     tee = _Lines(on_line)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import LineageError
 
 SCHEMA = """
@@ -83,7 +84,11 @@ class ModelEvent:
 
 def default_path(project: Path) -> Path:
     env = os.environ.get("MLOPS_NB_LINEAGE")
-    return Path(env).resolve() if env else project / ".mlops_nb" / "lineage.db"
+    if env:
+        return Path(env).resolve()
+    path = project / ".mlops_nb" / "lineage.db"
+    atomic.refuse_symlinks(path, root=project)  # a planted link would take every write
+    return path
 
 
 def new_run_id() -> str:
@@ -101,6 +106,12 @@ class LineageStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # SQLite follows symlinks: refuse one planted at the store or its side files, and
+            # create the store itself with O_EXCL | O_NOFOLLOW (an empty file is a new store)
+            for side in ("", "-wal", "-shm", "-journal"):
+                if Path(f"{self.path}{side}").is_symlink():
+                    raise LineageError(str(atomic.symlink_error(Path(f"{self.path}{side}"))))
+            atomic.create_new(self.path, b"")
             con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise LineageError(f"cannot open the lineage store {self.path}: {exc}") from exc

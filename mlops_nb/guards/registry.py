@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -68,7 +69,11 @@ class ModelVersion:
 
 def default_root(project: Path) -> Path:
     env = os.environ.get("MLOPS_NB_REGISTRY")
-    return Path(env).resolve() if env else project / ".mlops_nb" / "registry"
+    if env:
+        return Path(env).resolve()
+    root = project / ".mlops_nb" / "registry"
+    atomic.refuse_symlinks(root, root=project)  # a planted link would take every write
+    return root
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -84,8 +89,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic.write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+def _write_json(path: Path, data: dict[str, Any], root: Path) -> None:
+    atomic.write_text(path, json.dumps(data, indent=1, default=str) + "\n", root=root,
+                      sync=True)
 
 
 class Registry:
@@ -105,14 +111,12 @@ class Registry:
     def _lock(self, name: str) -> Iterator[None]:
         import fcntl
 
-        folder = self._model_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        fd = atomic.open_lock(self._model_dir(name) / ".lock", root=self.root)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -180,8 +184,9 @@ class Registry:
         with self._lock(name):
             folder = self._model_dir(name)
             number = max((_vnum(p.name) for p in folder.glob("v*")), default=0) + 1
-            tmp = folder / f".v{number}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
+            # a fresh folder of a random name: a planted `.vN.tmp-PID` link is never followed
+            tmp = folder / f".v{number}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
+            os.mkdir(tmp)
             try:
                 meta = artifacts.save(model, tmp / "model", project=self.trust_root)
                 if meta["format"] not in ("skops",) and not allow_pickle and \
@@ -193,7 +198,7 @@ class Registry:
                           "created": _now(), "metrics": dict(metrics), "format": meta["format"],
                           "sha256": meta["sha256"], **(info or {}),
                           "history": [{"stage": "candidate", "at": _now()}]}
-                _write_json(tmp / "version.json", record)
+                _write_json(tmp / "version.json", record, self.root)
                 _write_extras(tmp, schema, reference, self.trust_root)
                 os.rename(tmp, folder / f"v{number}")
             except BaseException:
@@ -219,7 +224,7 @@ class Registry:
                 data.setdefault("history", []).append(
                     {"stage": new, "at": _now(), **({"reason": reason} if reason else {}),
                      **({"by": f"{name}:{version}"} if mv is not target else {})})
-                _write_json(path, data)
+                _write_json(path, data, self.root)
         log.info("%s:%d -> %s", name, version, stage)
         return self.get(name, version)
 

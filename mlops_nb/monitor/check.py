@@ -97,7 +97,7 @@ def monitor(root: Path, ref: str, *, log_dir: Path, report_dir: Path,
         report = {**base, "status": "insufficient", "drift_detected": False,
                   "message": f"{rows} served record(s) of {mv.ref}, fewer than {min_rows}:"
                              " no verdict"}
-        _write(report, None, report_dir)
+        _write(report, None, report_dir, atomic.boundary(report_dir, root))
         return report
     cfg = drift or drift_mod.DriftConfig()
     data = validate(served.features, schema=schema_of(mv), reference=reference, drift=cfg,
@@ -115,7 +115,7 @@ def monitor(root: Path, ref: str, *, log_dir: Path, report_dir: Path,
         from mlops_nb.monitor.retrain import retrain as run_retrain
 
         report["retraining"] = run_retrain(root, mv.name, report_dir).to_dict()
-    files = _write(report, data, report_dir)
+    files = _write(report, data, report_dir, atomic.boundary(report_dir, root))
     if dataset_drift:
         raise DriftDetected(mv.ref, report["drifted_columns"], str(files[1]))
     return report
@@ -127,12 +127,12 @@ def _registry_root(root: Path) -> Path:
     return default_root(root)
 
 
-def _write(report: dict[str, Any], data: dict[str, Any] | None, folder: Path
-           ) -> tuple[Path, Path]:
+def _write(report: dict[str, Any], data: dict[str, Any] | None, folder: Path,
+           root: Path | None = None) -> tuple[Path, Path]:
     js, ht = folder / "monitor.json", folder / "monitor.html"
     report["report_files"] = [str(js), str(ht)]
-    atomic.write_text(js, json.dumps(report, indent=1, default=str) + "\n")
-    atomic.write_text(ht, to_html(report, data))
+    atomic.write_text(js, json.dumps(report, indent=1, default=str) + "\n", root=root)
+    atomic.write_text(ht, to_html(report, data), root=root)
     return js, ht
 
 

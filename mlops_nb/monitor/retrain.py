@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -64,12 +66,12 @@ def retrain(root: Path, model: str, log_dir: Path) -> Retraining:
     started_iso = datetime.now(UTC).isoformat()
     name = f"retrain-{model}-{stamp}"
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--force", "--name", name]
-    log_dir.mkdir(parents=True, exist_ok=True)
     out = log_dir / f"{name}.log"
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
     log.warning("retraining: %s (output in %s)", " ".join(cmd[1:]), out)
     start = time.perf_counter()
-    with open(out, "w", encoding="utf-8") as f:
+    fd = atomic.open_append(out, root=atomic.boundary(out, root), mode=0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         code = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT, env=env,
                               stdin=subprocess.DEVNULL).returncode
     took = time.perf_counter() - start

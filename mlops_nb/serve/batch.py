@@ -14,11 +14,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import DataValidationError, UsageError
 from mlops_nb.guards.registry import Registry, parse_ref
 from mlops_nb.guards.validation import schema as schema_mod
@@ -116,7 +118,7 @@ def _open_anonymous(folder: Path) -> tuple[int, Path | None]:
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
-    tmp = folder / f".mlops-nb-predict.tmp-{os.getpid()}"
+    tmp = folder / f".mlops-nb-predict.tmp-{os.getpid()}-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666)
     return fd, tmp
 
@@ -136,6 +138,8 @@ def _link(fd: int, folder: Path, name: str) -> None:
 def write_atomic(frame: Any, output: Path, *, overwrite: bool) -> None:
     """Write `frame` to `output` (CSV or Parquet) so it appears complete or not at all."""
     suffix = _format(output, "output")
+    if output.is_symlink():  # replaced or not, a link there is not what the user named
+        raise atomic.symlink_error(output)
     folder = output.parent if str(output.parent) else Path(".")
     fd, named = _open_anonymous(folder)
     staged: Path | None = named
@@ -151,7 +155,7 @@ def write_atomic(frame: Any, output: Path, *, overwrite: bool) -> None:
             if not overwrite:
                 _link(fd, folder, output.name)  # fails if the output appeared meanwhile
                 return
-            staged = folder / f".{output.name}.tmp-{os.getpid()}"
+            staged = folder / f".{output.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
             _link(fd, folder, staged.name)
         if overwrite:
             os.replace(staged, output)

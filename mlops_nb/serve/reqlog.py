@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
+
 log = logging.getLogger(__name__)
 
 PATTERN = "requests-*.jsonl"
@@ -74,8 +76,7 @@ class RequestLog:
 
     def _open(self) -> Any:
         if self._file is None:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
-                         0o644)
+            fd = atomic.open_append(self._path, mode=0o644)  # never a link, only our own file
             self._file = os.fdopen(fd, "a", encoding="utf-8")
         return self._file
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.artifacts import atomic
 from mlops_nb.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ def log_dir(settings: ServeSettings) -> Path:
 
     if settings.log_dir:
         return Path(settings.log_dir)
-    return Path(settings.root) / ".mlops_nb" / "serving" / parse_ref(settings.ref)[0]
+    folder = Path(settings.root) / ".mlops_nb" / "serving" / parse_ref(settings.ref)[0]
+    atomic.refuse_symlinks(folder, root=Path(settings.root))  # a planted link takes the log
+    return folder
 
 
 def build(settings: ServeSettings, token: str | None) -> Any:
