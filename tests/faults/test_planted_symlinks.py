@@ -92,6 +92,18 @@ def test_compile_never_writes_through_planted_temp_links(proj: Path, outside: Pa
     assert len(links) == planted  # each planted link is still there, untouched
 
 
+def test_compile_on_save_never_writes_through_planted_temp_links(proj: Path,
+                                                                outside: Path) -> None:
+    """What JupyterLab's save runs (the server extension's hook), in this process."""
+    from mlops_nb.widgets.server_ext import compile_saved
+
+    plant_temps(proj, COMPILED, range(os.getpid(), os.getpid() + 1), outside)
+    written = compile_saved(proj / "notebooks" / "nb.ipynb")
+    assert written is not None and "pipeline.yaml" in written
+    assert outside.read_text() == ORIGINAL
+    assert not (proj / "pipeline.yaml").is_symlink()
+
+
 @pytest.mark.parametrize("target", ["pipeline.yaml", "params.yaml", "dvc.yaml",
                                     "steps/first.ipynb", ".mlops_nb/compiled.json"])
 def test_compile_refuses_a_symlinked_target(proj: Path, outside: Path, target: str) -> None:
@@ -240,3 +252,21 @@ def test_default_serving_log_folder_refuses_a_symlinked_state_folder(proj: Path,
     (proj / ".mlops_nb").symlink_to(elsewhere)
     with pytest.raises(ArtifactError, match=r"\.mlops_nb is a symlink"):
         log_dir(ServeSettings(root=str(proj), ref="iris"))
+
+
+def test_serving_log_never_appends_to_a_planted_hard_link(tmp_path: Path,
+                                                          outside: Path) -> None:
+    from mlops_nb.serve.reqlog import RequestLog
+
+    folder = tmp_path / "serving"
+    folder.mkdir()
+    os.link(outside, folder / f"requests-{os.getpid()}.jsonl")  # another file of this user
+    reqlog = RequestLog(folder)
+    reqlog.start()
+    try:
+        assert reqlog.submit({"ts": 0, "request": "r"}, [{"x": 1}], [0])
+        reqlog.flush()
+    finally:
+        reqlog.stop()
+    assert outside.read_text() == ORIGINAL
+    assert reqlog.written == 0
