@@ -148,6 +148,12 @@ class LockError(MlopsNbError):
     exit_code = 11
 
 
+class RetrainRunning(LockError):
+    """`monitor --retrain`: another retraining of the project is running (its lock is held)."""
+
+    exit_code = 15
+
+
 class StepTimedOut(StepFailed):
     """A step ran longer than its timeout; its executed notebook is kept."""
 

@@ -8,7 +8,7 @@ Exit codes: 0 ok; 1 other mlops_nb error; 2 usage error; 3 a notebook, params.ya
 pipeline is invalid; 4 generated files are stale (compile --check); 5 a step failed;
 6 a step output is missing or corrupted; 7-10 the guards (see guards); 11 another run
 holds the project; 12 a step timed out; 13 a step's process died; 14 served data
-drifted (monitor); 130 interrupted.
+drifted (monitor); 15 another retraining is running (monitor --retrain); 130 interrupted.
 """
 
 from __future__ import annotations

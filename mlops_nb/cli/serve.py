@@ -125,6 +125,13 @@ def _show_monitor(report: dict, as_json: bool) -> None:  # type: ignore[type-arg
     print(f"{report['model']}: {report['status'].upper()} ({report['rows']} served records)")
     if report.get("message"):
         print(f"  {report['message']}")
+    bad = report.get("bad_lines") or {}
+    if bad.get("count"):
+        reasons = "; ".join(f"{r} ({n})" for r, n in bad["reasons"].items())
+        first = ", ".join(f"{b['file']}:{b['line']}" for b in bad["first"])
+        print(f"  serving log: {bad['count']} bad line(s) skipped: {reasons}; first at {first}")
+    for f in report.get("skipped_files") or []:
+        print(f"  serving log: file not read: {f}")
     data = report.get("data") or {}
     for c in (data.get("drift") or {}).get("columns", []):
         flag = {True: "DRIFT", False: "ok", None: "not checked"}[c["drifted"]]

@@ -5,7 +5,9 @@ training sample stored with that version in the registry, using the data-validat
 per-column drift and the data set's verdict (validation.drift), schema anomalies of served
 data (values outside the training range, unseen categories: training-serving skew), the shift
 of each column's mean in training standard deviations, and the drift of the predicted classes
-against the model's predictions on its training data. Reports go to `monitor.json` and
+against the model's predictions on its training data. Bad log lines are skipped and counted
+(servelog); served records with other columns than the training reference are an error
+naming them, never a pass on the columns they share. Reports go to `monitor.json` and
 `monitor.html`. Data-set drift raises DriftDetected (its own exit code), after retraining
 when asked.
 """
@@ -20,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.artifacts import atomic
-from mlops_nb.errors import DriftDetected, RegistryError, UsageError
+from mlops_nb.errors import DataValidationError, DriftDetected, RegistryError, UsageError
 from mlops_nb.guards.registry import Registry, parse_ref, reference_of, schema_of
 from mlops_nb.guards.validation import check as validate
 from mlops_nb.guards.validation import drift as drift_mod
 from mlops_nb.guards.validation import report as report_mod
 from mlops_nb.monitor import servelog
+from mlops_nb.project import STATE
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,46 @@ def monitor(root: Path, ref: str, *, log_dir: Path, report_dir: Path,
     """Compare the served records of `ref` with its training data; write the reports.
 
     Returns the report; raises DriftDetected when the data set drifted (after starting a
-    retraining run if `retrain`), UsageError when there is nothing to compare.
+    retraining run if `retrain`), UsageError when there is nothing to compare,
+    DataValidationError when the served records and the training reference have other
+    columns, RetrainRunning when `retrain` and another retraining holds the project.
     """
+    if not retrain:
+        return _monitor(root, ref, log_dir, report_dir, drift, min_rows, since, None)
+    from mlops_nb.monitor.lock import retrain_lock
+
+    with retrain_lock(root / STATE) as fd:
+        return _monitor(root, ref, log_dir, report_dir, drift, min_rows, since, fd)
+
+
+def _mismatch(ref: str, reference: Any, other: dict[tuple[str, ...], int]
+              ) -> DataValidationError:
+    """The error for served records whose columns are not the training reference's."""
+    served = max(other, key=lambda cols: other[cols])
+    ref_cols = [str(c) for c in reference.columns]
+    missing = [c for c in ref_cols if c not in served]
+    extra = [c for c in served if c not in ref_cols]
+    problems = [f"{sum(other.values())} served record(s) have other columns than the"
+                " training reference"]
+    if missing:
+        problems.append(f"the reference's {_names(missing)} missing from the served records")
+    if extra:
+        problems.append(f"the served records' {_names(extra)} not in the reference")
+    problems.append("monitor the model that served them (mlops-nb monitor NAME, --log-dir),"
+                    " or register the model with a reference of the columns it serves")
+    return DataValidationError(f"served records of {ref}", problems)
+
+
+def _names(cols: list[str]) -> str:
+    shown = ", ".join(repr(c[:60]) for c in cols[:8])
+    more = f" and {len(cols) - 8} more" if len(cols) > 8 else ""
+    return f"column{'s' if len(cols) > 1 else ''} {shown}{more}"
+
+
+def _monitor(root: Path, ref: str, log_dir: Path, report_dir: Path,
+             drift: drift_mod.DriftConfig | None, min_rows: int, since: float | None,
+             lock_fd: int | None) -> dict[str, Any]:
+    """monitor(); retrains on drift when given `lock_fd`, the retraining lock it holds."""
     reg = Registry(_registry_root(root))
     name, which = parse_ref(ref)
     mv = reg.get(name, which)
@@ -84,13 +125,18 @@ def monitor(root: Path, ref: str, *, log_dir: Path, report_dir: Path,
     if reference is None:
         raise RegistryError(f"{mv.ref} has no training reference stored: register it with"
                             " promote_if_better(..., reference=X_train)")
-    served = servelog.read(log_dir, version=mv.version, since=since)
+    served = servelog.read(log_dir, version=mv.version, since=since,
+                           kinds=servelog.column_kinds(reference))
     rows = len(served.features)
     if not served.files:
         raise UsageError(f"no serving log in {log_dir}: serve the model first"
                          " (mlops-nb serve), or pass --log-dir")
+    if sum(served.other_columns.values()) > rows:
+        raise _mismatch(mv.ref, reference, served.other_columns)
     base: dict[str, Any] = {"model": mv.ref, "rows": rows, "log_dir": str(log_dir),
                             "log_files": len(served.files), "unreadable_lines": served.skipped,
+                            "bad_lines": served.bad.to_dict(),
+                            "skipped_files": list(served.skipped_files),
                             "versions_in_log": {str(k): v for k, v in
                                                 sorted(served.versions.items())}}
     if rows < min_rows:
@@ -111,10 +157,11 @@ def monitor(root: Path, ref: str, *, log_dir: Path, report_dir: Path,
                                                                         served.features)},
               "prediction_drift": _prediction_drift(model, reference, served.predictions, cfg),
               "data": data, "retraining": None}
-    if dataset_drift and retrain:
+    if dataset_drift and lock_fd is not None:
         from mlops_nb.monitor.retrain import retrain as run_retrain
 
-        report["retraining"] = run_retrain(root, mv.name, report_dir).to_dict()
+        report["retraining"] = run_retrain(root, mv.name, report_dir,
+                                           lock_fd=lock_fd).to_dict()
     files = _write(report, data, report_dir, atomic.boundary(report_dir, root))
     if dataset_drift:
         raise DriftDetected(mv.ref, report["drifted_columns"], str(files[1]))
@@ -152,6 +199,14 @@ def to_html(report: dict[str, Any], data: dict[str, Any] | None) -> str:
              f" {report['rows']} served records &middot; {report['log_files']} log file(s)</p>"]
     if report.get("message"):
         parts.append(f"<p>{e(report['message'])}</p>")
+    bad = report.get("bad_lines") or {}
+    if bad.get("count") or report.get("skipped_files"):
+        parts.append(f"<h2>Serving log</h2><p>{bad.get('count', 0)} bad line(s) skipped</p><ul>")
+        parts += [f"<li>{e(str(reason))}: {n}</li>" for reason, n in bad.get("reasons",
+                                                                              {}).items()]
+        parts += [f"<li>file not read: {e(str(f))}</li>" for f in report.get("skipped_files",
+                                                                               [])]
+        parts.append("</ul>")
     retraining = report.get("retraining")
     if retraining:
         decision = retraining.get("decision") or {}

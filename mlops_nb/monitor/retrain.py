@@ -58,8 +58,11 @@ def _decision(root: Path, model: str, after: str) -> dict[str, Any] | None:
     return None
 
 
-def retrain(root: Path, model: str, log_dir: Path) -> Retraining:
-    """Run the pipeline again as a DVC experiment; returns how it went."""
+def retrain(root: Path, model: str, log_dir: Path, *, lock_fd: int | None = None
+            ) -> Retraining:
+    """Run the pipeline again as a DVC experiment; returns how it went. `lock_fd` (the
+    retraining lock, monitor.lock) is handed to `dvc exp run`, so the lock lives as long as
+    the experiment does."""
     from datetime import UTC, datetime
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -73,7 +76,8 @@ def retrain(root: Path, model: str, log_dir: Path) -> Retraining:
     fd = atomic.open_append(out, root=atomic.boundary(out, root), mode=0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         code = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT, env=env,
-                              stdin=subprocess.DEVNULL).returncode
+                              stdin=subprocess.DEVNULL,
+                              pass_fds=() if lock_fd is None else (lock_fd,)).returncode
     took = time.perf_counter() - start
     return Retraining(name, ["dvc", *cmd[3:]], code, round(took, 2), str(out),
                       _decision(root, model, started_iso) if code == 0 else None)

@@ -4,14 +4,19 @@ the HTML and JSON report, and a retraining run through DVC has run the gate."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mlops_nb import artifacts
-from tests.conftest import sh
+from mlops_nb.serve.reqlog import line
+from tests.conftest import sh, tool_env
 from tests.integration.serving import serving, trained_example
 
 pytestmark = pytest.mark.slow
@@ -33,6 +38,116 @@ def feed(root: Path, log_dir: Path, frame) -> None:
         for start in range(0, len(records), 20):
             res = s.client.post("/predict", json={"records": records[start:start + 20]})
             assert res.status_code == 200, res.text
+
+
+def write_log(log_dir: Path, frame, *bad: str, columns: dict[str, str] | None = None) -> None:
+    """The log a server would write for `frame` (15 records per request), `bad` lines
+    between its requests."""
+    records = json.loads(frame.rename(columns=columns or {}).to_json(orient="records"))
+    lines = [line({"ts": time.time(), "request": f"r{i}", "model": "iris", "version": 1},
+                  records[i:i + 15], [0] * len(records[i:i + 15]))
+             for i in range(0, len(records), 15)]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "requests-1.jsonl", "w") as f:
+        for i, text in enumerate(lines):
+            f.write(text)
+            if i < len(bad):
+                f.write(bad[i] + "\n")
+
+
+def test_bad_log_lines_are_skipped_counted_and_reported(root, tmp_path):
+    x = artifacts.load(root / "outputs/prepare/X_test")
+    good = json.loads(line({"ts": time.time(), "request": "r", "model": "iris",
+                            "version": 1}, [{c: 1.0 for c in x.columns}], [0]))
+    bad = ["[" * 100_000,  # deep nesting
+           json.dumps({**good, "ts": "yesterday"}),  # a ts that is not a time
+           json.dumps({**good, "x": {**good["x"], "petal_width": [[1.0, 2.0]]}}),  # a list
+           '{"ts": 1.0, "request": "torn", "x": {"sepal_',  # invalid JSON
+           json.dumps({**good, "request": "x" * (64 * 2**20)})]  # a huge line
+    write_log(tmp_path / "log", x.iloc[:30], bad[0], bad[1])
+    with open(tmp_path / "log" / "requests-2.jsonl", "w") as f:
+        f.write("\n".join(bad[2:]) + "\n")
+        f.write(line({"ts": time.time(), "request": "r", "model": "iris", "version": 1},
+                     json.loads(x.iloc[30:].to_json(orient="records")), [0] * 15))
+    os.utime(tmp_path / "log" / "requests-2.jsonl")  # the newer file
+    res = mlops(["monitor", "--log-dir", str(tmp_path / "log"), "--report-dir",
+                 str(tmp_path / "report"), "--since-hours", "1"], root)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    report = json.loads((tmp_path / "report/monitor.json").read_text())
+    assert (report["status"], report["rows"]) == ("ok", 45)
+    assert report["unreadable_lines"] == report["bad_lines"]["count"] == 5
+    reasons = report["bad_lines"]["reasons"]
+    assert reasons == {"nested too deeply": 1, "'ts' is not a time (a number of seconds)": 1,
+                       "a value of 'x' that is not a number": 1,
+                       "invalid JSON (a torn or damaged line)": 1,
+                       "longer than 67,108,864 bytes": 1}, reasons
+    assert [(b["file"], b["line"]) for b in report["bad_lines"]["first"]] == [
+        ("requests-1.jsonl", 2), ("requests-1.jsonl", 4), ("requests-2.jsonl", 1),
+        ("requests-2.jsonl", 2), ("requests-2.jsonl", 3)]
+    assert "serving log: 5 bad line(s) skipped" in res.stdout
+    assert "nested too deeply (1)" in res.stdout and "first at requests-1.jsonl:2" in res.stdout
+    assert "5 bad line(s) skipped" in (tmp_path / "report/monitor.html").read_text()
+
+
+def test_served_columns_other_than_the_reference_are_an_error(root, tmp_path):
+    x = artifacts.load(root / "outputs/prepare/X_test")
+    write_log(tmp_path / "log", x, columns={"petal_width": "petal_w\"\nidth"})
+    res = mlops(["monitor", "--log-dir", str(tmp_path / "log"), "--report-dir",
+                 str(tmp_path / "report")], root)
+    assert res.returncode == 7, res.stdout + res.stderr  # data failed validation
+    assert "OK" not in res.stdout
+    err = res.stderr.strip().splitlines()[-1]
+    assert "45 served record(s) have other columns than the training reference" in err
+    assert "the reference's column 'petal_width' missing from the served records" in err
+    assert "the served records' column 'petal_w\"\\nidth' not in the reference" in err
+    assert not (tmp_path / "report").exists()  # no report that could be taken for a verdict
+
+
+def test_a_second_retrain_says_one_is_running_and_exits_15(root, tmp_path):
+    write_log(tmp_path / "log", artifacts.load(root / "outputs/prepare/X_test"))
+    args = ["monitor", "--retrain", "--log-dir", str(tmp_path / "log"), "--report-dir",
+            str(tmp_path / "report")]
+    lock = root / ".mlops_nb/retrain.lock"
+    assert mlops(args, root).returncode == 0  # no drift: nothing to retrain
+    assert lock.stat().st_mode & 0o777 == 0o600
+    with open(lock, "rb+") as held:  # this test process is the retraining that runs
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(json.dumps({"pid": os.getpid(), "started": time.time(),
+                               "command": "mlops-nb monitor --retrain"}).encode())
+        held.truncate()
+        held.flush()
+        res = mlops(args, root)
+        assert res.returncode == 15, res.stdout + res.stderr
+        assert (f"a retraining of this project is already running (pid {os.getpid()},"
+                in res.stderr and "wait for it to finish" in res.stderr)
+        assert mlops(args[:1] + args[2:], root).returncode == 0  # monitoring alone still runs
+    assert mlops(args, root).returncode == 0  # released with its holder
+
+
+def test_a_planted_retrain_lock_is_refused_never_followed(root, tmp_path):
+    write_log(tmp_path / "log", artifacts.load(root / "outputs/prepare/X_test"))
+    args = ["monitor", "--retrain", "--log-dir", str(tmp_path / "log"), "--report-dir",
+            str(tmp_path / "report")]
+    lock = root / ".mlops_nb/retrain.lock"
+    lock.unlink(missing_ok=True)
+    victim = tmp_path / "bashrc"
+    victim.write_text("echo hello\n")
+    lock.symlink_to(victim)
+    try:
+        res = mlops(args, root)
+        assert res.returncode == 11 and "a symlink" in res.stderr, res.stderr
+        assert victim.read_text() == "echo hello\n"
+    finally:
+        lock.unlink()
+    lock.write_text("")
+    try:
+        if os.geteuid() == 0:  # another user's lock file
+            os.chown(lock, 65534, 65534)
+            res = mlops(args, root)
+            assert res.returncode == 11 and "owned by another user" in res.stderr, res.stderr
+    finally:
+        lock.unlink()
 
 
 def test_unshifted_data_is_ok(root, tmp_path):
@@ -60,8 +175,23 @@ def test_shifted_data_reports_drift_and_starts_retraining(root):
     feed(root, root / ".mlops_nb/serving/iris", shifted)  # the default log folder
     runs_before = len(json.loads(mlops(["runs", "--json"], root, check=True).stdout))
 
-    res = mlops(["monitor", "--retrain"], root)
+    lock = root / ".mlops_nb/retrain.lock"
+    first = subprocess.Popen([sys.executable, "-m", "mlops_nb", "monitor", "--retrain"],
+                             cwd=root, env=tool_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while f'"pid": {first.pid},' not in (lock.read_text() if lock.exists() else ""):
+        assert first.poll() is None, first.communicate()  # a condition, not a time
+        assert time.monotonic() < deadline, "the first monitor --retrain never took the lock"
+        time.sleep(0.02)  # polling a condition (the lock's holder), not synchronising on time
+    second = mlops(["monitor", "--retrain"], root)  # while the first holds the project
+    out, err = first.communicate(timeout=600)
+    assert second.returncode == 15, second.stdout + second.stderr
+    assert f"a retraining of this project is already running (pid {first.pid}" in second.stderr
+    res = subprocess.CompletedProcess(first.args, first.returncode, out, err)
     assert res.returncode == 14, res.stdout + res.stderr  # drift has its own exit code
+    with open(lock, "rb+") as f:  # released: nothing the retraining started kept it
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert "drifted" in res.stderr and "DRIFT" in res.stdout
     folder = root / ".mlops_nb/monitor/iris"
     report = json.loads((folder / "monitor.json").read_text())
