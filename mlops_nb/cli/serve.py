@@ -83,8 +83,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           Path(args.output), overwrite=args.overwrite, schema=schema)
     extra = (f"; {result.out_of_range} value(s) outside the training range"
              if result.out_of_range else "")
-    print(f"{result.model}: predicted {result.rows} rows in {result.seconds:.2f} s"
-          f" ({result.rows_per_second:,.0f} rows/s) -> {result.output}{extra}")
+    print(f"{result.model}: predicted {result.rows} rows in {result.seconds:.3f} s"
+          f" ({result.rows_per_second:,.0f} rows/s; model loaded in"
+          f" {result.load_seconds:.3f} s, not counted) -> {result.output}{extra}")
     return 0
 
 

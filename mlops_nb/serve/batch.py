@@ -6,7 +6,9 @@ finite numbers, known categories; values outside the training range pass, and ar
 the output is written atomically and never over an existing file without `overwrite`. On
 Linux the output is first an anonymous file (O_TMPFILE) in the output's folder, linked into
 place only once complete, so a process killed mid-write leaves nothing behind, not even a
-temporary file. CSV and Parquet, by suffix.
+temporary file; a full disk is ArtifactError with nothing left either. A row the model cannot
+predict is named by its index in the input. Rows per second leave the model's load time out
+(reported apart). CSV and Parquet, by suffix.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.artifacts import atomic
-from mlops_nb.errors import DataValidationError, UsageError
+from mlops_nb.errors import ArtifactError, DataValidationError, UsageError
 from mlops_nb.guards.registry import Registry, parse_ref
 from mlops_nb.guards.validation import schema as schema_mod
 from mlops_nb.serve.holder import Served, load
@@ -31,15 +33,17 @@ log = logging.getLogger(__name__)
 FORMATS = (".csv", ".parquet")
 BLOCKING = ("missing_column", "extra_column", "wrong_type", "nulls", "unseen_category")
 CHUNK_ROWS = 100_000
+PREDICT_ERRORS = (ValueError, TypeError, ArithmeticError)
 
 
 @dataclass(frozen=True)
 class BatchResult:
     model: str
     rows: int
-    seconds: float
+    seconds: float  # reading, checking, predicting and writing: the model's load apart
     output: Path
     out_of_range: int  # values outside the training range (predicted all the same)
+    load_seconds: float = 0.0  # loading the model from the registry (imports included)
 
     @property
     def rows_per_second(self) -> float:
@@ -102,13 +106,46 @@ def predict_frame(served: Served, frame: Any, name: str) -> Any:
         try:
             with np.errstate(all="ignore"):
                 parts.append(np.asarray(served.model.predict(chunk)))
-        except (ValueError, TypeError) as exc:
-            first = str(exc).splitlines()[0]
-            raise DataValidationError(name, [f"rows {start}-{start + len(chunk) - 1}: the"
-                                             f" model cannot predict them ({first})"]) from exc
+        except PREDICT_ERRORS as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            row = _first_bad_row(served.model, chunk)
+            if row is None:  # the rows fail only together: name the chunk
+                where = f"rows {start}-{start + len(chunk) - 1}: the model cannot predict them"
+            else:
+                values = repr(chunk.iloc[row].to_dict())
+                values = values if len(values) <= 300 else values[:300] + "...}"
+                where = (f"row {start + row} (counting from 0, the header not counted): the"
+                         f" model cannot predict it; its values {values}")
+            raise DataValidationError(name, [f"{where} ({first})"]) from exc
     out = frame.copy()
     out["prediction"] = np.concatenate(parts) if parts else pd.Series(dtype=object)
     return out
+
+
+def _fails(model: Any, rows: Any) -> bool:
+    import numpy as np
+
+    try:
+        with np.errstate(all="ignore"):
+            model.predict(rows)
+    except PREDICT_ERRORS:
+        return True
+    return False
+
+
+def _first_bad_row(model: Any, chunk: Any) -> int | None:
+    """The position in `chunk` of a row the model cannot predict, by halving (about twice
+    the chunk's rows predicted again); None when no single row is at fault."""
+    lo, hi = 0, len(chunk)  # predicting chunk[lo:hi] fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fails(model, chunk.iloc[lo:mid]):
+            hi = mid
+        elif _fails(model, chunk.iloc[mid:hi]):
+            lo = mid
+        else:
+            return None
+    return lo if hi - lo == 1 and _fails(model, chunk.iloc[lo:hi]) else None
 
 
 def _open_anonymous(folder: Path) -> tuple[int, Path | None]:
@@ -171,11 +208,22 @@ def write_atomic(frame: Any, output: Path, *, overwrite: bool) -> None:
             staged.unlink(missing_ok=True)
 
 
+def _import_readers(*paths: Path) -> None:
+    import pandas  # noqa: F401
+
+    if any(p.suffix.lower() == ".parquet" for p in paths):
+        import pyarrow.parquet  # noqa: F401
+
+
 def predict_file(registry: Registry, ref: str, source: Path, output: Path, *,
                  overwrite: bool = False, schema: schema_mod.Schema | None = None
                  ) -> BatchResult:
     """Validate `source`, predict every row with model `ref`, write `output` atomically."""
+    _import_readers(source, output)  # not per row: out of the rate, as the model's load is
     started = time.perf_counter()
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder; name the output file, e.g."
+                         f" --output {output / 'predictions.csv'}")
     if output.exists() and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")
     if output.resolve() == source.resolve():
@@ -185,11 +233,19 @@ def predict_file(registry: Registry, ref: str, source: Path, output: Path, *,
         raise UsageError(f"{output.parent}: no such folder")
     frame = read_input(source)
     name, which = parse_ref(ref)
+    loading = time.perf_counter()
     served = load(registry, registry.get(name, which), schema=schema)
+    loaded = time.perf_counter() - loading
     out_of_range = check_input(frame, served.request.schema, source.name)
     if out_of_range:
         log.warning("%s: %d value(s) outside the training range", source, out_of_range)
     result = predict_frame(served, frame, source.name)
-    write_atomic(result, output, overwrite=overwrite)
-    return BatchResult(served.version.ref, len(result), time.perf_counter() - started,
-                       output, out_of_range)
+    try:
+        write_atomic(result, output, overwrite=overwrite)
+    except OSError as exc:  # a full disk, a quota, an I/O error: nothing was written
+        why = "no space left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot write"
+        raise ArtifactError(f"{output}: {why} on the disk holding {output.parent}"
+                            f" ({exc.strerror or exc}); nothing was written: free some space"
+                            " or write elsewhere") from None
+    return BatchResult(served.version.ref, len(result),
+                       time.perf_counter() - started - loaded, output, out_of_range, loaded)

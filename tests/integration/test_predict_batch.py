@@ -4,6 +4,7 @@ that is never overwritten without --overwrite, and nothing left after a kill mid
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from mlops_nb import artifacts
+from mlops_nb.cli import main
 from tests.conftest import sh, tool_env
 from tests.integration.serving import trained_example
 
@@ -114,3 +116,96 @@ def test_a_kill_mid_write_leaves_no_output(root, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(out_dir.iterdir()) == []  # no output, not even a temporary file
+
+
+def test_an_output_that_is_a_folder_is_a_usage_error(root, tmp_path, capsys):
+    x = artifacts.load(root / "outputs/prepare/X_test")
+    src = tmp_path / "in.csv"
+    x.to_csv(src, index=False)
+    for name, extra in [("outdir", []), ("outdir", ["--overwrite"]), ("out.csv", []),
+                        ("out.parquet", ["--overwrite"])]:
+        folder = tmp_path / name
+        (folder / "keep").mkdir(parents=True, exist_ok=True)
+        code = main(["-C", str(root), "predict", "--input", str(src), "--output",
+                     str(folder), *extra])  # in this process: the CLI's own boundary
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"{folder} is a folder; name the output file" in err
+        assert [p.name for p in folder.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.csv", "out.csv", "out.parquet", "outdir"]  # no temporary file beside them
+
+
+def noisy(x: pd.DataFrame, times: int) -> pd.DataFrame:
+    """`x` repeated, each value moved a little: rows that neither CSV nor Parquet compress."""
+    rng = np.random.default_rng(0)
+    big = np.repeat(x.to_numpy(), times, axis=0)
+    return pd.DataFrame(big + rng.uniform(0, 0.01, big.shape), columns=x.columns)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (ENOSPC cannot be produced otherwise without"
+                    " faking the write call, which would not test the real error path)")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_full_disk_is_exit_6_and_leaves_the_earlier_output(root, tmp_path, small_disk,
+                                                             suffix):
+    x = artifacts.load(root / "outputs/prepare/X_test")
+    big = tmp_path / "big.parquet"
+    noisy(x, 2000).to_parquet(big)  # 90,000 rows: several MB as CSV or Parquet
+    earlier = small_disk / f"pred{suffix}"
+    earlier.write_bytes(b"an earlier output\n")
+    # a new output (linked into place when complete) and one replacing the earlier one
+    target, extra = (small_disk / f"new{suffix}", []) if suffix == ".csv" else \
+        (earlier, ["--overwrite"])
+    res = predict(root, "--input", str(big), "--output", str(target), *extra)
+    assert res.returncode == 6, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"{target}: no space left on the disk holding {small_disk}" in res.stderr
+    assert "nothing was written" in res.stderr
+    assert [p.name for p in small_disk.iterdir()] == [earlier.name]  # no temporary file
+    assert earlier.read_bytes() == b"an earlier output\n"
+
+
+def test_a_row_the_model_cannot_predict_is_named_by_its_index(root, tmp_path):
+    x = artifacts.load(root / "outputs/prepare/X_test").reset_index(drop=True)
+    frame = noisy(x, 3400)  # 153,000 rows: two chunks of prediction
+    frame.loc[123_456, "petal_width"] = 0.0  # its log-ratio is infinite
+    src = tmp_path / "in.parquet"
+    frame.to_parquet(src)
+    res = predict(root, "--input", str(src), "--output", str(tmp_path / "out.csv"))
+    assert res.returncode == 7, res.stdout + res.stderr
+    assert "row 123456 (counting from 0, the header not counted): the model cannot predict" \
+        in res.stderr, res.stderr
+    assert "'petal_width': 0.0" in res.stderr
+    assert "rows 100000-" not in res.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["in.parquet"]
+
+
+def test_rows_per_second_leave_the_model_load_out(root, tmp_path):
+    x = artifacts.load(root / "outputs/prepare/X_test")
+    src = tmp_path / "in.parquet"
+    noisy(x, 2000).to_parquet(src)
+    started = time.monotonic()
+    res = predict(root, "--input", str(src), "--output", str(tmp_path / "out.parquet"))
+    wall = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    m = re.search(r"predicted 90000 rows in ([\d.]+) s \(([\d,]+) rows/s; model loaded in"
+                  r" ([\d.]+) s, not counted\)", res.stdout)
+    assert m, res.stdout
+    seconds, rate, load = float(m[1]), int(m[2].replace(",", "")), float(m[3])
+    assert load > 0 and seconds > 0 and seconds + load < wall
+    assert abs(rate - 90000 / seconds) <= 0.01 * rate + 90000 / seconds ** 2 * 0.0005
