@@ -1,7 +1,8 @@
 """CLI commands of serving and monitoring: `serve`, `predict`, `monitor`.
 
 Registered by cli.build_parser; each parses, calls one library function and renders.
-Exit codes: those of cli.py; `monitor` exits 14 when served data drifted past the threshold.
+Exit codes: those of cli.py; `monitor` exits 14 when served data drifted past the threshold,
+15 with `--retrain` while another retraining of the project runs.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def register_more(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("monitor", help="drift and skew of served data vs the training data;"
-                                       " exit 14 on drift")
+                                       " exit 14 on drift, 15 while a retraining runs")
     s.add_argument("model", nargs="?",
                    help="NAME (production), NAME@production or NAME:VERSION; default: the"
                         " registry's only model")
@@ -180,7 +181,8 @@ def register_more(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="served records needed for a verdict (30)")
     s.add_argument("--since-hours", type=float, help="only records served in the last H hours")
     s.add_argument("--retrain", action="store_true",
-                   help="on drift, start a retraining run (dvc exp run) through the gate")
+                   help="on drift, start a retraining run (dvc exp run) through the gate;"
+                        " one at a time per project")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     _drift_flags(s)
     s.set_defaults(func=cmd_monitor)
