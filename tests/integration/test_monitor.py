@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -184,7 +185,11 @@ def test_shifted_data_reports_drift_and_starts_retraining(root):
         assert first.poll() is None, first.communicate()  # a condition, not a time
         assert time.monotonic() < deadline, "the first monitor --retrain never took the lock"
         time.sleep(0.02)  # polling a condition (the lock's holder), not synchronising on time
-    second = mlops(["monitor", "--retrain"], root)  # while the first holds the project
+    os.kill(first.pid, signal.SIGSTOP)  # held at any point after it took the lock, so the
+    try:  # second surely starts while the first is deciding or retraining
+        second = mlops(["monitor", "--retrain"], root)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     out, err = first.communicate(timeout=600)
     assert second.returncode == 15, second.stdout + second.stderr
     assert f"a retraining of this project is already running (pid {first.pid}" in second.stderr
