@@ -191,3 +191,9 @@ class ExportError(PipelineError):
     def __init__(self, step: str | None, message: str) -> None:
         self.step = step
         super().__init__(f"step '{step}': {message}" if step else message)
+
+
+class NotebookTestsFailed(MlopsNbError):
+    """A `test` cell failed or could not run (`mlops-nb test`, `mlops-nb ci run`)."""
+
+    exit_code = 20

@@ -8,7 +8,8 @@ Exit codes: 0 ok; 1 other mlops_nb error; 2 usage error; 3 a notebook, params.ya
 pipeline is invalid; 4 generated files are stale (compile --check); 5 a step failed;
 6 a step output is missing or corrupted; 7-10 the guards (see guards); 11 another run
 holds the project; 12 a step timed out; 13 a step's process died; 14 served data
-drifted (monitor); 15 another retraining is running (monitor --retrain); 130 interrupted.
+drifted (monitor); 15 another retraining is running (monitor --retrain); 20 a notebook test
+cell failed (test); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import sys
 
-from mlops_nb.cli import export, guards, pipeline, serve
+from mlops_nb.cli import ci, export, guards, pipeline, serve
 from mlops_nb.errors import MlopsNbError
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     guards.register(sub)
     serve.register(sub)
     export.register(sub)
+    ci.register(sub)
     for parser in _subparsers(p):  # `mlops-nb run -v` as well as `mlops-nb -v run`
         _common_flags(parser)
     return p

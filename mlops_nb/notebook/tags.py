@@ -30,6 +30,8 @@ SECTIONS = ("imports", "functions", "pipeline-parameters", "parameters", "pipeli
 STEP_PREFIXES = ("step", "block")
 # Kale tags that configure Kubeflow (resources, pod metadata, images): valid, unused here.
 KALE_FOREIGN_PREFIXES = ("limit", "annotation", "label", "image")
+# a cell of assertions about a step's results (`mlops-nb test`); Kale has no such tag
+TEST = "test"
 # papermill marks cells it injected; such a cell is a record of a past run, never pipeline code.
 IGNORED = ("injected-parameters",)
 
@@ -61,6 +63,14 @@ class StepDecl:
 
 
 @dataclass(frozen=True)
+class TestDecl:
+    """A `test` (or `test:STEP`) cell: assertions about STEP's results, never run in a step."""
+
+    step: str
+    cell: Cell
+
+
+@dataclass(frozen=True)
 class ParsedNotebook:
     """A notebook split into its special sections and its steps, in notebook order."""
 
@@ -72,6 +82,7 @@ class ParsedNotebook:
     steps: tuple[StepDecl, ...]
     kernelspec: tuple[tuple[str, str], ...]
     exploration: tuple[Cell, ...] = ()  # `skip` cells and untagged cells before any tag
+    tests: tuple[TestDecl, ...] = ()  # `test` cells, in notebook order
 
     @property
     def stem(self) -> str:
@@ -197,6 +208,10 @@ def classify_tag(tag: str, path: str, index: int) -> list[tuple[str, str]] | Non
         return [("section", "parameters" if tag == "pipeline-parameters" else tag)]
     if tag in IGNORED:
         return [("section", "skip")]
+    if tag == TEST:
+        return [("test", "")]
+    if tag.startswith(TEST + ":"):
+        return [("test", _step_value(tag, TEST, tag[len(TEST) + 1:], path, index))]
     if ":" in tag:
         prefix, _, value = tag.partition(":")
         if prefix in STEP_PREFIXES or prefix == "prev":
@@ -244,6 +259,7 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
     step_cells: dict[str, list[Cell]] = {}
     step_prev: dict[str, list[str]] = {}
     prev_cells: dict[str, list[int]] = {}
+    tests: list[TestDecl] = []
     current = "skip"  # leading untagged cells are exploration
     current_is_step = False
 
@@ -259,15 +275,22 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
         steps: list[str] = []
         section: str | None = None
         prevs: list[str] = []
+        tested: list[str] = []
         for tag in tags:
             for kind, value in classify_tag(str(tag), display, i) or []:
-                if kind == "section":
+                if kind == "test":
+                    tested.append(value)
+                elif kind == "section":
                     section = "skip" if "skip" in (section, value) else value
                 elif kind == "step":
                     if value and value not in steps:
                         steps.append(value)
                 elif value not in prevs:
                     prevs.append(value)
+        if tested and section != "skip":
+            tests.append(_test_decl(tested, steps, section, prevs, current_is_step and current,
+                                    display, Cell(i, _source(raw))))
+            continue  # like `skip`, a test cell never changes the current step
         if section == "skip":
             # Kale passes over a skipped cell: the step before it goes on after it
             if prevs:
@@ -307,6 +330,13 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
             "no pipeline step: tag at least one code cell 'step:<name>' in JupyterLab's"
             " cell-tag editor",
         )
+    for t in tests:
+        if t.step not in step_cells:
+            near = _closest(t.step, list(step_cells))
+            hint = f" (did you mean 'test:{near}'?)" if near else \
+                f"; its steps are: {', '.join(step_cells)}"
+            raise NotebookError(display, f"'test:{t.step}' names no step of this notebook{hint}",
+                                t.cell.index)
     decls = tuple(
         StepDecl(name, tuple(cells), tuple(step_prev[name]), tuple(prev_cells.get(name, [])))
         for name, cells in step_cells.items()
@@ -323,4 +353,24 @@ def parse_notebook(path: Path, display: str) -> ParsedNotebook:
         steps=decls,
         kernelspec=kernelspec,
         exploration=tuple(sorted(sections["skip"], key=lambda c: c.index)),
+        tests=tuple(tests),
     )
+
+
+def _test_decl(tested: list[str], steps: list[str], section: str | None, prevs: list[str],
+               current: str | bool, display: str, cell: Cell) -> TestDecl:
+    """The step a `test` cell is about: the one it names, else the step current there."""
+    if steps or section or prevs:
+        raise NotebookError(display, "a 'test' cell holds assertions about a step's results and"
+                                     " is never part of a step: keep 'test' (or 'test:STEP')"
+                                     " and remove its other tags of ours", cell.index)
+    named = sorted({t for t in tested if t})
+    if len(named) > 1:
+        raise NotebookError(display, f"the cell tests two steps ({', '.join(named)}); a test"
+                                     " cell is about one step: split it", cell.index)
+    if named:
+        return TestDecl(named[0], cell)
+    if not isinstance(current, str) or not current:
+        raise NotebookError(display, "a 'test' cell before any step: tag it 'test:STEP' with"
+                                     " the step whose results it checks", cell.index)
+    return TestDecl(current, cell)

@@ -76,9 +76,24 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
+class TestSpec:
+    """A `test` cell: run by `mlops-nb test` against the last run's outputs, never in a step.
+    Its inputs are what it reads of the steps up to the one it tests, in notebook order (so
+    they become those steps' outputs), as a top-to-bottom run would have them there."""
+
+    notebook: str
+    step: str
+    cell: Cell
+    inputs: tuple[tuple[str, str], ...]  # (variable, producing step)
+    params: tuple[str, ...]
+    copied_defs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     notebooks: tuple[NotebookSpec, ...]
     steps: tuple[StepSpec, ...]
+    tests: tuple[TestSpec, ...] = ()
 
     def step(self, name: str) -> StepSpec:
         for s in self.steps:
@@ -185,6 +200,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                                          f" {groups[nb.stem]}; rename one of the notebooks")
         groups[nb.stem] = nb.path
     drafts: dict[str, _Draft] = {}
+    tests: list[TestSpec] = []
     nb_specs = []
     writers: dict[str, str] = {}  # project-relative path -> step writing it
     params_by_nb: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -300,6 +316,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                         mcell.index)
                 if m not in producer.metrics:
                     producer.metrics.append(m)
+        tests += [_test(nb, t.step, t.cell, order, funcs, aliases, imported, param_names)
+                  for t in nb.tests]
 
     # files one step writes by literal path and another reads: an edge, not a dependency
     for d in drafts.values():
@@ -332,7 +350,28 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         )
         for d in ordered
     )
-    return PipelineSpec(tuple(nb_specs), steps)
+    return PipelineSpec(tuple(nb_specs), steps, tuple(tests))
+
+
+def _test(nb: ParsedNotebook, step: str, cell: Cell, order: list[_Draft], funcs: dict,
+          aliases: AliasGroups, imported: set[str], param_names: set[str]) -> TestSpec:
+    """What a test cell reads, from which step: the last one up to `step` that binds it."""
+    upto = order[:next(i for i, o in enumerate(order) if o.name == step) + 1]
+    info = _analyse(nb, (cell,), funcs, aliases, imported)
+    inputs: dict[str, str] = {}
+    copied: dict[str, str] = {}
+    for var in sorted(info.inputs - param_names):
+        producer = next((o for o in reversed(upto) if var in o.info.writes), None)
+        if producer is None:
+            continue  # the imports or functions cell, a builtin, or a NameError at test time
+        if var in producer.info.code_defs:
+            copied[var] = producer.info.def_sources.get(var, "")
+        else:
+            producer.outputs.add(var)
+            inputs[var] = producer.name
+    return TestSpec(nb.path, step, cell, tuple(sorted(inputs.items())),
+                    tuple(p for p in sorted(info.inputs & param_names)),
+                    tuple(sorted((k, v) for k, v in copied.items() if v)))
 
 
 def _bundles(d: _Draft) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -66,14 +66,14 @@ def _finished(layout: Layout, step: str) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _values(layout: Layout, spec: PipelineSpec, step: str) -> tuple[dict[str, Any],
-                                                                     list[Source]]:
-    target = spec.step(step)
-    copied = {name for name, _ in target.copied_defs}
+def input_values(layout: Layout, spec: PipelineSpec, inputs: tuple[tuple[str, str], ...],
+                 copied: set[str], consumer: str) -> tuple[dict[str, Any], list[Source]]:
+    """The values of `inputs` ((variable, producer) pairs) from their producers' last run,
+    each artifact loaded once and hash-checked; `consumer` names who needs them in errors."""
     values: dict[str, Any] = {}
     by_producer: dict[str, list[str]] = {}
     loaded: dict[tuple[str, str], Any] = {}  # a bundle is loaded once, its objects shared
-    for var, producer in target.inputs:
+    for var, producer in inputs:
         if var in copied:
             continue
         art = spec.step(producer).artifact_for(var) or var
@@ -81,7 +81,7 @@ def _values(layout: Layout, spec: PipelineSpec, step: str) -> tuple[dict[str, An
             folder = layout.output(producer, art)
             if not folder.exists():
                 raise ArtifactError(f"step '{producer}' has no output '{art}' yet (needed by"
-                                    f" '{step}'); run it first: %mlops run {producer}")
+                                    f" {consumer}); run it first: mlops-nb run {producer}")
             loaded[(producer, art)] = artifacts.load(folder, project=layout.root)
         value = loaded[(producer, art)]
         values[var] = value if art == var else value[var]
@@ -90,6 +90,20 @@ def _values(layout: Layout, spec: PipelineSpec, step: str) -> tuple[dict[str, An
     sources = [Source(p, tuple(names), _finished(layout, p), status.get(p, ""))
                for p, names in by_producer.items()]
     return values, sources
+
+
+def define(copied_defs: tuple[tuple[str, str], ...], namespace: dict[str, Any],
+           consumer: str) -> dict[str, Any]:
+    """Run the sources of definitions taken from earlier steps in a copy of `namespace`;
+    return what they defined."""
+    scratch: dict[str, Any] = dict(namespace)
+    for name, source in copied_defs:
+        try:
+            exec(compile(source, f"<{consumer}: {name}>", "exec"), scratch)  # noqa: S102
+        except Exception as exc:  # noqa: BLE001 - the user's own code, reported in one line
+            raise UsageError(f"defining '{name}' (taken by {consumer} from an earlier step)"
+                             f" raised {type(exc).__name__}: {exc}") from None
+    return {k: scratch[k] for k, _ in copied_defs if k in scratch}
 
 
 def load_step(root: Path, step: str, namespace: dict[str, Any]) -> LoadReport:
@@ -106,15 +120,9 @@ def load_step(root: Path, step: str, namespace: dict[str, Any]) -> LoadReport:
     group = spec.notebook(target.notebook).stem
     data = params_mod.read(layout.params, PARAMS)
     params = params_mod.group_values(data, group, list(target.params), PARAMS)
-    values, sources = _values(layout, spec, step)
-    scratch: dict[str, Any] = dict(namespace)
-    for name, source in target.copied_defs:
-        try:
-            exec(compile(source, f"<step {step}: {name}>", "exec"), scratch)  # noqa: S102
-        except Exception as exc:  # noqa: BLE001 - the user's own code, reported in one line
-            raise UsageError(f"defining '{name}' (taken by step '{step}' from an earlier step)"
-                             f" raised {type(exc).__name__}: {exc}") from None
-    defined = {k: scratch[k] for k, _ in target.copied_defs if k in scratch}
+    values, sources = input_values(layout, spec, target.inputs,
+                                   {name for name, _ in target.copied_defs}, f"'{step}'")
+    defined = define(target.copied_defs, namespace, f"step '{step}'")
     namespace.update(params)
     namespace.update(defined)
     namespace.update(values)

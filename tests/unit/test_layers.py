@@ -6,7 +6,7 @@ not on its parent packages. Layers, top to bottom; a module may import its own l
 lower one:
 
     cli
-    serve, monitor, export, widgets
+    serve, monitor, export, widgets, ci
     execute, compile, guards
     pipeline
     notebook
@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "notebook": 1,
     "pipeline": 2,
     "execute": 3, "compile": 3, "guards": 3,
-    "serve": 4, "monitor": 4, "export": 4, "widgets": 4,
+    "serve": 4, "monitor": 4, "export": 4, "widgets": 4, "ci": 4,
     "cli": 5,
 }
 # stable names for generated files and users; thin shims over execute/
