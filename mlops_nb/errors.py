@@ -197,3 +197,9 @@ class NotebookTestsFailed(MlopsNbError):
     """A `test` cell failed or could not run (`mlops-nb test`, `mlops-nb ci run`)."""
 
     exit_code = 20
+
+
+class CiFailed(MlopsNbError):
+    """A check of `mlops-nb ci run` failed (its report says which and why)."""
+
+    exit_code = 21

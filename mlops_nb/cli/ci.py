@@ -53,3 +53,42 @@ def cmd_test(args: argparse.Namespace) -> int:
         raise NotebookTestsFailed(f"{len(bad)} of {len(results)} test cells failed: first"
                                   f" {bad[0].where}")
     return 0
+
+
+def register_ci(sub: argparse._SubParsersAction) -> None:
+    ci = sub.add_parser("ci", help="continuous integration of the pipeline: run, init",
+                        description="Continuous integration of the notebook pipeline.")
+    verbs = ci.add_subparsers(dest="ci_command", required=True, metavar="VERB")
+    r = verbs.add_parser(
+        "run", help="the CI workflow's steps on HEAD, locally, with a report",
+        description="In a temporary git worktree of HEAD: compile --check, the project's tests,"
+                    " dvc pull (when a remote is configured), dvc repro, the notebook's test"
+                    " cells; then ci-report/report.md (+ report.json, plots) comparing metrics"
+                    " and parameters with --base. Exit 21 when a check failed.")
+    r.add_argument("--base", default="main", metavar="REF",
+                   help="the commit to compare with (default: main)")
+    r.add_argument("--tests", default=None, metavar="COMMAND",
+                   help="the project's test command (default: python -m pytest -q when tests/"
+                        " exists; '' skips)")
+    r.add_argument("--promote", action="store_true",
+                   help="let the pipeline's gate register and promote into the project's own"
+                        " registry (the main branch); by default it decides against a copy")
+    r.set_defaults(func=cmd_ci_run)
+
+
+def cmd_ci_run(args: argparse.Namespace) -> int:
+    from mlops_nb.ci import report
+    from mlops_nb.ci import run as ci_run
+    from mlops_nb.errors import CiFailed
+    from mlops_nb.project import find_root
+
+    root = find_root(Path(args.project) if args.project else None)
+    result = ci_run.run(root, args.base, args.tests, args.promote)
+    md = report.write(result, root)
+    for c in result.checks:
+        print(f"{c.outcome:>7}  {c.name} ({c.seconds:.1f} s){': ' + c.detail if c.detail else ''}")
+    print(f"report: {md.relative_to(root)}")
+    if result.failed:
+        raise CiFailed(f"CI failed at: {', '.join(c.name for c in result.failed)}; see"
+                       f" {md.relative_to(root)}")
+    return 0
