@@ -132,7 +132,7 @@ def _cells(result: CiResult) -> list[str]:
     return out
 
 
-def plot_metrics(result: CiResult, folder: Path) -> list[str]:
+def plot_metrics(result: CiResult, folder: Path, root: Path) -> list[str]:
     """One bar chart of every numeric metric, base against this commit (PNG)."""
     rows = [(f"{Path(f).parent.name}: {m}", v.get("old"), v.get("new"))
             for f, ms in sorted(result.metrics_diff.items()) if isinstance(ms, dict)
@@ -162,27 +162,29 @@ def plot_metrics(result: CiResult, folder: Path) -> list[str]:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    atomic.write_bytes(folder / "metrics.png", buf.getvalue())
+    atomic.write_bytes(folder / "metrics.png", buf.getvalue(), root=root)
     return ["metrics.png"]
+
+
+def check_writable(root: Path) -> None:
+    """Refuse a symlinked ci-report/ (or report file) before the run, not after it."""
+    for name in ("report.md", "report.json", "metrics.png"):
+        atomic.refuse_symlinks(root / REPORT_DIR / name, root=root)
 
 
 def write(result: CiResult, root: Path) -> Path:
     """ci-report/report.md (+ report.json and plots) in the project; returns report.md."""
     folder = root / REPORT_DIR
-    if folder.is_symlink():
-        from mlops_nb.errors import UsageError
-
-        raise UsageError(f"{folder} is a symlink; refusing to write the CI report through it:"
-                         " remove it")
-    folder.mkdir(exist_ok=True)
-    plots = plot_metrics(result, folder)
+    atomic.make_folder(folder, root=root)
+    plots = plot_metrics(result, folder, root)
     md = folder / "report.md"
-    atomic.write_text(md, markdown(result, plots))
+    atomic.write_text(md, markdown(result, plots), root=root)
     doc = {"commit": result.commit, "base": result.base, "base_ref": result.base_ref,
            "passed": not result.failed,
            "checks": [c.__dict__ for c in result.checks],
            "cells": [c.as_json() for c in result.cells], "metrics": result.metrics_diff,
            "models": result.models, "validation": [
                {k: d.get(k) for k in ("file", "status", "problems")} for d in result.validation]}
-    atomic.write_text(folder / "report.json", json.dumps(doc, indent=1, default=str) + "\n")
+    atomic.write_text(folder / "report.json", json.dumps(doc, indent=1, default=str) + "\n",
+                      root=root)
     return md

@@ -25,11 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    import json
+
+    from mlops_nb.artifacts import atomic
     from mlops_nb.ci import celltests
     from mlops_nb.errors import NotebookTestsFailed
     from mlops_nb.project import find_root
 
     root = find_root(Path(args.project) if args.project else None)
+    out = Path(args.json).absolute() if args.json else None
+    if out is not None and (inside := atomic.boundary(out, root)) is not None:
+        atomic.refuse_symlinks(out, root=inside)
     results = celltests.run_tests(root, args.notebooks or None, args.step or None)
     if not results:
         print("no test cells (tag a cell `test` or `test:STEP` in JupyterLab to add one)")
@@ -39,13 +45,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         if r.stale:
             print(f"  note: {', '.join(r.stale)} changed since its last run; the values"
                   " tested are that run's (mlops-nb run first)")
-    if args.json:
-        import json
-
-        from mlops_nb.artifacts import atomic
-
-        atomic.write_text(Path(args.json).absolute(),
-                          json.dumps([r.as_json() for r in results], indent=1) + "\n")
+    if out is not None:
+        atomic.write_text(out, json.dumps([r.as_json() for r in results], indent=1) + "\n",
+                          root=atomic.boundary(out, root))
     bad = [r for r in results if r.outcome != celltests.PASSED]
     print(f"{len(results) - len(bad)} passed, {len(bad)} failed"
           f" ({sum(r.seconds for r in results):.1f} s)")
@@ -83,6 +85,7 @@ def cmd_ci_run(args: argparse.Namespace) -> int:
     from mlops_nb.project import find_root
 
     root = find_root(Path(args.project) if args.project else None)
+    report.check_writable(root)
     result = ci_run.run(root, args.base, args.tests, args.promote)
     md = report.write(result, root)
     for c in result.checks:

@@ -98,3 +98,25 @@ def test_uncommitted_changes_are_left_out_and_said(branches: Path):
         assert "ok  compile --check" in res.stdout
     finally:
         nb.write_text(before)
+
+
+def test_a_symlinked_report_folder_is_refused_before_anything_runs(branches: Path,
+                                                                   tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    report = branches / "ci-report"
+    moved = branches.parent / "kept-report"
+    if report.exists():
+        report.rename(moved)
+    report.symlink_to(outside)
+    try:
+        res = cli(["ci", "run"], branches, check=False)
+        assert res.returncode == 6 and "ci-report is a symlink" in res.stderr
+        assert list(outside.iterdir()) == []
+        res = cli(["test", "--json", "ci-report/x.json"], branches, check=False)
+        assert res.returncode == 6 and "is a symlink" in res.stderr
+        assert list(outside.iterdir()) == []
+    finally:
+        report.unlink()
+        if moved.exists():
+            moved.rename(report)
