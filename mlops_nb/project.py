@@ -33,6 +33,8 @@ GITIGNORE = """\
 /.mlops_nb/
 .ipynb_checkpoints/
 __pycache__/
+# `mlops-nb ci run` writes its report here (CI posts it; it is not source)
+/ci-report/
 """
 
 

@@ -76,6 +76,7 @@ def register_ci(sub: argparse._SubParsersAction) -> None:
                    help="let the pipeline's gate register and promote into the project's own"
                         " registry (the main branch); by default it decides against a copy")
     r.set_defaults(func=cmd_ci_run)
+    register_ci_init(verbs)
 
 
 def cmd_ci_run(args: argparse.Namespace) -> int:
@@ -94,4 +95,32 @@ def cmd_ci_run(args: argparse.Namespace) -> int:
     if result.failed:
         raise CiFailed(f"CI failed at: {', '.join(c.name for c in result.failed)}; see"
                        f" {md.relative_to(root)}")
+    return 0
+
+
+def register_ci_init(verbs: argparse._SubParsersAction) -> None:
+    i = verbs.add_parser(
+        "init", help="write the CI workflow for GitHub Actions and/or GitLab CI",
+        description="Write .github/workflows/mlops.yml (--github) and/or .gitlab-ci.yml"
+                    " (--gitlab): on a pull request they set up, run `mlops-nb ci run` against"
+                    " the target branch and post its report; on the default branch the gate"
+                    " may promote (--promote); nightly they run again.")
+    i.add_argument("--github", action="store_true", help="GitHub Actions")
+    i.add_argument("--gitlab", action="store_true", help="GitLab CI")
+    i.add_argument("--setup", default=None, metavar="COMMAND",
+                   help="the project's set-up command (default: found from scripts/setup.sh,"
+                        " requirements.txt or pyproject.toml)")
+    i.add_argument("--force", action="store_true", help="replace existing workflow files")
+    i.set_defaults(func=cmd_ci_init)
+
+
+def cmd_ci_init(args: argparse.Namespace) -> int:
+    from mlops_nb.ci import workflows
+    from mlops_nb.project import find_root
+
+    root = find_root(Path(args.project) if args.project else None)
+    for rel in workflows.init(root, args.github, args.gitlab, args.setup, args.force):
+        print(f"wrote {rel}")
+    print("commit it; the report is posted with GitHub's own token (GitLab: set the masked"
+          " variable MLOPS_NB_GITLAB_TOKEN to comment on merge requests)")
     return 0
