@@ -17,7 +17,7 @@ from typing import Any
 
 from mlops_nb.artifacts import atomic
 from mlops_nb.ci import celltests
-from mlops_nb.ci.run import CiResult
+from mlops_nb.ci.result import CiResult
 from mlops_nb.ci.workspace import Workspace
 
 REPORT_DIR = "ci-report"

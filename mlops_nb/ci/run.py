@@ -16,44 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_nb.ci import celltests, workspace
+from mlops_nb.ci import celltests, report, workspace
+from mlops_nb.ci.result import FAILED, OK, Check, CiResult
 
 log = logging.getLogger(__name__)
-
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 _TAIL = 40  # lines of a failed command's output kept in the report
-
-
-@dataclass
-class Check:
-    name: str
-    outcome: str = SKIPPED
-    seconds: float = 0.0
-    detail: str = ""  # one line: why skipped, the count of tests...
-    output: str = ""  # the tail of a failed command's output
-
-
-@dataclass
-class CiResult:
-    commit: str
-    base: str | None  # the base commit, None when it does not exist
-    base_ref: str
-    dirty: bool
-    checks: list[Check] = field(default_factory=list)
-    cells: list[celltests.CellResult] = field(default_factory=list)
-    metrics_md: str = ""
-    params_md: str = ""
-    metrics_diff: dict = field(default_factory=dict)
-    models: list[dict] = field(default_factory=list)
-    validation: list[dict] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if c.outcome == FAILED]
-
 
 def _dvc() -> str:
     here = Path(sys.executable).with_name("dvc")
@@ -84,8 +53,6 @@ def run(root: Path, base_ref: str = "main", tests: str | None = None,
         base = workspace.resolve(root, base_ref)
         result = CiResult(ws.commit, base, base_ref, ws.dirty)
         _steps(result, ws, dvc, tests)
-        from mlops_nb.ci import report
-
         report.collect(result, ws, dvc)
         return result
 
