@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the example project (the repository root): set up, compile the tagged
-# notebook, run the pipeline, run two experiments with DVC and print the experiment table.
+# notebook, run the pipeline and its test cells, run two experiments with DVC and print the
+# experiment table, then what CI runs on a pull request (`mlops-nb ci run`) and its report.
 # It leaves the working tree as it found it: `dvc exp run` writes the experiment's values into
 # params.yaml and DVC writes dvc.lock, so both are put back on the way out (the experiments
 # stay in DVC's refs, `dvc exp show` lists them) and the outputs are checked out again.
@@ -22,6 +23,7 @@ trap put_back EXIT
 echo "== mlops-nb compile"; mlops-nb compile
 echo "== mlops-nb run"; mlops-nb run
 echo "== mlops-nb status"; mlops-nb status
+echo "== mlops-nb test (the notebook's test cells, against this run)"; mlops-nb test
 echo "== dvc repro"; dvc repro
 cp dvc.lock "$kept/baseline.lock"
 # outputs DVC does not cache (the executed notebook of a step with effects, never replayed)
@@ -48,3 +50,6 @@ dvc checkout -q
 for f in $uncached; do
   if [ -f "$kept/uncached/$f" ]; then cp -p "$kept/uncached/$f" "$f"; fi
 done
+echo "== mlops-nb ci run (what CI runs on a pull request, here; the report is ci-report/)"
+mlops-nb ci run --base HEAD~1 --tests ''
+sed -n '1,/^## Notebook tests/p' ci-report/report.md
