@@ -3,6 +3,9 @@ tests/integration/test_export_kfp_local.py for kfp.local runs)."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -62,15 +65,32 @@ def test_package_loads_and_has_the_spec_dag(fan):
     assert outs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
 
 
-def test_step_code_and_data_travel_inside_the_package(fan):
+def _step_spec(ir: dict, step: str) -> dict:
+    """The data a component hands to run_step: the one string literal of its source."""
+    code = ir["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["command"][-1]
+    calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Name) and n.func.id == "_mlops_nb_run_step"]
+    assert len(calls) == 1, code
+    return json.loads(ast.literal_eval(calls[0].args[0]))
+
+
+def test_step_code_travels_inside_the_package_and_data_in_the_image(fan):
     cli(["export", "kfp", "--image", "registry.example/fan:1"], fan)
     ir = _docs(fan / "kfp/pipeline.yaml")[0]
     make = ir["deploymentSpec"]["executors"]["exec-make"]["container"]
     assert make["image"] == "registry.example/fan:1"
-    code = make["command"][-1]
-    assert "offset = int(open(" in code and '"generated_by": "mlops-nb compile"' in code
-    assert "'notebooks/data/offset.txt': 'Nwo='" in code  # base64 of "7\n"
+    spec = _step_spec(ir, "make")
+    assert "offset = int(open(" in spec["notebook"]
+    assert '"generated_by": "mlops-nb compile"' in spec["notebook"]
     assert "pip install" not in " ".join(make["command"])  # the image holds the libraries
+    # the data file is not in any command line: it goes in the image, by digest, and only
+    # the step that reads it asks for it
+    digest = hashlib.sha256(b"7\n").hexdigest()
+    assert spec["files"] == {"notebooks/data/offset.txt": digest}
+    assert (fan / "kfp/data" / digest).read_bytes() == b"7\n"
+    assert all(_step_spec(ir, s)["files"] == {} for s in ("double", "square", "combine"))
+    assert "Nwo=" not in (fan / "kfp/pipeline.yaml").read_text()
+    assert "COPY data/ /opt/mlops_nb/data/" in (fan / "kfp/Dockerfile").read_text()
 
 
 def test_parameter_values_come_from_params_yaml(fan):
@@ -84,11 +104,12 @@ def test_parameter_values_come_from_params_yaml(fan):
 
 def test_export_twice_is_byte_identical_and_writes_the_image_files(fan, tmp_path):
     cli(["export", "kfp", "-o", "out/p.yaml"], fan)
-    first = {p.name: p.read_bytes() for p in (fan / "out").iterdir()}
-    assert sorted(first) == ["Dockerfile", "image.txt", "p.yaml", "requirements.lock"]
+    first = {p.name: p.read_bytes() if p.is_file() else None for p in (fan / "out").iterdir()}
+    assert sorted(first) == ["Dockerfile", "data", "image.txt", "p.yaml", "requirements.lock"]
     res = cli(["export", "kfp", "-o", "out/p.yaml"], fan)
     assert "wrote" not in res.stdout
-    assert {p.name: p.read_bytes() for p in (fan / "out").iterdir()} == first
+    assert {p.name: p.read_bytes() if p.is_file() else None
+            for p in (fan / "out").iterdir()} == first
     lock = first["requirements.lock"].decode()
     assert "\nkfp==" in lock and "\npandas==" in lock and "#   mlops_nb==" in lock
     assert first["image.txt"].decode().startswith("mlops-nb-fan:")
@@ -172,3 +193,72 @@ def test_vertex_accelerator_names_are_accelerators(project):
     accel = ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"][
         "accelerator"]
     assert (accel["resourceType"], accel["resourceCount"]) == ("NVIDIA_TESLA_T4", "2")
+
+
+# names, values and tags made of what breaks generated code: quotes, triple quotes,
+# backslashes, newlines, braces, shell substitutions
+EVIL_NAME = 'y"""+str(__import__("os").system("touch PWNED"))+"""'
+EVIL_NAME2 = "n\\'{0}$(touch PWNED2)\n\\"
+EVIL = 'a"""b\'\'\'c\\d\n{x}$(touch PWNED3)`touch PWNED4`'
+
+
+def evil_project(root: Path) -> Path:
+    make_nb(root / f"notebooks/{EVIL_NAME}.ipynb", [
+        (["pipeline-parameters"], f"S = {EVIL!r}\nL = [{EVIL!r}, 'x']"),
+        (["step:a", "annotation:note:" + EVIL],
+         f"assert S == {EVIL!r}, S\nassert L == [{EVIL!r}, 'x'], L\n"
+         f"import os\nassert os.environ['H'] == {EVIL!r}\nx = S + '!'"),
+        (["step:b"], f"assert x == {EVIL + '!'!r}\ny = len(x)"),
+    ])
+    make_nb(root / f"notebooks/{EVIL_NAME2}.ipynb", [
+        (["pipeline-parameters"], f"T = {EVIL!r}"),
+        (["step:c"], f"assert T == {EVIL!r}\nz = T"),
+    ])
+    return root
+
+
+def test_hostile_names_values_and_tags_are_data_never_code(project):
+    evil_project(project)
+    res = cli(["export", "kfp", "--env", f"H={EVIL}", "--data-uri", f"gs://b/{EVIL}"],
+              project, check=False)
+    assert res.returncode == 0, res.stderr
+    assert list(project.rglob("PWNED*")) == []  # nothing ran
+    ir, platform = _docs(project / "kfp/pipeline.yaml")  # still YAML, no key injected
+    assert sorted(ir["root"]["dag"]["tasks"]) == ["a", "b", "c"]
+    params = {k: v["defaultValue"] for k, v in ir["root"]["inputDefinitions"][
+        "parameters"].items()}
+    assert sorted(v for v in params.values() if isinstance(v, str)) == [EVIL, EVIL]
+    assert [EVIL, "x"] in params.values()
+    assert EVIL_NAME in ir["pipelineInfo"]["description"]
+    assert EVIL_NAME2 in ir["pipelineInfo"]["description"]
+    spec = _step_spec(ir, "a")
+    assert spec["source"] == f"notebooks/{EVIL_NAME}.ipynb"
+    cells = json.loads(spec["notebook"])["cells"]
+    assert any(f"assert S == {EVIL!r}" in "".join(c["source"]) for c in cells)
+    assert _step_spec(ir, "c")["source"] == f"notebooks/{EVIL_NAME2}.ipynb"
+    pod = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-a"]
+    assert pod["podMetadata"]["annotations"] == {"note": EVIL}
+    env = ir["deploymentSpec"]["executors"]["exec-a"]["container"]["env"]
+    assert env == [{"name": "H", "value": EVIL}]
+    # the generated component source is one function whose only literal is the step's data
+    code = ir["deploymentSpec"]["executors"]["exec-a"]["container"]["command"][-1]
+    tree = ast.parse(code)
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert [f.name for f in funcs] == ["a"]
+    consts = [n.value for n in ast.walk(funcs[0]) if isinstance(n, ast.Constant)]
+    assert len(consts) == 1 and json.loads(consts[0])["step"] == "a"
+
+
+def test_hostile_tag_values_that_cannot_be_honoured_are_refused(project):
+    for tag, why in [(f"image:x{EVIL}", "not an image reference"),
+                     ("image:python$(touch PWNED)", "not an image reference"),
+                     (f"label:k:{EVIL}", "malformed"),
+                     (f"secret:s:k:{EVIL}", "expected secret:NAME:KEY:ENV"),
+                     ("secret:S$(x):k:ENV", "expected secret:NAME:KEY:ENV"),
+                     ("cache:off", "cache:disabled")]:
+        make_nb(project / "notebooks/t.ipynb", [([("step:a"), tag], "x = 1")])
+        res = cli(["export", "kfp"], project, check=False)
+        assert res.returncode == 3, (tag, res.stderr)
+        assert "notebooks/t.ipynb cell 1: tag" in res.stderr and why in res.stderr, res.stderr
+        assert not (project / "kfp/pipeline.yaml").exists()
+    assert list(project.rglob("PWNED*")) == []
