@@ -3,6 +3,7 @@ and gives what `mlops-nb run` and `dvc exp run -S` give."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -95,3 +96,31 @@ def test_raising_step_fails_the_local_run_naming_step_and_cell(project):
     assert html and "ValueError" in Path(html.group(1)).read_text()
     assert not list((project / ".mlops_nb/kfp-local").glob("*/after"))
 
+
+
+def test_hostile_names_and_a_2mb_data_file_run_locally(project):
+    """Names, parameter values, tags and --env values made of quotes, backslashes, newlines,
+    braces and shell substitutions reach the steps as data; a 2 MB data file reaches the
+    step that reads it through the image's data folder, not the command line (Linux refuses
+    one argument over 128 KiB)."""
+    from tests.unit.test_export_kfp import EVIL, evil_project
+
+    evil_project(project)
+    blob = bytes(range(256)) * (2 * 1024 * 1024 // 256)
+    (project / "notebooks/big.bin").write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    make_nb(project / "notebooks/big.ipynb", [
+        (["step:read_big"], "import hashlib\n"
+                            "size = len(open('big.bin', 'rb').read())\n"
+                            f"assert hashlib.sha256(open('big.bin', 'rb').read()).hexdigest()"
+                            f" == {digest!r}"),
+    ])
+    git_project(project)
+    res = cli(["export", "kfp", "--local", "--env", f"H={EVIL}"], project, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert list(project.rglob("PWNED*")) == []
+    assert (project / "kfp/data" / digest).stat().st_size == len(blob)
+    text = (project / "kfp/pipeline.yaml").read_text()
+    assert len(text) < 200_000  # the data is not in the package
+    run = re.search(r"^local run: (\S+)$", res.stdout, re.M)
+    assert run and list((project / run.group(1)).glob("read[-_]big/notebook"))

@@ -262,3 +262,86 @@ def test_hostile_tag_values_that_cannot_be_honoured_are_refused(project):
         assert "notebooks/t.ipynb cell 1: tag" in res.stderr and why in res.stderr, res.stderr
         assert not (project / "kfp/pipeline.yaml").exists()
     assert list(project.rglob("PWNED*")) == []
+
+
+def test_kale_cache_secret_tags_and_notebook_settings_reach_the_ir(project):
+    make_nb(project / "notebooks/k.ipynb", [
+        (["step:a", "cache:disabled", "secret:db-creds:password:DB_PASSWORD",
+          "secret:db-creds:user:DB_USER"], "x = 1"),
+        (["step:b"], "y = x + 1"),
+    ])
+    doc = json.loads((project / "notebooks/k.ipynb").read_text())
+    doc["metadata"]["kubeflow_notebook"] = {
+        "volumes": [{"type": "pvc", "name": "workspace-data", "mount_point": "/home/jovyan",
+                     "size": 5, "size_type": "Gi"}]}
+    (project / "notebooks/k.ipynb").write_text(json.dumps(doc))
+    cli(["export", "kfp"], project)
+    ir, platform = _docs(project / "kfp/pipeline.yaml")
+    tasks = ir["root"]["dag"]["tasks"]
+    assert tasks["a"]["cachingOptions"] == {}  # off
+    assert tasks["b"]["cachingOptions"] == {"enableCache": True}
+    pods = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert sorted(pods["exec-a"]["secretAsEnv"], key=lambda s: s["keyToEnv"][0]["envVar"]) == [
+        {"keyToEnv": [{"envVar": "DB_PASSWORD", "secretKey": "password"}],
+         "optional": False, "secretName": "db-creds",
+         "secretNameParameter": {"runtimeValue": {"constant": "db-creds"}}},
+        {"keyToEnv": [{"envVar": "DB_USER", "secretKey": "user"}],
+         "optional": False, "secretName": "db-creds",
+         "secretNameParameter": {"runtimeValue": {"constant": "db-creds"}}}]
+    assert "secretAsEnv" not in pods["exec-b"]
+    for ex in ("exec-a", "exec-b"):
+        assert [(v["mountPath"], v["constant"]) for v in pods[ex]["pvcMount"]] == [
+            ("/home/jovyan", "workspace-data")]
+    # the notebook's enable_caching: false turns caching off for every step of it
+    doc["metadata"]["kubeflow_notebook"] = {"enable_caching": False}
+    (project / "notebooks/k.ipynb").write_text(json.dumps(doc))
+    cli(["export", "kfp"], project)
+    tasks = _docs(project / "kfp/pipeline.yaml")[0]["root"]["dag"]["tasks"]
+    assert tasks["a"]["cachingOptions"] == tasks["b"]["cachingOptions"] == {}
+    # what cannot be honoured is refused, naming the notebook and the volume
+    for settings, why in [({"volumes": [{"type": "new_pvc", "name": "v", "mount_point": "/d",
+                                         "size": 1, "size_type": "Gi"}]}, "type 'new_pvc'"),
+                          ({"volumes": [{"type": "pvc", "name": "v", "mount_point": "d"}]},
+                           "must be an absolute path"),
+                          ({"enable_caching": "no"}, "expected true or false")]:
+        doc["metadata"]["kubeflow_notebook"] = settings
+        (project / "notebooks/k.ipynb").write_text(json.dumps(doc))
+        res = cli(["export", "kfp"], project, check=False)
+        assert res.returncode == 3 and "notebooks/k.ipynb: metadata kubeflow_notebook" in (
+            res.stderr) and why in res.stderr, res.stderr
+
+
+def test_image_tag_runs_in_a_derived_image_of_the_export(project):
+    make_nb(project / "notebooks/i.ipynb", [
+        (["step:a", "image:python:3.11"], "x = 1"),
+        (["step:b"], "y = x + 1"),
+    ])
+    cli(["export", "kfp", "--image", "registry.example/team/steps:7"], project)
+    execs = _docs(project / "kfp/pipeline.yaml")[0]["deploymentSpec"]["executors"]
+    derived = execs["exec-a"]["container"]["image"]
+    assert derived.startswith("registry.example/team/steps:7-base-")
+    assert execs["exec-b"]["container"]["image"] == "registry.example/team/steps:7"
+    # the derived image is the export's Dockerfile (libraries, mlops_nb) on that base
+    assert (project / "kfp/derived-images.txt").read_text() == f"{derived} python:3.11\n"
+    dockerfile = (project / "kfp/Dockerfile").read_text()
+    assert "ARG BASE=python:" in dockerfile and "FROM ${BASE}" in dockerfile
+
+
+def test_image_requirements_are_what_steps_need_with_hashes(project):
+    make_nb(project / "notebooks/s.ipynb", [
+        (["imports"], "import seaborn as sns"),
+        (["step:a"], "x = 1"),
+    ])
+    cli(["export", "kfp"], project)
+    lock = (project / "kfp/requirements.lock").read_text()
+    names = {line.split("==")[0].lower() for line in lock.splitlines()
+             if "==" in line and not line.startswith("#")}
+    # what runs a step, what the notebook imports and what they need
+    assert {"kfp", "ipython", "nbconvert", "pandas", "pyarrow", "skops", "seaborn",
+            "matplotlib"} <= names
+    # never the development tools
+    assert not names & {"jupyterlab", "dvc", "ploomber", "playwright", "papermill", "mypy",
+                        "ruff", "pytest", "fastapi", "uvicorn", "celery"}
+    entries = [e for e in lock.split("\n") if "==" in e and not e.startswith("#")]
+    assert all(e.endswith("\\") for e in entries)  # each pinned with its hashes
+    assert lock.count("--hash=sha256:") >= len(entries)
