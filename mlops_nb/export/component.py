@@ -42,14 +42,13 @@ def _copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def _write_html(executed: Path, html: str) -> None:
+def _write_html(executed: Path, html: str, title: str) -> None:
     if not executed.exists():
         return
     try:
-        import nbformat
-        from nbconvert import HTMLExporter
+        from mlops_nb.export.html import render
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        body = render(json.loads(executed.read_text(encoding="utf-8")), title)
         atomic.write_text(Path(html), body)
     except Exception:  # noqa: BLE001 - a missing rendering must not hide the step's result
         log.warning("could not render %s as HTML", executed, exc_info=True)
@@ -127,7 +126,7 @@ def _run(*, step: str, source: str, folder: str, notebook: str,
         try:
             execute_step(root, step, parameters=values)
         except MlopsNbError as exc:
-            _write_html(executed, html)
+            _write_html(executed, html, f"step {step} of {source}")
             where, _ = failure_of(executed, source)
             err = StepFailed(step, where or str(exc), f"its HTML artifact {html}")
             err.exit_code = exc.exit_code
@@ -137,7 +136,7 @@ def _run(*, step: str, source: str, folder: str, notebook: str,
                                              "html": html, "exit_code": exc.exit_code}),
                   flush=True)
             raise err from None
-        _write_html(executed, html)
+        _write_html(executed, html, f"step {step} of {source}")
         for art, dest in sorted(outputs.items()):
             folder_path = layout.output(step, art)
             artifacts.verify(folder_path)

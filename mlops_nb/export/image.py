@@ -1,7 +1,7 @@
 """The image the exported steps run in: a Dockerfile, minimal locked requirements, its name.
 
 The rules: the image holds what a step needs and nothing else: the libraries mlops_nb needs
-to run a step in a pod (kfp's executor, IPython, nbformat/nbconvert, the artifact formats),
+to run a step in a pod (kfp's executor, IPython, nbformat, the artifact formats),
 the distributions the notebooks import, and everything those require, pinned at the versions
 of the environment that exported the pipeline (with their hashes, taken from the project's
 `requirements.lock` when it pins them all) so pods run what was tried here; never the
@@ -37,9 +37,10 @@ DATA = "data"
 DATA_DIR = "/opt/mlops_nb/data"
 SKIP = {"pip", "setuptools", "wheel"}
 # what a pod needs to run a step, besides what the notebooks import: kfp's executor, the
-# in-process IPython runner, the notebook formats and HTML rendering, the artifact formats
-STEP_RUNTIME = ("kfp", "ipython", "nbformat", "nbconvert", "pandas", "pyarrow", "numpy",
-                "skops", "joblib", "cloudpickle", "ruamel.yaml", "pyyaml")
+# in-process IPython runner, the notebook format, the artifact formats (skops brings
+# scikit-learn, which mlops_nb.guards uses), the step watchdog's psutil
+STEP_RUNTIME = ("kfp", "ipython", "nbformat", "pandas", "pyarrow", "numpy", "skops", "joblib",
+                "cloudpickle", "ruamel.yaml", "pyyaml", "psutil")
 
 
 def canonical(name: str) -> str:
@@ -148,9 +149,7 @@ def _lock_entries(lock: Path) -> dict[tuple[str, str], str]:
 
 def default_lock() -> Path:
     """The lock of the mlops_nb checkout this environment was set up from, if any."""
-    import mlops_nb
-
-    return Path(mlops_nb.__file__).resolve().parent.parent / "requirements.lock"
+    return Path(__file__).resolve().parents[2] / "requirements.lock"
 
 
 def lock_text(texts: Iterable[str], lock: Path | None = None) -> str:

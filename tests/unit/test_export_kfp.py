@@ -337,11 +337,35 @@ def test_image_requirements_are_what_steps_need_with_hashes(project):
     names = {line.split("==")[0].lower() for line in lock.splitlines()
              if "==" in line and not line.startswith("#")}
     # what runs a step, what the notebook imports and what they need
-    assert {"kfp", "ipython", "nbconvert", "pandas", "pyarrow", "skops", "seaborn",
+    assert {"kfp", "ipython", "pandas", "pyarrow", "skops", "scikit-learn", "seaborn",
             "matplotlib"} <= names
     # never the development tools
     assert not names & {"jupyterlab", "dvc", "ploomber", "playwright", "papermill", "mypy",
-                        "ruff", "pytest", "fastapi", "uvicorn", "celery"}
+                        "ruff", "pytest", "fastapi", "uvicorn", "celery", "nbconvert"}
     entries = [e for e in lock.split("\n") if "==" in e and not e.startswith("#")]
     assert all(e.endswith("\\") for e in entries)  # each pinned with its hashes
     assert lock.count("--hash=sha256:") >= len(entries)
+
+
+def test_step_html_escapes_text_and_keeps_outputs():
+    from mlops_nb.export.html import render
+
+    png = "iVBORw0KGgo="
+    doc = {"cells": [
+        {"cell_type": "markdown", "source": ["# <b>title</b>"]},
+        {"cell_type": "code", "execution_count": 3, "source": "print('<script>x</script>')",
+         "outputs": [
+             {"output_type": "stream", "name": "stdout", "text": ["<script>x</script>\n"]},
+             {"output_type": "display_data", "data": {"image/png": png,
+                                                      "text/plain": "<Figure>"}},
+             {"output_type": "execute_result", "data": {"text/html": "<table></table>"}},
+             {"output_type": "error", "ename": "ValueError", "evalue": "bad",
+              "traceback": ["\x1b[31mValueError\x1b[0m: bad <data>"]}]}]}
+    page = render(doc, 'step a of notebooks/"<x>".ipynb')
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "&lt;b&gt;title&lt;/b&gt;" in page and "notebooks/&quot;&lt;x&gt;&quot;" in page
+    assert f'<img src="data:image/png;base64,{png}">' in page and "&lt;Figure&gt;" not in page
+    assert "<table></table>" in page  # HTML outputs as Jupyter (and nbconvert) show them
+    assert "ValueError: bad &lt;data&gt;" in page and "\x1b" not in page
+    assert "In [3]:" in page
