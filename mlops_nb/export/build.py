@@ -75,6 +75,9 @@ def plan_project(root: Path, data_uri: str | None = None) -> KfpPlan:
 
 KFP_TYPES: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str,
                               "list": list, "dict": dict, "json": str}
+# kfp puts a component's source in one argument of `sh -ec`: Linux's MAX_ARG_STRLEN is
+# 128 KiB, and kfp's own wrapper and imports need a little of it
+ARG_LIMIT = 120 * 1024
 DSL_NAMES = ("HTML", "Artifact", "Dataset", "Input", "Metrics", "Model", "Output")
 
 
@@ -82,6 +85,11 @@ def _component(dsl: Any, sp: StepPlan, image: str) -> Any:
     """The step's lightweight component. Its source (see `source`) is compiled from memory:
     kfp reads it back through linecache, so no file is written for it."""
     text = component_source(sp)
+    if len(text.encode()) > ARG_LIMIT:
+        raise ExportError(sp.step, (
+            f"its compiled notebook is {len(text.encode()) // 1024} KiB, too large for the"
+            f" component's command line (Linux refuses one argument over 128 KiB): move large"
+            " literals into a data file the step reads (data files travel in the image)"))
     filename = f"<mlops-nb export kfp: step {sp.step}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     try:

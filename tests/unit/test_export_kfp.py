@@ -369,3 +369,14 @@ def test_step_html_escapes_text_and_keeps_outputs():
     assert "<table></table>" in page  # HTML outputs as Jupyter (and nbconvert) show them
     assert "ValueError: bad &lt;data&gt;" in page and "\x1b" not in page
     assert "In [3]:" in page
+
+
+def test_a_step_too_large_for_a_command_line_is_refused_naming_it(project):
+    make_nb(project / "notebooks/l.ipynb", [
+        (["step:huge"], "x = '" + "a" * 130_000 + "'"),
+    ])
+    res = cli(["export", "kfp"], project, check=False)
+    assert res.returncode == 3
+    assert "step 'huge': its compiled notebook is 12" in res.stderr
+    assert "Linux refuses one argument over 128 KiB" in res.stderr
+    assert not (project / "kfp").exists()
