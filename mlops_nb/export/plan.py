@@ -107,11 +107,12 @@ class KfpPlan:
 
 
 def _kind_of_value(value: Any) -> str:
-    for t, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"),
-                    (list, "list"), (dict, "dict")):
+    for t, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
         if isinstance(value, t):
             return kind
-    return "json"  # None and the like travel as JSON text
+    # None, lists and dicts travel as JSON text: KFP keeps a list's or dict's numbers as
+    # protobuf doubles, so the step would get [1.0, 2.0] for [1, 2]
+    return "json"
 
 
 def _plain(value: Any) -> Any:

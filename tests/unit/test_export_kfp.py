@@ -204,9 +204,10 @@ EVIL = 'a"""b\'\'\'c\\d\n{x}$(touch PWNED3)`touch PWNED4`'
 
 def evil_project(root: Path) -> Path:
     make_nb(root / f"notebooks/{EVIL_NAME}.ipynb", [
-        (["pipeline-parameters"], f"S = {EVIL!r}\nL = [{EVIL!r}, 'x']"),
+        (["pipeline-parameters"], f"S = {EVIL!r}\nL = [{EVIL!r}, 1]\nD = {{{EVIL!r}: 2}}"),
         (["step:a", "annotation:note:" + EVIL],
-         f"assert S == {EVIL!r}, S\nassert L == [{EVIL!r}, 'x'], L\n"
+         f"assert S == {EVIL!r}, S\nassert L == [{EVIL!r}, 1] and type(L[1]) is int, L\n"
+         f"assert D == {{{EVIL!r}: 2}} and type(D[{EVIL!r}]) is int, D\n"
          f"import os\nassert os.environ['H'] == {EVIL!r}\nx = S + '!'"),
         (["step:b"], f"assert x == {EVIL + '!'!r}\ny = len(x)"),
     ])
@@ -227,8 +228,9 @@ def test_hostile_names_values_and_tags_are_data_never_code(project):
     assert sorted(ir["root"]["dag"]["tasks"]) == ["a", "b", "c"]
     params = {k: v["defaultValue"] for k, v in ir["root"]["inputDefinitions"][
         "parameters"].items()}
-    assert sorted(v for v in params.values() if isinstance(v, str)) == [EVIL, EVIL]
-    assert [EVIL, "x"] in params.values()
+    # lists and dicts travel as JSON text, so their ints stay ints
+    assert sorted(params.values()) == sorted([EVIL, EVIL, json.dumps([EVIL, 1]),
+                                              json.dumps({EVIL: 2})])
     assert EVIL_NAME in ir["pipelineInfo"]["description"]
     assert EVIL_NAME2 in ir["pipelineInfo"]["description"]
     spec = _step_spec(ir, "a")
