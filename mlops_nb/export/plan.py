@@ -221,7 +221,8 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
         _check_handles(step)
         _check_writes(step)
         nb = spec.notebook(step.notebook)
-        res, nbs = step_resources(root, step), settings[step.notebook]
+        nbs = settings[step.notebook]
+        res = step_resources(root, step, nbs.defaults)
         reserved = {HTML_OUT, METRICS_OUT} | set(step.params)
         outs: list[ArtifactOut] = []
         for art in step.outputs:

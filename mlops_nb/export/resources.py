@@ -12,6 +12,7 @@ an error naming the notebook, the cell and the step.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ IMAGE_REF = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z
                        r"(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?"
                        r"(?:@sha256:[0-9a-f]{64})?\Z")
 KALE_META = "kubeflow_notebook"
+log = logging.getLogger(__name__)
 _OURS = ("limit:", "label:", "annotation:", "image:", "cache:", "secret:")
 VERTEX_ACCELERATOR = re.compile(r"^[A-Z][A-Z0-9_]+\Z")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?\Z")
@@ -62,6 +64,7 @@ class NotebookSettings:
 
     caching: bool = True
     volumes: tuple[tuple[str, str], ...] = ()  # (persistent volume claim, mount path)
+    defaults: tuple[str, ...] = ()  # Kale's steps_defaults: tags of every step
 
 
 def _cell_tags(root: Path, notebook: str) -> dict[int, list[str]]:
@@ -74,8 +77,10 @@ def image_ref(value: str) -> bool:
     return bool(IMAGE_REF.match(value))
 
 
-def step_resources(root: Path, step: StepSpec) -> StepResources:
-    """The Kale resource tags on the cells of `step`."""
+def step_resources(root: Path, step: StepSpec,
+                   defaults: tuple[str, ...] = ()) -> StepResources:
+    """The Kale resource tags on the cells of `step`, after the notebook's `defaults` (Kale's
+    `steps_defaults`, which a step's own tags override)."""
     tags = _cell_tags(root, step.notebook)
     cpu = memory = image = None
     caching = True
@@ -83,14 +88,17 @@ def step_resources(root: Path, step: StepSpec) -> StepResources:
     accel: tuple[str, int] | None = None
     labels: dict[str, str] = {}
     notes: dict[str, str] = {}
-    for cell in step.cells:
-        for tag in tags.get(cell.index, []):
+    sources: list[tuple[int | None, list[str]]] = [(None, list(defaults))]
+    sources += [(cell.index, tags.get(cell.index, [])) for cell in step.cells]
+    for index, cell_tags in sources:
+        for tag in cell_tags:
             if not tag.startswith(_OURS):
                 continue
 
-            def bad(why: str, tag: str = tag, cell: int = cell.index) -> NotebookError:
-                return NotebookError(step.notebook, f"tag {tag!r} of step '{step.name}': {why}",
-                                     cell)
+            def bad(why: str, tag: str = tag, cell: int | None = index) -> NotebookError:
+                where = "" if cell is not None else f"metadata {KALE_META}.steps_defaults: "
+                return NotebookError(step.notebook, f"{where}tag {tag!r} of step"
+                                                    f" '{step.name}': {why}", cell)
 
             if m := LIMIT.match(tag):
                 key, value = m.groups()
@@ -180,4 +188,14 @@ def notebook_settings(root: Path, notebook: str) -> NotebookSettings:
         if mount in volumes:
             raise bad(f"volume {i} ({name}): {mount} is mounted twice")
         volumes[mount] = (name, mount)
-    return NotebookSettings(caching, tuple(sorted(volumes.values())))
+    defaults = meta.get("steps_defaults") or []
+    if not (isinstance(defaults, list) and all(isinstance(t, str) for t in defaults)):
+        raise bad("steps_defaults: expected a list of tags")
+    image = meta.get("docker_image")
+    if image:
+        # Kale fills it with the notebook server's own image, which holds neither kfp nor
+        # mlops_nb at the versions this export pins: say so rather than drop it unseen
+        log.warning("%s: metadata %s.docker_image %r is not used: steps run in the export's"
+                    " image; tag a step image:IMAGE to run it on that base", notebook,
+                    KALE_META, image)
+    return NotebookSettings(caching, tuple(sorted(volumes.values())), tuple(defaults))

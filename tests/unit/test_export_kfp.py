@@ -382,3 +382,31 @@ def test_a_step_too_large_for_a_command_line_is_refused_naming_it(project):
     assert "step 'huge': its compiled notebook is 12" in res.stderr
     assert "Linux refuses one argument over 128 KiB" in res.stderr
     assert not (project / "kfp").exists()
+
+
+def test_kale_steps_defaults_apply_to_every_step_and_docker_image_is_reported(project):
+    make_nb(project / "notebooks/d.ipynb", [
+        (["step:a", "limit:cpu:2"], "x = 1"),
+        (["step:b"], "y = x + 1"),
+    ])
+    doc = json.loads((project / "notebooks/d.ipynb").read_text())
+    doc["metadata"]["kubeflow_notebook"] = {
+        "steps_defaults": ["label:team:ml", "limit:cpu:1"],
+        "docker_image": "gcr.io/arrikto/jupyter-kale:v0.5"}
+    (project / "notebooks/d.ipynb").write_text(json.dumps(doc))
+    res = cli(["export", "kfp"], project)
+    assert "docker_image 'gcr.io/arrikto/jupyter-kale:v0.5' is not used" in res.stderr
+    ir, platform = _docs(project / "kfp/pipeline.yaml")
+    execs = ir["deploymentSpec"]["executors"]
+    # a step's own tag overrides the default
+    assert execs["exec-a"]["container"]["resources"]["resourceCpuLimit"] == "2"
+    assert execs["exec-b"]["container"]["resources"]["resourceCpuLimit"] == "1"
+    pods = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert pods["exec-a"]["podMetadata"]["labels"] == pods["exec-b"]["podMetadata"]["labels"] \
+        == {"team": "ml"}
+    doc["metadata"]["kubeflow_notebook"] = {"steps_defaults": ["limit:ephemeral-storage:1Gi"]}
+    (project / "notebooks/d.ipynb").write_text(json.dumps(doc))
+    res = cli(["export", "kfp"], project, check=False)
+    assert res.returncode == 3
+    assert ("notebooks/d.ipynb: metadata kubeflow_notebook.steps_defaults: tag"
+            " 'limit:ephemeral-storage:1Gi' of step 'a'") in res.stderr
