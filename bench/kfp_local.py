@@ -69,11 +69,11 @@ def _time(cmd: list[str], root: Path) -> float:
 
 
 PER_TASK = {
-    "kfp's executor (imports kfp, which loads the kubernetes client)":
-        "import kfp.dsl.executor_main",
+    "kfp's executor": "import kfp.dsl.executor_main",
     "mlops_nb's step execution (IPython shell)":
         "import mlops_nb.execute.step, mlops_nb.execute.cells, IPython",
-    "nbconvert's HTML exporter": "from nbconvert import HTMLExporter; HTMLExporter()",
+    "the executed notebook's HTML page (mlops_nb's renderer; nbconvert before issue 25.9)":
+        "import mlops_nb.export.html",
     "pandas + scikit-learn (the step's own imports)": "import pandas, sklearn.ensemble",
 }
 
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         " process that imports kfp, mlops_nb, IPython and the step's libraries (pandas,"
         " scikit-learn) again, where `mlops-nb run` forks every step from one warm process;"
         " each task also builds a scratch project, copies its input artifacts in and its"
-        " outputs out (no shared filesystem is assumed), renders its executed notebook to HTML"
-        " with nbconvert, and kfp.local runs the tasks one after another. The export itself"
+        " outputs out (no shared filesystem is assumed), renders its executed notebook to HTML,"
+        " and kfp.local runs the tasks one after another. The export itself"
         " (kfp SDK import and compile) is part of the KFP row. On a cluster, pod scheduling and"
         " image pulls add to this; independent branches run in parallel there.",
     ]

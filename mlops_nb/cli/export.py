@@ -82,7 +82,7 @@ def register(sub: Any) -> None:
                    help="where the cluster keeps artifacts, e.g. gs://bucket/root")
     s.add_argument("--data-uri", metavar="URI",
                    help="data files steps read become importer inputs from URI/<project path>"
-                        " (default: small files are packaged in the pipeline)")
+                        " (default: they go in the image, beside the Dockerfile in data/)")
     s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable of every step (repeatable)")
     s.add_argument("--local", action="store_true",

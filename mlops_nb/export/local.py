@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -26,8 +27,9 @@ from typing import Any
 
 from mlops_nb.artifacts import atomic
 from mlops_nb.errors import StepFailed, UsageError
+from mlops_nb.export import image as image_mod
 from mlops_nb.export.build import require_kfp
-from mlops_nb.export.component import FAILURE_MARK
+from mlops_nb.export.component import DATA_ENV, FAILURE_MARK
 from mlops_nb.export.plan import HTML_OUT, METRICS_OUT, KfpPlan
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,10 @@ def run_local(package: Path, plan: KfpPlan, args: dict[str, Any], root: Path,
     before = {p.name for p in local_root.iterdir()}
     workspace = Path(tempfile.mkdtemp(prefix="mlops-nb-kfp-workspace-"))
     tee = _Lines(on_line)
+    # the tasks are subprocesses of this one: they find the data files the image would hold
+    # in the export's folder
+    saved = os.environ.get(DATA_ENV)
+    os.environ[DATA_ENV] = str((package.parent / image_mod.DATA).resolve())
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(local_root),
                    workspace_root=str(workspace), raise_on_error=True)
@@ -163,6 +169,10 @@ def run_local(package: Path, plan: KfpPlan, args: dict[str, Any], root: Path,
             finally:
                 tee.flush()
     finally:
+        if saved is None:
+            os.environ.pop(DATA_ENV, None)
+        else:
+            os.environ[DATA_ENV] = saved
         shutil.rmtree(workspace, ignore_errors=True)
     new = sorted((p for p in local_root.iterdir() if p.name not in before and p.is_dir()),
                  key=lambda p: p.stat().st_mtime)

@@ -6,17 +6,22 @@ are its artifacts, the executed notebook (HTML) and, when the step has metrics, 
 artifact. `prev:` edges that carry no data become `.after()`. Every parameter of every
 notebook becomes a pipeline parameter `GROUP_NAME` whose default is its params.yaml value.
 
+Data files a step reads by literal path go to that step only, never in its command line:
+they travel in the image (the export puts them, named by their SHA-256, beside the
+Dockerfile) or, with --data-uri, as importer inputs.
+
 The rule: what cannot run where steps share no filesystem is refused here, naming the step,
 before anything is written: a step that writes project files by literal path (nothing carries
-them to the next pod), an output that is an open file handle, data files too large to package
-without --data-uri.
+them to the next pod), an output that is an open file handle.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
+import dataclasses
+import hashlib
 import json
+import keyword
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +29,16 @@ from typing import Any
 from mlops_nb.artifacts import META
 from mlops_nb.compile.notebooks import has_metrics
 from mlops_nb.errors import ExportError
-from mlops_nb.export.resources import StepResources, step_resources
+from mlops_nb.export.resources import (
+    NotebookSettings,
+    StepResources,
+    notebook_settings,
+    step_resources,
+)
 from mlops_nb.notebook.magics import strip_magics
 from mlops_nb.pipeline.spec import PipelineSpec, StepSpec
 from mlops_nb.project import Layout
 
-PACKAGE_LIMIT = 5 * 1024 * 1024  # bytes of data files embedded in one export, all steps
 HTML_OUT = "notebook"
 METRICS_OUT = "metrics"
 # libraries whose objects are models (KFP's Model type) when a step hands them on
@@ -77,9 +86,11 @@ class StepPlan:
     inputs: tuple[ArtifactIn, ...]
     outputs: tuple[ArtifactOut, ...]
     after: tuple[str, ...]
-    data: tuple[tuple[str, str], ...]  # (project-relative file, input name if imported)
+    data: tuple[tuple[str, str], ...]  # (project-relative path, input name if imported)
     metrics: bool
     resources: StepResources
+    files: tuple[tuple[str, str], ...] = ()  # (file, sha256) it finds in the image
+    volumes: tuple[tuple[str, str], ...] = ()  # (claim, mount path)
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class KfpPlan:
     description: str
     params: tuple[Param, ...]
     steps: tuple[StepPlan, ...]
-    packaged: tuple[tuple[str, str], ...]  # (project-relative file, base64) when embedded
+    files: tuple[tuple[str, str], ...]  # (project-relative file, sha256): the image's data
     data_uri: str | None
 
     def step(self, name: str) -> StepPlan:
@@ -96,11 +107,12 @@ class KfpPlan:
 
 
 def _kind_of_value(value: Any) -> str:
-    for t, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"),
-                    (list, "list"), (dict, "dict")):
+    for t, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
         if isinstance(value, t):
             return kind
-    return "json"  # None and the like travel as JSON text
+    # None, lists and dicts travel as JSON text: KFP keeps a list's or dict's numbers as
+    # protobuf doubles, so the step would get [1.0, 2.0] for [1, 2]
+    return "json"
 
 
 def _plain(value: Any) -> Any:
@@ -123,7 +135,12 @@ def artifact_kind(layout: Layout, step: str, artifact: str) -> str:
 
 
 def _ident(text: str) -> str:
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in text.replace("+", "_and_"))
+    """A Python identifier made of `text` (KFP's input and parameter names are identifiers)."""
+    out = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_"
+                  for c in text.replace("+", "_and_"))
+    if not out or out[0].isdigit() or keyword.iskeyword(out):
+        out = "_" + out
+    return out
 
 
 def _check_handles(step: StepSpec) -> None:
@@ -161,24 +178,18 @@ def _check_writes(step: StepSpec) -> None:
             " hand the data on as a variable instead (it then travels as an artifact)"))
 
 
-def _packaged(root: Path, rels: list[str], data_uri: str | None) -> tuple[tuple[str, str], ...]:
-    if data_uri is not None:
-        return ()
+def _files(root: Path, rels: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Every file under the data paths `rels`, with its SHA-256."""
     out: list[tuple[str, str]] = []
-    total = 0
     for rel in sorted(set(rels)):
         path = root / rel
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
-            data = f.read_bytes()
-            total += len(data)
-            if total > PACKAGE_LIMIT:
-                raise ExportError(None, (
-                    f"the data files steps read ({', '.join(sorted(set(rels)))}) exceed"
-                    f" {PACKAGE_LIMIT // (1024 * 1024)} MiB, too much to package in the"
-                    " pipeline: upload them and pass --data-uri (e.g. gs://bucket/project),"
-                    " under which each keeps its project-relative path"))
-            out.append((f.relative_to(root).as_posix(), base64.b64encode(data).decode()))
+            digest = hashlib.sha256()
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            out.append((f.relative_to(root).as_posix(), digest.hexdigest()))
     return tuple(out)
 
 
@@ -192,7 +203,7 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
     for nb in spec.notebooks:
         group = values.get(nb.stem) or {}
         for var, _ in nb.params:
-            pname = f"{nb.stem}_{var}"
+            pname = _ident(f"{nb.stem}_{var}")
             if pname in seen:
                 raise ExportError(None, f"parameters {seen[pname]} and {nb.stem}.{var} would"
                                         f" both be the pipeline parameter '{pname}'; rename one")
@@ -202,19 +213,16 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
             params.append(Param(pname, nb.stem, var, json.dumps(value) if kind == "json"
                                 else value, kind))
     by_var = {(p.group, p.var): p for p in params}
-    # every data file a notebook's steps read by literal path goes to each of its steps: in
-    # the notebook they share one folder, and code may read a file another step named (the
-    # promote guard reads the schema the validate step was given)
-    nb_data: dict[str, list[str]] = {}
-    for step in spec.steps:
-        nb_data.setdefault(step.notebook, []).extend(step.data_deps)
-    nb_data = {k: sorted(set(v)) for k, v in nb_data.items()}
+    settings: dict[str, NotebookSettings] = {nb.path: notebook_settings(root, nb.path)
+                                             for nb in spec.notebooks}
     steps: list[StepPlan] = []
     outputs_of: dict[str, dict[str, str]] = {}
     for step in spec.steps:
         _check_handles(step)
         _check_writes(step)
         nb = spec.notebook(step.notebook)
+        nbs = settings[step.notebook]
+        res = step_resources(root, step, nbs.defaults)
         reserved = {HTML_OUT, METRICS_OUT} | set(step.params)
         outs: list[ArtifactOut] = []
         for art in step.outputs:
@@ -235,7 +243,7 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
                                   outputs_of[producer][art]))
         producers = {p for p, _ in pairs}
         data = []
-        for rel in nb_data[step.notebook]:
+        for rel in sorted(set(step.data_deps)):
             dname = ""
             if data_uri is not None:
                 dname = _ident(f"data_{rel}")
@@ -250,8 +258,10 @@ def make_plan(root: Path, spec: PipelineSpec, step_texts: dict[str, str],
             inputs=tuple(ins), outputs=tuple(outs),
             after=tuple(u for u in step.upstream if u not in producers),
             data=tuple(data), metrics=has_metrics(step),
-            resources=step_resources(root, step)))
-    packaged = _packaged(root, [r for s in spec.steps for r in s.data_deps], data_uri)
+            resources=dataclasses.replace(res, caching=res.caching and nbs.caching),
+            files=() if data_uri is not None else _files(root, step.data_deps),
+            volumes=nbs.volumes))
+    files = tuple(sorted({f for sp in steps for f in sp.files}))
     sources = ", ".join(n.path for n in spec.notebooks)
     return KfpPlan(name, f"mlops_nb pipeline of {sources}", tuple(params), tuple(steps),
-                   packaged, data_uri)
+                   files, data_uri)

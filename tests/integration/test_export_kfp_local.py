@@ -3,9 +3,11 @@ and gives what `mlops-nb run` and `dvc exp run -S` give."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,70 @@ def test_raising_step_fails_the_local_run_naming_step_and_cell(project):
     assert html and "ValueError" in Path(html.group(1)).read_text()
     assert not list((project / ".mlops_nb/kfp-local").glob("*/after"))
 
+
+
+def test_hostile_names_and_a_2mb_data_file_run_locally(project):
+    """Names, parameter values, tags and --env values made of quotes, backslashes, newlines,
+    braces and shell substitutions reach the steps as data; a 2 MB data file reaches the
+    step that reads it through the image's data folder, not the command line (Linux refuses
+    one argument over 128 KiB)."""
+    from tests.unit.test_export_kfp import EVIL, evil_project
+
+    evil_project(project)
+    blob = bytes(range(256)) * (2 * 1024 * 1024 // 256)
+    (project / "notebooks/big.bin").write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    make_nb(project / "notebooks/big.ipynb", [
+        (["step:read_big"], "import hashlib\n"
+                            "size = len(open('big.bin', 'rb').read())\n"
+                            f"assert hashlib.sha256(open('big.bin', 'rb').read()).hexdigest()"
+                            f" == {digest!r}"),
+    ])
+    git_project(project)
+    res = cli(["export", "kfp", "--local", "--env", f"H={EVIL}"], project, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert list(project.rglob("PWNED*")) == []
+    assert (project / "kfp/data" / digest).stat().st_size == len(blob)
+    text = (project / "kfp/pipeline.yaml").read_text()
+    assert len(text) < 200_000  # the data is not in the package
+    run = re.search(r"^local run: (\S+)$", res.stdout, re.M)
+    assert run and list((project / run.group(1)).glob("read[-_]big/notebook"))
+
+
+STEP_IMPORTS = """
+import json, sys
+from pathlib import Path
+import kfp.dsl.executor_main  # what the pod's command runs
+import mlops_nb.export.component, mlops_nb.export.html
+from mlops_nb.execute.step import execute_step
+for step in sys.argv[2:]:
+    execute_step(Path(sys.argv[1]), step)
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_image_requirements_hold_everything_the_steps_import(example_project):
+    """The image's minimal lock is enough: every module the example's steps import, with the
+    pod's executor and step runner, comes from a distribution the lock pins."""
+    from importlib import metadata
+
+    root = example_project
+    cli(["export", "kfp"], root)
+    lock = (root / "kfp/requirements.lock").read_text()
+    pinned = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
+              for line in lock.splitlines() if "==" in line and not line.startswith("#")}
+    steps = ["load", "prepare", "validate", "train", "evaluate", "promote"]
+    res = sh([sys.executable, "-c", STEP_IMPORTS, str(root), *steps], root)
+    modules = json.loads(res.stdout.strip().splitlines()[-1])
+    by_module = metadata.packages_distributions()
+    missing = {}
+    for module in modules:
+        if module in sys.stdlib_module_names or module.startswith("_") or module == "mlops_nb":
+            continue
+        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in by_module.get(module, [])}
+        if dists and not dists & pinned:
+            missing[module] = sorted(dists)
+    # scikit-learn imports these when they are installed, inside try/except (its test
+    # helpers, which skops' type scan imports, and its optional progress bars)
+    optional = {"pytest", "pluggy", "iniconfig", "rich"}
+    assert {m: d for m, d in missing.items() if not set(d) <= optional} == {}
