@@ -203,3 +203,9 @@ class CiFailed(MlopsNbError):
     """A check of `mlops-nb ci run` failed (its report says which and why)."""
 
     exit_code = 21
+
+
+class RetrainFailed(MlopsNbError):
+    """The retraining a trigger started failed (its log names the step)."""
+
+    exit_code = 22

@@ -124,3 +124,91 @@ def cmd_ci_init(args: argparse.Namespace) -> int:
     print("commit it; the report is posted with GitHub's own token (GitLab: set the masked"
           " variable MLOPS_NB_GITLAB_TOKEN to comment on merge requests)")
     return 0
+
+
+def register_trigger(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "trigger", help="decide whether to retrain (new data, schedule, drift, skew) and do it",
+        description="Check each trigger of continuous training and say why it holds or not:"
+                    " new data (dvc status), --schedule, drift and skew of the production"
+                    " model's served data. When one holds, rerun the pipeline as a DVC"
+                    " experiment (its promote step applies the gate); --dry-run only says what"
+                    " it would do. Each decision is an event in the lineage store.")
+    t.add_argument("model", nargs="?", default=None,
+                   help="the served model (default: the registry's only one, if any)")
+    t.add_argument("--dry-run", action="store_true", help="decide and report; change nothing")
+    t.add_argument("--schedule", action="store_true",
+                   help="this is a scheduled run (the nightly workflow): retrain")
+    t.add_argument("--since-hours", type=_hours, default=None, metavar="H",
+                   help="only served records of the last H hours")
+    t.add_argument("--min-rows", type=_count, default=30, metavar="N",
+                   help="served records needed for a drift verdict (default 30)")
+    t.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="the serving log (default .mlops_nb/serving/NAME)")
+    t.add_argument("--report-dir", default=None, metavar="DIR",
+                   help="where the monitoring report and the retraining log go (default"
+                        " .mlops_nb/monitor/NAME)")
+    t.add_argument("--json", action="store_true", help="print the decision as JSON")
+    t.set_defaults(func=cmd_trigger)
+
+
+def _hours(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of hours, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1 or value > 10**9:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 10^9, not {text!r}")
+    return value
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from mlops_nb.ci import trigger
+    from mlops_nb.errors import RetrainFailed
+    from mlops_nb.guards.registry import Registry, default_root, parse_ref
+    from mlops_nb.project import find_root
+
+    root = find_root(Path(args.project) if args.project else None)
+    model = args.model
+    if model is None:
+        names = Registry(default_root(root)).names()
+        model = names[0] if len(names) == 1 else None
+    name = parse_ref(model)[0] if model else "pipeline"
+    decision = trigger.run(
+        root, model, dry_run=args.dry_run, schedule=args.schedule,
+        log_dir=Path(args.log_dir) if args.log_dir else root / ".mlops_nb" / "serving" / name,
+        report_dir=Path(args.report_dir) if args.report_dir else
+        root / ".mlops_nb" / "monitor" / name, min_rows=args.min_rows,
+        since=time.time() - args.since_hours * 3600 if args.since_hours else None)
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=1, default=str))
+    else:
+        for t in decision.triggers:
+            print(f"{'HOLDS' if t.holds else 'no':>5}  {t.kind:<15} {t.reason}")
+        verb = "would retrain" if decision.dry_run else "retraining"
+        print(f"{verb}: the pipeline as a DVC experiment, through the gate" if decision.retrain
+              else "nothing to do: no trigger holds")
+    out = decision.outcome
+    if out is not None and not out.get("ok"):
+        raise RetrainFailed(f"the retraining {out.get('experiment')} failed (exit"
+                            f" {out.get('exit_code')}): see {out.get('log')}")
+    if out is not None:
+        gate = out.get("decision") or {}
+        print(f"retrained: {out.get('experiment')} ({out.get('seconds')} s); gate:"
+              f" {gate.get('decision', 'no decision recorded')}")
+    return 0

@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS models(
   decision TEXT NOT NULL, reasons TEXT NOT NULL, metrics TEXT NOT NULL, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS models_by_version ON models(name, version);
 CREATE INDEX IF NOT EXISTS runs_by_end ON runs(finished);
+CREATE TABLE IF NOT EXISTS events(
+  event_id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL,
+  subject TEXT, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, event_id);
 """
 
 
@@ -179,6 +183,23 @@ class LineageStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+    def record_event(self, kind: str, subject: str, payload: dict[str, Any]) -> int:
+        """Note a decision that is not a run (a trigger, a deploy, an alert); its id."""
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._connect() as con:
+            cur = con.execute("INSERT INTO events(at, kind, subject, payload) VALUES (?,?,?,?)",
+                              (at, kind, subject, json.dumps(payload, default=str)))
+            return int(cur.lastrowid or 0)
+
+    def events(self, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest events (of `kind`), newest first."""
+        if not self.path.exists():  # reading never creates the store
+            return []
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM events WHERE ? IS NULL OR kind=?"
+                               " ORDER BY event_id DESC LIMIT ?", (kind, kind, limit)).fetchall()
+        return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         if not self.path.exists():  # reading never creates the store

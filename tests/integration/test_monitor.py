@@ -218,3 +218,53 @@ def test_shifted_data_reports_drift_and_starts_retraining(root):
     (event,) = runs[0]["models"]  # the retrained model went through the gate
     assert event["decision"] in ("promoted", "blocked") and event["reasons"]
     assert retraining["decision"]["decision"] == event["decision"]
+
+
+def _events(root: Path) -> list[dict]:
+    from mlops_nb.guards.lineage import LineageStore
+
+    return LineageStore(root / ".mlops_nb" / "lineage.db").events("trigger")
+
+
+def test_trigger_dry_run_names_each_trigger_that_holds_and_none_otherwise(root, tmp_path):
+    x = artifacts.load(root / "outputs/prepare/X_test")
+    write_log(tmp_path / "calm", x)
+    args = ["trigger", "--dry-run", "--report-dir", str(tmp_path / "report")]
+    res = mlops([*args, "--log-dir", str(tmp_path / "calm")], root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "nothing to do: no trigger holds" in res.stdout
+    assert "HOLDS" not in res.stdout and "no DVC-tracked input changed" in res.stdout
+    assert "no data-set drift in 45 served records" in res.stdout
+    calm = _events(root)[0]["payload"]
+    assert calm["retrain"] is False and calm["dry_run"] is True
+    schema = root / "notebooks" / "iris.schema.yaml"
+    before = schema.read_text()
+    schema.write_text(before + "# new data\n")
+    write_log(tmp_path / "shifted", x * 3 + 1)
+    try:
+        res = mlops([*args, "--schedule", "--log-dir", str(tmp_path / "shifted"), "--json"],
+                    root)
+    finally:
+        schema.write_text(before)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    holds = {t["kind"]: t for t in doc["triggers"] if t["holds"]}
+    assert set(holds) == {"new-data", "schedule", "drift", "skew"}, doc
+    assert holds["new-data"]["figures"]["changed"] == {"notebooks/iris.schema.yaml": "modified"}
+    assert holds["drift"]["figures"]["drifted_columns"]
+    assert doc["retrain"] is True and doc["outcome"] is None  # a dry run changes nothing
+    assert _events(root)[0]["payload"]["triggers"] == doc["triggers"]
+    assert sh(["dvc", "exp", "list", "--all-commits"], root).stdout.strip() == ""
+
+
+def test_trigger_on_schedule_retrains_through_dvc_and_the_gate(root, tmp_path):
+    res = mlops(["trigger", "--schedule", "--log-dir", str(tmp_path / "none"),
+                 "--report-dir", str(tmp_path / "report")], root)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "HOLDS  schedule" in res.stdout and "retrained: retrain-iris-" in res.stdout
+    assert "gate:" in res.stdout
+    outcome = _events(root)[0]["payload"]["outcome"]
+    assert outcome["ok"] and outcome["experiment"] in sh(
+        ["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout
+    bad = mlops(["trigger", "--min-rows", "0"], root)
+    assert bad.returncode == 2 and "--min-rows" in bad.stderr
