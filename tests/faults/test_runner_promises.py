@@ -243,15 +243,16 @@ def _kill(pids_file: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("runner,worker", [("run", "on"), ("stage", "on"), ("stage", "off"),
-                                           ("dvc", "on"), ("ploomber", "on")])
+@pytest.mark.parametrize("runner,worker", [("run", "on"), ("papermill", "on"), ("stage", "on"),
+                                           ("stage", "off"), ("dvc", "on"), ("ploomber", "on")])
 def test_a_runner_returns_only_after_what_its_step_started_is_gone(project, from_template,
                                                                    runner, worker):
     from_template("idle-sleeper", _idle_sleeper_project, project)
     env = tool_env(MLOPS_NB_WORKER="1" if worker == "on" else "0")
     if runner == "stage":  # the DVC stage's own command, as dvc.yaml runs it
         sh(["mlops-nb", "run", "a"], project)
-    cmd = {"run": ["mlops-nb", "run"], "stage": [sys.executable, "-m", "mlops_nb.step", "b"],
+    cmd = {"run": ["mlops-nb", "run"], "papermill": ["mlops-nb", "run", "--engine", "papermill"],
+           "stage": [sys.executable, "-m", "mlops_nb.step", "b"],
            "dvc": ["dvc", "repro"], "ploomber": ["ploomber", "build"]}[runner]
     sleeper = project / "notebooks/sleeper"
     try:
