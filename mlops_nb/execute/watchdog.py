@@ -97,6 +97,18 @@ def dvc_ancestor() -> int | None:
     return None
 
 
+def adopt_orphans() -> None:
+    """Become the reaper of this process's orphaned descendants (PR_SET_CHILD_SUBREAPER):
+    what a step run here starts through a shell that exits at once stays a descendant of
+    this process, so end_background finds it (Linux; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
 def end_background(seconds: float = GONE_WAIT) -> None:
     """Kill what a step run in this process started and left running (`Popen(['sleep',
     '300'])` would hold `dvc repro`'s output pipe open), and wait up to `seconds` until it

@@ -206,12 +206,13 @@ def test_timeout_must_be_a_positive_finite_number(project, value):
     assert not (project / "outputs").exists()
 
 
-# the last step starts a background process that fills 512 MB and then takes the CPU only
-# when nothing else wants it (SCHED_IDLE), and loads the machine (a busy loop per core, at a
-# low priority, in a session of its own: it outlives the step until the test ends it). Once
-# killed, the sleeper still has to run to free its memory and die, which then takes a second
-# or more, so a runner that returns right after sending SIGKILL, without waiting for it,
-# returns while it is alive (issue 21, item 17)
+# the last step starts, through a shell that exits at once (so it is an orphan in the step's
+# process group, no child of any process of the step), a background process that fills
+# 512 MB and then takes the CPU only when nothing else wants it (SCHED_IDLE); and it loads
+# the machine (a busy loop per core, at a low priority, in a session of its own: it outlives
+# the step until the test ends it). Once killed, the sleeper still has to run to free its
+# memory and die, which then takes a second or more, so a runner that returns right after
+# sending SIGKILL, without waiting for it, returns while it is alive (issue 21, item 17)
 SLEEPER = ("import os, time\nb = b'x' * (512 << 20)\n"
            "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
            "print(flush=True)\ntime.sleep(300)")
@@ -219,10 +220,12 @@ BUSY = "import os\nos.nice(10)\nwhile True: pass"
 IDLE_SLEEPER = [
     (["step:a"], "x = 1"),
     (["step:b"], "import os, pathlib, subprocess, sys\n"
-                 f"p = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}],"
-                 " stdout=subprocess.PIPE)\n"
-                 "p.stdout.readline()  # its memory is filled\n"
-                 "pathlib.Path('sleeper').write_text(str(p.pid))\n"
+                 "sh = subprocess.Popen(['sh', '-c', '\"$0\" -c \"$1\" & echo $!', sys.executable,"
+                 f" {SLEEPER!r}], stdout=subprocess.PIPE)\n"
+                 "pid = int(sh.stdout.readline())\n"
+                 "sh.stdout.readline()  # its memory is filled\n"
+                 "sh.wait()  # the shell is gone: the sleeper is an orphan\n"
+                 "pathlib.Path('sleeper').write_text(str(pid))\n"
                  f"busy = [subprocess.Popen([sys.executable, '-c', {BUSY!r}],"
                  " start_new_session=True) for _ in range(os.cpu_count() or 2)]\n"
                  "pathlib.Path('busy').write_text(' '.join(str(b.pid) for b in busy))\ny = x"),
