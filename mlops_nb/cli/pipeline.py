@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for st in statuses(root, spec, files, verify=args.verify):
         reason = f" ({st.reason})" if st.reason else ""
         print(f"{st.step:<{width}}  {st.status}{reason}")
-    return 0
+    from mlops_nb.execute.dvcfiles import problems
+
+    broken = problems(root)  # DVC's own files, as a killed `dvc repro` can leave them
+    for problem in broken:
+        print(f"mlops-nb: {problem}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -39,7 +39,7 @@ from mlops_nb.execute.cells import (
     run_cells,
 )
 from mlops_nb.execute.runtime import prepare_outputs
-from mlops_nb.execute.stopping import Lifeline, stop_groups
+from mlops_nb.execute.stopping import Lifeline, stop_groups, wait_group_gone
 from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
@@ -91,6 +91,7 @@ class WarmRunner:
         self._warmup: Iterator[None] = itertools.chain(deepen(self._learned, root),
                                                        serializer_warmup())
         self._ending: list[int] = []  # steps that reported their end, not yet reaped
+        self._killed: list[int] = []  # groups of ended steps, sent SIGKILL, maybe not gone
         self.shell = make_shell()
         self.lifeline = Lifeline()
 
@@ -136,13 +137,16 @@ class WarmRunner:
             os.close(pidfd)
 
     def close(self) -> None:
-        """Reap the steps that reported their end and may still be exiting (the lifeline
-        stays open until this process exits: its guards must not see it closed before)."""
+        """Reap the steps that reported their end and may still be exiting, and wait until
+        what ended steps started is gone (the lifeline stays open until this process exits:
+        its guards must not see it closed before)."""
         while self._ending:
             try:
                 os.waitpid(self._ending.pop(), 0)
             except ChildProcessError:
                 pass
+        while self._killed:
+            wait_group_gone(self._killed.pop())
 
     def run_step(self, step: str, source_notebook: str, parameters: dict[str, Any],
                  timeout: float | None = None, expected: float | None = None) -> Path:
@@ -236,6 +240,7 @@ class WarmRunner:
         self._learned = remember_modules(self.layout.state, self._learned, imported)
         self._warmup = itertools.chain(self._warmup, deepen(imported, self.root))
         _end_group(pid)  # whatever the step started in the background ends with it
+        self._killed.append(pid)  # close() waits until it is gone
         if killed:
             sig = signal.Signals(killed)
             mark_executed(executed, f"killed by {sig.name}")
@@ -298,3 +303,4 @@ def _kill_group(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+    wait_group_gone(pid)

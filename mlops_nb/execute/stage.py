@@ -75,6 +75,7 @@ def _in_process(root: Path, step: str, parameters: str | None) -> None:
     from mlops_nb.execute.state import seal
     from mlops_nb.execute.step import execute_step
 
+    watchdog.adopt_orphans()  # what the step starts stays ours to end
     try:
         check_hand_edits(root, [f"steps/{step}.ipynb"])
         ensure_fresh(root, then="run `dvc repro` again")

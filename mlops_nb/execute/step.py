@@ -107,6 +107,7 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
     from mlops_nb.execute.stopping import RUNNER_PID
 
     os.environ[RUNNER_PID] = str(os.getpid())  # the kernel's guard ends it with this process
+    groups: list[int] = []  # the kernel's process group
     try:
         with connection_file(layout.state, step) as conn_file:
             pm.execute_notebook(
@@ -114,6 +115,7 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
                 cwd=str(layout.root), progress_bar=False, kernel_name="python3",
                 request_save_on_cell_execute=True,
                 config=Config(KernelManager={"connection_file": str(conn_file)}),
+                kernel_manager_class=_group_recording_manager(groups),
             )
     except PapermillExecutionError:
         if expired.is_set():
@@ -131,6 +133,36 @@ def _execute_papermill(layout: Layout, step: str, parameters: dict[str, Any], ex
     finally:
         timer.cancel()
         os.environ.pop(RUNNER_PID, None)
+        _end_kernel_group(groups)
+
+
+def _group_recording_manager(groups: list[int]) -> type:
+    """nbclient's kernel manager, noting the kernel's process group in `groups`: a kernel
+    shut down gracefully leaves what its step started running (and its guard waiting)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class Recording(AsyncKernelManager):  # type: ignore[misc]
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            pgid = getattr(self.provisioner, "pgid", None)
+            if isinstance(pgid, int) and pgid > 1 and pgid != os.getpgrp():
+                groups.append(pgid)
+
+    return Recording
+
+
+def _end_kernel_group(groups: list[int]) -> None:
+    """Kill what is left of the kernel's process group (what the step started, the kernel's
+    guard) and return once it is gone. The kernel was reaped, but a group's id stays taken
+    while any of its processes lives."""
+    from mlops_nb.execute.stopping import wait_group_gone
+
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        wait_group_gone(pgid)
 
 
 @contextmanager

@@ -11,6 +11,11 @@ such step starts a guard in its process group: a shell that reads a lifeline, a 
 the runner can write to, and kills the whole group when that pipe reads end-of-file, which
 happens when the runner is gone, even by kill -9. The guard ignores SIGINT and SIGTERM; the
 runner's final SIGKILL of the group ends it with the step.
+
+SIGKILL only asks: a killed process still has to run to die (free its memory, close its
+files), which on a loaded machine can take seconds. So a runner waits, up to GONE_WAIT
+seconds, until no process of a killed step's group runs any more (`wait_group_gone`) before
+it answers or returns: what a step started is gone when its runner is done.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
+GONE_WAIT = 30.0  # seconds a runner waits for a killed step's processes to be gone
 INTERRUPT_GRACE = 5.0  # seconds a step has to stop on SIGINT (write its notebook, clean up)
 TERM_GRACE = 2.0  # then on SIGTERM, before SIGKILL
 # a forked step's guard: its stdin is the lifeline; `kill 0` signals its whole process group
@@ -66,6 +72,75 @@ def _wait_exits(pids: list[int], seconds: float,
             os.close(fd)
 
 
+def group_members(pgid: int) -> list[int]:
+    """The processes of the process group `pgid` that have not exited (a zombie has), found in
+    /proc; none at once, without reading /proc, when the group has no process at all."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass
+    want = str(pgid).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == want and fields[0] not in (b"Z", b"X"):
+            found.append(int(name))
+    return found
+
+
+def wait_group_gone(pgid: int, but: int | None = None, seconds: float = GONE_WAIT) -> list[int]:
+    """Wait until no process of the group `pgid` (already sent SIGKILL) but `but` runs any
+    more, up to `seconds`; those still running then (logged). Never signals: the group's
+    leader may be reaped already, and its id then free for another group."""
+    return _wait_gone(lambda: [p for p in group_members(pgid) if p != but], seconds)
+
+
+def wait_gone(pids: list[int], seconds: float = GONE_WAIT) -> list[int]:
+    """Wait until these processes (already sent SIGKILL) have exited, a zombie counts, up to
+    `seconds`; those still running then (logged)."""
+    return _wait_gone(lambda: [p for p in pids if _running(p)], seconds)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_gone(running: Callable[[], list[int]], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while True:
+        left = running()
+        now = time.monotonic()
+        if not left or now >= deadline:
+            if left:
+                log.warning("processes %s of a killed step still run after %g s",
+                            ", ".join(map(str, left)), seconds)
+            return left
+        fds = []
+        for pid in left:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except OSError:  # gone meanwhile
+                pass
+        try:
+            if len(fds) == len(left):  # readable once one of them exits
+                select.select(fds, [], [], min(deadline - now, 1.0))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
 def _killpg(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -95,6 +170,8 @@ def stop_groups(leaders: dict[int, str]) -> None:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+    for pid in leaders:
+        wait_group_gone(pid)
 
 
 def stop_child(proc: subprocess.Popen[bytes], step: str, settle: float = 1.0) -> int:

@@ -20,7 +20,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from mlops_nb.execute.stopping import INTERRUPT_GRACE, TERM_GRACE
+from mlops_nb.execute.stopping import GONE_WAIT, INTERRUPT_GRACE, TERM_GRACE, wait_gone
 
 POLL_SECONDS = 0.5
 # the main thread's time to stop on the interrupt; a step in the warm worker is stopped by
@@ -97,21 +97,37 @@ def dvc_ancestor() -> int | None:
     return None
 
 
-def end_background() -> None:
+def adopt_orphans() -> None:
+    """Become the reaper of this process's orphaned descendants (PR_SET_CHILD_SUBREAPER):
+    what a step run here starts through a shell that exits at once stays a descendant of
+    this process, so end_background finds it (Linux; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def end_background(seconds: float = GONE_WAIT) -> None:
     """Kill what a step run in this process started and left running (`Popen(['sleep',
-    '300'])` would hold `dvc repro`'s output pipe open). Only this process's session: the
-    warm worker a stage may have started has one of its own."""
+    '300'])` would hold `dvc repro`'s output pipe open), and wait up to `seconds` until it
+    is gone: the stage returns after it. Only this process's session: the warm worker a
+    stage may have started has one of its own."""
     try:
         import psutil
     except ImportError:
         return
     sid = os.getsid(0)
+    killed: list[psutil.Process] = []
     for child in psutil.Process().children(recursive=True):
         try:
             if os.getsid(child.pid) == sid:
                 child.kill()
+                killed.append(child)
         except (psutil.Error, OSError):
             pass
+    wait_gone([p.pid for p in killed], seconds)
 
 
 def start(*, grandparent: bool = True, on_orphan: Callable[[], None] | None = None) -> bool:

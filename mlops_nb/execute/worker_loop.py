@@ -31,6 +31,7 @@ from typing import Any
 
 from mlops_nb.compile.record import check_hand_edits
 from mlops_nb.errors import MlopsNbError
+from mlops_nb.execute.stopping import wait_group_gone
 from mlops_nb.execute.warmup import (
     ModuleReport,
     advance,
@@ -113,6 +114,7 @@ def _wait(pid: int, conn: socket.socket, warmup: Iterator[None],
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
+                    wait_group_gone(pid)
                 mark_executed(executed, "interrupted")
                 return (130 if interrupted else 137), False
     finally:
@@ -141,6 +143,9 @@ def _run(project: Project, request: dict[str, Any], p: Pending, shell: Any, door
                                project.root / rel_executed(request["step"]))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # what the step left running in the background
+        # gone before the stage has its answer (the step's own process, which reported its
+        # end, may still be exiting: reaped below)
+        wait_group_gone(pid, but=pid if reported else None)
         _answer(conn, code=code)
     finally:
         if reported:  # the stage has its answer: now wait out the exit

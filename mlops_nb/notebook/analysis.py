@@ -23,10 +23,10 @@ from mlops_nb.notebook.aliasing import AliasGroups, links
 from mlops_nb.notebook.defs import function_effects
 from mlops_nb.notebook.effects import BUILTINS, FuncInfo, call_name
 from mlops_nb.notebook.flow import reads_before_bound
-from mlops_nb.notebook.magics import parse, strip_magics
+from mlops_nb.notebook.magics import TooDeep, parse, strip_magics
 from mlops_nb.notebook.scanner import Scanner, scan
 
-__all__ = ["BUILTINS", "BlockInfo", "FuncInfo", "analyse_block", "call_name"]
+__all__ = ["BUILTINS", "BlockInfo", "FuncInfo", "TooDeep", "analyse_block", "call_name"]
 
 
 @dataclass
@@ -88,8 +88,17 @@ def analyse_block(
 
     `known_funcs` (functions visible so far) and `aliases` (which names may share an object,
     which hold immutable values) carry state across blocks in notebook order and are updated
-    in place; `imported` collects names bound by import statements.
+    in place; `imported` collects names bound by import statements. Raises SyntaxError, and
+    TooDeep (one) for code nested deeper than the parser or the analysis can follow.
     """
+    try:
+        return _analyse_block(source, known_funcs, aliases, imported)
+    except RecursionError:  # the recursive walkers, past Python's recursion limit
+        raise TooDeep() from None
+
+
+def _analyse_block(source: str, known_funcs: dict[str, FuncInfo], aliases: AliasGroups,
+                   imported: set[str]) -> BlockInfo:
     tree = parse(source)
     text = strip_magics(source)
     info = BlockInfo()

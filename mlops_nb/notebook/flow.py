@@ -116,4 +116,7 @@ def _one(stmt: ast.stmt, bound: set[str], loads: Loads,
         return reads, bound
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return _nested_scope_reads(stmt, loads) - bound, bound | {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):  # binds, like an assignment
+        return set(), bound | {(a.asname or a.name).split(".")[0] for a in stmt.names
+                               if a.name != "*"}
     return loads(stmt) - bound, bound | stores(stmt)

@@ -41,5 +41,21 @@ def strip_magics(source: str) -> str:
     return "\n".join(out)
 
 
+class TooDeep(SyntaxError):
+    """Code nested deeper than the parser or the analysis can follow (a sum of thousands of
+    terms, hundreds of `elif`s): a SyntaxError, so that code that only skims cells skips it;
+    the analysis of a step refuses it with this message."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "code nested too deeply to analyse (a chain of hundreds of operators such as"
+            " `1 + 1 + ... + 1`, hundreds of `elif`s, or deeply nested brackets): split it"
+            " into shorter statements (a long sum: `sum([...])`; a long `elif` chain: a dict"
+            " lookup)")
+
+
 def parse(source: str) -> ast.Module:
-    return ast.parse(strip_magics(source))
+    try:
+        return ast.parse(strip_magics(source))
+    except (RecursionError, MemoryError):
+        raise TooDeep() from None

@@ -4,8 +4,11 @@ The rule (pyflakes-style): a name a step's own code reads must be bound by an ea
 its notebook, the `imports`/`functions` cells, the parameters or Python's builtins. Otherwise
 compile fails naming the notebook, cell, line and name, with the nearest defined name; if a
 later step binds it, the message names that step's cell instead (the notebook is probably
-mis-tagged). Code that can bind names the analysis cannot see (`from x import *`,
-`globals()`, `exec`, `%run`, `%store -r`) turns the error into a warning.
+mis-tagged). A name the step's own code binds before it reads it, on some path (in a branch,
+a `try` or its handler: `except ImportError: import json`), is not undefined: the read may
+fail at run time, as in the kernel, and the check does not guess which branch runs. Code
+that can bind names the analysis cannot see (`from x import *`, `globals()`, `exec`, `%run`,
+`%store -r`) turns the error into a warning.
 """
 
 from __future__ import annotations
@@ -41,6 +44,48 @@ def first_read(cells: Iterable[Cell], name: str) -> tuple[int, int] | None:
         if lines:
             return cell.index, min(lines)
     return None
+
+
+def first_bind(cells: Iterable[Cell], name: str) -> tuple[int, int] | None:
+    """(cell index, line) where the code of `cells` first binds `name` in its own scope, at
+    any depth of statements (not in a def's or class's body, nor as a comprehension's
+    variable), if it does."""
+    for cell in cells:
+        try:
+            tree = parse(cell.source)
+        except SyntaxError:
+            continue
+        lines = [line for bound, line in _bindings(tree) if bound == name]
+        if lines:
+            return cell.index, min(lines)
+    return None
+
+
+def _bindings(tree: ast.AST) -> list[tuple[str, int]]:
+    """(name, line) of every binding of the code's own scope."""
+    out: list[tuple[str, int]] = []
+    todo = [tree]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append((n.name, n.lineno))  # its body is a scope of its own
+            continue
+        if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.GeneratorExp,
+                          ast.DictComp)):  # only `:=` binds outside these scopes
+            out += [(m.target.id, m.lineno) for m in ast.walk(n)
+                    if isinstance(m, ast.NamedExpr)]
+            continue
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            out += [((a.asname or a.name).split(".")[0], n.lineno) for a in n.names
+                    if a.name != "*"]
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.append((n.id, n.lineno))
+        elif isinstance(n, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and n.name:
+            out.append((n.name, n.lineno))
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            out.append((n.rest, n.lineno))
+        todo += list(ast.iter_child_nodes(n))
+    return out
 
 
 def _outside_bodies(node: ast.AST) -> list[ast.AST]:
@@ -87,6 +132,9 @@ def check_reads(path: str, step: str, cells: tuple[Cell, ...], unresolved: set[s
         if where is None:  # read inside a function it calls: Python says so if it runs
             continue
         cell, line = where
+        bound = first_bind(cells, name)
+        if bound is not None and bound < (cell, line):  # bound on some path before the read
+            continue
         if name in later and not later[name][0]:
             msg = (f"line {line}: undefined name '{name}': only cell {later[name][1]}, which is"
                    " not part of the pipeline ('skip', or untagged before the first tagged"

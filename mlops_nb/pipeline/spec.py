@@ -126,6 +126,8 @@ def _analyse(nb: ParsedNotebook, cells: tuple[Cell, ...], funcs: dict, aliases: 
     for cell in cells:  # cell by cell, so a syntax error names its cell
         try:
             info = analysis.analyse_block(cell.source, funcs, aliases, imported)
+        except analysis.TooDeep as exc:
+            raise NotebookError(nb.path, str(exc.msg), cell.index) from None
         except SyntaxError as exc:
             raise NotebookError(
                 nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}", cell.index
@@ -147,6 +149,8 @@ def _params(nb: ParsedNotebook) -> tuple[tuple[str, str], ...]:
     for cell in nb.parameters:
         try:
             pairs = sections.literal_names(cell.source)
+        except analysis.TooDeep as exc:
+            raise NotebookError(nb.path, str(exc.msg), cell.index) from None
         except SyntaxError as exc:
             raise NotebookError(nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}",
                                 cell.index) from None

@@ -79,3 +79,24 @@ def test_a_full_disk_while_compiling_is_exit_6_naming_the_disk(tmp_path):
         assert "Traceback" not in res.stderr
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+DEEP = {
+    "a sum of 100,000 terms": "x = " + "+".join(["1"] * 100_000),  # past Python's parser
+    "a sum of 600 terms": "x = " + "+".join(["1"] * 600),  # Python runs it; deep for the analysis
+    "600 elifs": "v = 0\nif v == 0:\n    x = 0\n" + "".join(
+        f"elif v == {i}:\n    x = {i}\n" for i in range(1, 600)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEEP))
+def test_deeply_nested_code_is_exit_3_naming_the_cell(project, case):
+    (project / "params.yaml").write_text("{}\n")
+    make_nb(project / "notebooks/nb.ipynb", [(["step:a"], "y = 1"),
+                                             (["step:b"], DEEP[case]), (["step:c"], "z = x")])
+    res = cli(["compile"], project, check=False)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "RecursionError" not in res.stderr
+    assert "notebooks/nb.ipynb cell 2" in res.stderr and "nested too deeply" in res.stderr
+    assert "split" in res.stderr, res.stderr
+    assert not (project / "steps").exists()

@@ -4,13 +4,16 @@ promises: nothing partial or failed is up to date, one runner at a time per proj
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import git_project, make_nb, sh, tool_env
+from tests.conftest import alive, git_project, make_nb, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -201,3 +204,69 @@ def test_timeout_must_be_a_positive_finite_number(project, value):
     res = sh(["mlops-nb", "run", "--timeout", value], project, check=False)
     assert res.returncode == 2 and "--timeout" in res.stderr, res.stderr
     assert not (project / "outputs").exists()
+
+
+# the last step starts, through a shell that exits at once (so it is an orphan in the step's
+# process group, no child of any process of the step), a background process that fills
+# 512 MB and then takes the CPU only when nothing else wants it (SCHED_IDLE); and it loads
+# the machine (a busy loop per core, at a low priority, in a session of its own: it outlives
+# the step until the test ends it). Once killed, the sleeper still has to run to free its
+# memory and die, which then takes a second or more, so a runner that returns right after
+# sending SIGKILL, without waiting for it, returns while it is alive (issue 21, item 17)
+SLEEPER = ("import os, time\nb = b'x' * (512 << 20)\n"
+           "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+           "print(flush=True)\ntime.sleep(300)")
+BUSY = "import os\nos.nice(10)\nwhile True: pass"
+IDLE_SLEEPER = [
+    (["step:a"], "x = 1"),
+    (["step:b"], "import os, pathlib, subprocess, sys\n"
+                 "sh = subprocess.Popen(['sh', '-c', '\"$0\" -c \"$1\" & echo $!', sys.executable,"
+                 f" {SLEEPER!r}], stdout=subprocess.PIPE)\n"
+                 "pid = int(sh.stdout.readline())\n"
+                 "sh.stdout.readline()  # its memory is filled\n"
+                 "sh.wait()  # the shell is gone: the sleeper is an orphan\n"
+                 "pathlib.Path('sleeper').write_text(str(pid))\n"
+                 f"busy = [subprocess.Popen([sys.executable, '-c', {BUSY!r}],"
+                 " start_new_session=True) for _ in range(os.cpu_count() or 2)]\n"
+                 "pathlib.Path('busy').write_text(' '.join(str(b.pid) for b in busy))\ny = x"),
+]
+
+
+def _idle_sleeper_project(root: Path) -> None:
+    make_nb(root / "notebooks/nb.ipynb", IDLE_SLEEPER)
+    git_project(root)
+    sh(["mlops-nb", "compile"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "compiled"], root)
+
+
+def _kill(pids_file: Path) -> None:
+    for pid in map(int, pids_file.read_text().split() if pids_file.exists() else []):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("runner,worker", [("run", "on"), ("papermill", "on"), ("stage", "on"),
+                                           ("stage", "off"), ("dvc", "on"), ("ploomber", "on")])
+def test_a_runner_returns_only_after_what_its_step_started_is_gone(project, from_template,
+                                                                   runner, worker):
+    from_template("idle-sleeper", _idle_sleeper_project, project)
+    env = tool_env(MLOPS_NB_WORKER="1" if worker == "on" else "0")
+    if runner == "stage":  # the DVC stage's own command, as dvc.yaml runs it
+        sh(["mlops-nb", "run", "a"], project)
+    cmd = {"run": ["mlops-nb", "run"], "papermill": ["mlops-nb", "run", "--engine", "papermill"],
+           "stage": [sys.executable, "-m", "mlops_nb.step", "b"],
+           "dvc": ["dvc", "repro"], "ploomber": ["ploomber", "build"]}[runner]
+    sleeper = project / "notebooks/sleeper"
+    try:
+        # output to files, not pipes: reading a pipe to its end would wait for the sleeper
+        with open(project.parent / "out.log", "w") as out:
+            proc = subprocess.run(cmd, cwd=project, env=env, stdout=out, stderr=out,
+                                  timeout=300)
+        pid = int(sleeper.read_text())
+        gone = not alive(pid)  # at once: no sleep, no poll
+    finally:
+        _kill(project / "notebooks/busy")
+        _kill(sleeper)
+    assert proc.returncode == 0, (project.parent / "out.log").read_text()
+    assert gone, f"the step's background process {pid} outlived `{' '.join(cmd)}`"

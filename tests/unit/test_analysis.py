@@ -414,6 +414,8 @@ def test_item_assignment_into_a_frame_copies_the_values_in():
     ("with a() as (p, q), b(p) as r:\n    print(p, q, r)", {"a", "b"}),
     ("for i in r:\n    def g(u):\n        loc = u + i\n        return loc + glob\n", {"r", "glob"}),
     ("if c:\n    z = 1\nprint(z)", {"c", "z"}),
+    ("if c:\n    import signal\n    signal.getsignal(2)", {"c"}),
+    ("if c:\n    import signal\nsignal.getsignal(2)", {"c", "signal"}),  # may be unbound
     ("[y := v for v in data]\nprint(y)", {"data"}),
     ("total = sum(x for x in xs if x > cut)", {"xs", "cut"}),
 ])
@@ -458,3 +460,28 @@ def test_adopt_gives_loaded_functions_the_steps_globals():
     here = {"K": 10}
     fs = adopt(made["fs"], here)
     assert fs["g"](1) == 11 and fs["l"][0]() == 10 and adopt(made["t"], here)[0]() == 10
+
+
+@pytest.mark.parametrize("src", [
+    # the case: a name bound by an import in a branch, read in that branch
+    "import os\nif os.environ.get('X'):\n    import signal\n    signal.getsignal(2)\n",
+    # the usual fallback import, read after the try
+    "try:\n    import ujson as json\nexcept ImportError:\n    import json\nprint(json.dumps(1))",
+    # bound in a branch only (may be unbound at run time, as pyflakes allows)
+    "import os\nif os.environ.get('X'):\n    from signal import getsignal\nif os.environ.get('X'):"
+    "\n    getsignal(2)",
+    "if len('ab') == 2:\n    k = 1\nprint(k)",
+])
+def test_a_name_the_step_binds_in_a_branch_is_not_undefined(tmp_path, src):
+    spec = spec_of(tmp_path, [(["step:a"], "x = 1"), (["step:b"], src)])
+    assert spec.step("b").inputs == ()
+
+
+@pytest.mark.parametrize("src,name", [
+    ("print(k)\nif len('ab') == 2:\n    k = 1", "k"),  # read before any binding
+    ("sq = [v * v for v in range(3)]\nprint(v)", "v"),  # a comprehension's own variable
+    ("def f():\n    import signal\n    return 1\nsignal.getsignal(2)", "signal"),  # a local
+])
+def test_a_name_read_before_the_step_binds_it_is_still_undefined(tmp_path, src, name):
+    with pytest.raises(NotebookError, match=f"cell 2: line \\d+: undefined name '{name}'"):
+        spec_of(tmp_path, [(["step:a"], "x = 1"), (["step:b"], src)])
