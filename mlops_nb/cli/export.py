@@ -93,3 +93,37 @@ def register(sub: Any) -> None:
     s.add_argument("--host", metavar="URL", help="the Kubeflow Pipelines endpoint for --submit")
     s.add_argument("--experiment", help="the KFP experiment to submit the run to")
     s.set_defaults(func=cmd_export_kfp)
+    o = engines.add_parser(
+        "onnx", help="the registered model as ONNX for the edge, checked equal to it",
+        description="Convert a registered model (its whole scikit-learn Pipeline) to ONNX"
+                    " with skl2onnx, check it with onnxruntime against the model on the"
+                    " version's training sample (same class for every row, probabilities"
+                    " within 1e-4), and write NAME-V.onnx; the registry records it beside the"
+                    " version. Nothing is written when the check fails.")
+    o.add_argument("model", help="NAME, NAME:VERSION or NAME@STAGE")
+    o.add_argument("-o", "--output", metavar="DIR", default=None,
+                   help="the folder for NAME-V.onnx (default: the project folder)")
+    o.set_defaults(func=cmd_export_onnx)
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from mlops_nb.export.onnx_export import export
+    from mlops_nb.project import find_root
+
+    root = find_root(Path(args.project) if args.project else None)
+    out = Path(args.output).absolute() if args.output else root
+    if not out.is_dir():
+        raise UsageError(f"--output {args.output}: not a folder")
+    result = export(root, args.model, out)
+    shown = result.path
+    try:
+        shown = str(Path(result.path).relative_to(root))
+    except ValueError:
+        pass
+    same = "same class for every row, " if result.classes_equal else ""
+    print(f"wrote {shown} ({result.bytes:,} bytes, sha256 {result.sha256[:12]}, opsets"
+          f" {result.opsets})")
+    print(f"checked on {result.rows_checked} training rows: {same}largest difference"
+          f" {result.max_abs_diff:.2g} (tolerance {result.atol:g} + {result.rtol:g} relative);"
+          f" {result.seconds:.1f} s")
+    return 0

@@ -141,7 +141,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise UsageError(f"`models {args.action}` needs a model, e.g. iris:2 or iris@production")
     name, which = parse_ref(args.ref)
     if args.action == "show":
-        print(json.dumps(reg.get(name, which).to_dict(), indent=1, default=str))
+        from mlops_nb.export.onnx_export import recorded
+
+        mv = reg.get(name, which)
+        print(json.dumps({**mv.to_dict(), "onnx": recorded(mv.path)}, indent=1, default=str))
         return 0
     if which is None:
         raise UsageError("say which version to move, e.g. `models promote iris:2`")
