@@ -187,8 +187,8 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
                       scorers: dict[str, Scorer] | None = None,
                       data_report: dict[str, Any] | None = None, promote: bool = True,
                       fail_if_blocked: bool = False, allow_pickle: bool = False,
-                      reference: Any = None, schema: str | Path | Any = None
-                      ) -> dict[str, Any]:
+                      reference: Any = None, schema: str | Path | Any = None,
+                      apply: bool | None = None) -> dict[str, Any]:
     """Gate `model` against the production version of `name`; register and promote it if it passes.
 
     The baseline is re-scored on `eval_data` (X, y) with the same scorers as the candidate
@@ -201,10 +201,16 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
     default the one `data_report` was checked against, else inferred from `reference` or the
     evaluation features), which serving turns into its request schema, and a sample of
     `reference` (the training features), which monitoring compares served data with.
+
+    `apply`: None (the default) acts inside a pipeline step and only reports outside one;
+    True acts anywhere; False only reports. A report changes neither the registry nor the
+    lineage store: its outcome is "would promote", "would register" or "blocked", with
+    `applied` False.
     """
     from mlops_nb.guards import lineage, registry
 
     root, step = _step_context()
+    acting = apply if apply is not None else step is not None
     reg = registry.Registry(registry.default_root(root))
     cfg = gate_mod.config_from(gate if gate is not None else list(metrics), min_delta=min_delta,
                                min_relative=min_relative, floors=floors, allow_tie=allow_tie)
@@ -234,6 +240,8 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
                     _scorer(k, scorers) is None for k in wanted):
                 log.warning("%s was evaluated on other data; metrics without a scorer were"
                             " compared with its recorded values", prod.ref)
+    if not acting:
+        return _report_only(name, decision, candidate, promote, step, fail_if_blocked)
     note = f"gate {name}: {'passed' if decision.passed else 'blocked'}"
     try:
         run = lineage.collect(root, status="completed", current_step=step, note=note)
@@ -272,7 +280,24 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
     if blocked_fail:
         raise ModelBlockedError(name, list(decision.reasons))
     return {**decision.to_dict(), "promoted": outcome == "promoted", "outcome": outcome,
-            "name": name, "version": version, "metrics": candidate, "run_id": run_id}
+            "name": name, "version": version, "metrics": candidate, "run_id": run_id,
+            "applied": True}
+
+
+def _report_only(name: str, decision: gate_mod.Decision, candidate: dict[str, Any],
+                 promote: bool, step: str | None, fail_if_blocked: bool) -> dict[str, Any]:
+    """The decision, reported and returned; the registry and the lineage store untouched."""
+    outcome = ("would promote" if promote else "would register") if decision.passed \
+        else "blocked"
+    where = "outside a pipeline step" if step is None else f"in step '{step}' with apply=False"
+    log.warning("promote_if_better(name=%r) %s: %s (%s); nothing was registered or promoted."
+                " It changes the registry when the pipeline runs it (mlops-nb run, dvc repro,"
+                " ploomber build), or here with apply=True", name, where, outcome,
+                "; ".join(decision.reasons))
+    if fail_if_blocked and not decision.passed:
+        raise ModelBlockedError(name, list(decision.reasons))
+    return {**decision.to_dict(), "promoted": False, "outcome": outcome, "name": name,
+            "version": None, "metrics": candidate, "run_id": None, "applied": False}
 
 
 def _input_schema(schema: Any, data_report: dict[str, Any] | None, features: Any) -> Any:

@@ -114,6 +114,12 @@ def iris():
     return load_iris(return_X_y=True, as_frame=True)
 
 
+def acting(*args, **kwargs):
+    """promote_if_better as a pipeline step calls it: it changes the registry (here, outside
+    a step, that takes apply=True)."""
+    return guards.promote_if_better(*args, apply=True, **kwargs)
+
+
 def fit(iris, depth):
     x, y = iris
     return DecisionTreeClassifier(max_depth=depth, random_state=0).fit(x, y)
@@ -121,11 +127,11 @@ def fit(iris, depth):
 
 def test_promote_first_then_block_worse_and_record_why(project, iris):
     good, bad = fit(iris, 3), fit(iris, 1)
-    first = guards.promote_if_better(good, {"accuracy": 0.0}, name="m", eval_data=iris)
+    first = acting(good, {"accuracy": 0.0}, name="m", eval_data=iris)
     # the candidate is re-scored on eval_data: the number passed in is not trusted
     assert first["outcome"] == "promoted" and first["version"] == 1
     assert first["metrics"]["accuracy"] == pytest.approx(0.973, abs=0.01)
-    worse = guards.promote_if_better(bad, {"accuracy": 1.0}, name="m", eval_data=iris)
+    worse = acting(bad, {"accuracy": 1.0}, name="m", eval_data=iris)
     assert worse["outcome"] == "blocked" and worse["version"] is None
     assert "worse" in worse["reasons"][0]
     reg = Registry(project / ".mlops_nb" / "registry")
@@ -136,8 +142,8 @@ def test_promote_first_then_block_worse_and_record_why(project, iris):
 
 
 def test_better_model_archives_the_previous(project, iris):
-    guards.promote_if_better(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris)
-    dec = guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    acting(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris)
+    dec = acting(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
     assert dec["promoted"] and dec["baseline"] == "m:1"
     reg = Registry(project / ".mlops_nb" / "registry")
     assert [(v.version, v.stage) for v in reg.versions("m")] == [(1, "archived"),
@@ -145,9 +151,9 @@ def test_better_model_archives_the_previous(project, iris):
 
 
 def test_fail_if_blocked_raises_exit_8(project, iris):
-    guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    acting(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
     with pytest.raises(ModelBlockedError) as err:
-        guards.promote_if_better(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris,
+        acting(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris,
                                  fail_if_blocked=True)
     assert err.value.exit_code == 8
     runs = LineageStore(project / ".mlops_nb" / "lineage.db").runs()
@@ -155,37 +161,63 @@ def test_fail_if_blocked_raises_exit_8(project, iris):
 
 
 def test_unreadable_baseline_blocks_the_candidate(project, iris):
-    guards.promote_if_better(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris)
+    acting(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris)
     stored = project / ".mlops_nb/registry/m/v1/model/data.skops"
     stored.write_bytes(b"not a model")
-    dec = guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    dec = acting(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
     assert dec["outcome"] == "blocked" and "cannot be read" in dec["reasons"][0]
 
 
 def test_failed_data_report_blocks_promotion(project, iris):
-    dec = guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris,
+    dec = acting(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris,
                                    data_report={"status": "fail"})
     assert dec["outcome"] == "blocked" and dec["reasons"] == ["the data failed validation"]
 
 
 def test_metric_without_scorer_uses_recorded_baseline(project, iris):
-    guards.promote_if_better(fit(iris, 3), {"my_score": 0.5}, name="m", eval_data=iris)
-    dec = guards.promote_if_better(fit(iris, 3), {"my_score": 0.6}, name="m", eval_data=iris)
+    acting(fit(iris, 3), {"my_score": 0.5}, name="m", eval_data=iris)
+    dec = acting(fit(iris, 3), {"my_score": 0.6}, name="m", eval_data=iris)
     assert dec["promoted"] and dec["checks"][0]["baseline"] == 0.5
 
 
 def test_baseline_that_cannot_score_the_new_data_blocks(project, iris):
     x, y = iris
-    guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    acting(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
     fewer = x.iloc[:, :3]
     candidate = DecisionTreeClassifier(random_state=0).fit(fewer, y)
-    dec = guards.promote_if_better(candidate, {"accuracy": 0}, name="m", eval_data=(fewer, y))
+    dec = acting(candidate, {"accuracy": 0}, name="m", eval_data=(fewer, y))
     assert dec["outcome"] == "blocked" and "cannot be scored" in dec["reasons"][0]
 
 
 def test_broken_dvc_yaml_does_not_lose_the_decision(project, iris):
     (project / "dvc.yaml").write_text("stages: [unclosed\n")
-    dec = guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    dec = acting(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
     assert dec["promoted"] and dec["run_id"]
     runs = LineageStore(project / ".mlops_nb" / "lineage.db").runs()
     assert runs[0]["models"][0]["decision"] == "promoted" and runs[0]["steps"] == []
+
+
+# --- outside a pipeline step: decide and report, change nothing (issue 26.7) ---------------
+
+
+def test_outside_a_step_reports_and_changes_nothing(project, iris, caplog):
+    with caplog.at_level("WARNING", logger="mlops_nb.guards"):
+        dec = guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris)
+    assert dec["outcome"] == "would promote" and not dec["promoted"] and not dec["applied"]
+    assert dec["version"] is None and dec["run_id"] is None and dec["passed"]
+    said = caplog.text
+    assert "outside a pipeline step: would promote" in said and "apply=True" in said
+    assert "nothing was registered or promoted" in said
+    assert Registry(project / ".mlops_nb" / "registry").versions("m") == []
+    assert not (project / ".mlops_nb" / "lineage.db").exists()
+    # explicit apply=True acts; then a worse model outside a step is reported as blocked
+    guards.promote_if_better(fit(iris, 3), {"accuracy": 0}, name="m", eval_data=iris,
+                             apply=True)
+    worse = guards.promote_if_better(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris)
+    assert worse["outcome"] == "blocked" and worse["baseline"] == "m:1"
+    with pytest.raises(ModelBlockedError):
+        guards.promote_if_better(fit(iris, 1), {"accuracy": 0}, name="m", eval_data=iris,
+                                 fail_if_blocked=True)
+    reg = Registry(project / ".mlops_nb" / "registry")
+    assert [(v.version, v.stage) for v in reg.versions("m")] == [(1, "production")]
+    assert len(LineageStore(project / ".mlops_nb" / "lineage.db").runs()) == 1
