@@ -1,5 +1,7 @@
 """The experiments widget: `dvc exp show` as a table to filter and sort, compare with the
-baseline, plot a metric against a parameter, apply or remove an experiment (DVC does both).
+baseline, plot a metric against a parameter, apply or remove an experiment (DVC does both),
+and read a queued experiment's log (`dvc queue logs`). Each experiment shows its state
+(queued, running, success, failed); a failed one shows no metrics.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.errors import MlopsNbError
+from mlops_nb.widgets import exp_queue
 from mlops_nb.widgets import experiments as exp
 from mlops_nb.widgets.render import html_message, html_table, scatter_svg, text_table
 from mlops_nb.widgets.views import View, one_line
@@ -39,15 +42,19 @@ class ExperimentsView(View):
     def text(self) -> str:
         if self.error:
             return f"experiments: error: {self.error}"
-        return text_table(*exp.table(self.shown()))
+        failed = self.failures()
+        return text_table(*exp.table(self.shown())) + (f"\n{failed}" if failed else "")
 
     def html(self) -> str:
         if self.error:
             return html_message(f"experiments: error: {self.error}", error=True)
         rows = self.shown()
         header, body = exp.table(rows)
+        failed = self.failures()
         return html_table(header, body, css="mlops-exp",
-                          row_classes=["base" if r.kind != "experiment" else "" for r in rows])
+                          row_classes=["base" if r.kind != "experiment" else
+                                       "failed" if r.failed else "" for r in rows]) + (
+            html_message(failed, error=True) if failed else "")
 
     def build(self) -> Any:
         import ipywidgets as w
@@ -60,8 +67,8 @@ class ExperimentsView(View):
         sort = w.Dropdown(options=["", "name", *metrics, *params], description="sort by")
         desc = w.Checkbox(False, description="descending", indent=False)
         pick = w.SelectMultiple(options=self._names(), rows=6, description="select")
-        compare, apply_b, remove_b, refresh = (w.Button(description=d) for d in
-                                               ("Compare", "Apply", "Remove", "Refresh"))
+        compare, apply_b, remove_b, refresh, log_b = (
+            w.Button(description=d) for d in ("Compare", "Apply", "Remove", "Refresh", "Log"))
         result = w.HTML("")
         metric = w.Dropdown(options=metrics, description="metric")
         param = w.Dropdown(options=params, description="parameter")
@@ -102,6 +109,16 @@ class ExperimentsView(View):
                 return
             in_background("applying", lambda: exp.apply(self.root, pick.value[0]))
 
+        def on_log(_: Any) -> None:
+            if len(pick.value) != 1:
+                status.value = html_message("select exactly one experiment to see its log",
+                                            error=True)
+                return
+            try:
+                result.value = self.log_html(pick.value[0])
+            except MlopsNbError as exc:
+                result.value = html_message(one_line(exc), error=True)
+
         def on_remove(_: Any) -> None:
             names = [n for n in pick.value if self._kind(n) == "experiment"]
             if not names:
@@ -115,17 +132,35 @@ class ExperimentsView(View):
         compare.on_click(on_compare)
         apply_b.on_click(on_apply)
         remove_b.on_click(on_remove)
+        log_b.on_click(on_log)
         refresh.on_click(lambda _: in_background("refreshing", lambda: "refreshed"))
         redraw()
-        return w.VBox([w.HBox([filt, sort, desc]), table, w.HBox([pick, w.VBox(
-            [compare, apply_b, remove_b, refresh])]), status, result, w.HBox([metric, param]),
-            plot])
+        buttons = w.VBox([compare, apply_b, remove_b, refresh, log_b])
+        return w.VBox([w.HBox([filt, sort, desc]), table, w.HBox([pick, buttons]), status,
+                       result, w.HBox([metric, param]), plot])
 
     def _names(self) -> list[str]:
         return [r.name for r in self.shown() if r.kind != "workspace"]
 
     def _kind(self, name: str) -> str:
         return next((r.kind for r in self.rows if r.name == name), "")
+
+    def log_html(self, name: str) -> str:
+        """The experiment's queue log, with the line that says why it failed first."""
+        import html
+
+        text = exp_queue.log(self.root, name)
+        state = next((r.state for r in self.rows if r.name == name), "")
+        head = f"{name}: {state}" + (f": {exp_queue.reason(text)}" if state == exp.FAILED
+                                      else "")
+        return html_message(head, error=state == exp.FAILED) + \
+            f'<pre class="mlops-log">{html.escape(text)}</pre>'
+
+    def failures(self) -> str:
+        """`N of M experiments failed`, or "" when none did."""
+        runs = [r for r in self.rows if r.kind == "experiment"]
+        bad = [r.name for r in runs if r.failed]
+        return f"{len(bad)} of {len(runs)} experiments failed: {', '.join(bad)}" if bad else ""
 
     def compare_html(self, names: list[str]) -> str:
         base, chosen, diffs = exp.compare(self.rows, names)

@@ -6,6 +6,10 @@ Pure functions: DVC's JSON in, rows out; then filter, sort, compare with the bas
 Parameter columns are named as `dvc exp run -S` takes them (`iris.N_ESTIMATORS`; a key of
 another params file is `file:key`); a metric is named by its key, prefixed with its file
 only when two metrics files share a key.
+
+An experiment's state comes from DVC's executor: queued, running, success or failed. DVC
+gives a failed or unfinished experiment the metrics of its baseline (the files it started
+from), so such a row has no metrics of its own here: it shows its state, never a result.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mlops_nb.errors import MlopsNbError
 from mlops_nb.widgets import background
 
 WORKSPACE = "workspace"
+QUEUED, RUNNING, SUCCESS, FAILED = "queued", "running", "success", "failed"
 
 
 class ExperimentsError(MlopsNbError):
@@ -39,7 +44,15 @@ class ExpRow:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-    queued: bool = False
+    state: str = ""  # experiments: "queued", "running", "success" or "failed"
+
+    @property
+    def queued(self) -> bool:
+        return self.state == QUEUED
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAILED
 
     def value(self, column: str) -> Any:
         if column == "name":
@@ -98,10 +111,16 @@ def _row(entry: dict[str, Any], baseline: str, kind: str, state: str = "") -> Ex
     err = entry.get("error") or data.get("error") or ""
     if isinstance(err, dict):
         err = err.get("msg") or err.get("type") or json.dumps(err)
+    if kind == "experiment":
+        # an experiment run in the workspace has no executor: it finished, or DVC would not
+        # list it; an error DVC reports marks it failed whatever the executor said
+        state = FAILED if err else (state or SUCCESS)
+    own = kind != "experiment" or state == SUCCESS  # else the metrics are its baseline's
     return ExpRow(name=str(name), rev=rev, baseline=baseline if kind != "baseline" else str(name),
                   kind=kind, created=str(data.get("timestamp") or ""),
-                  params=_params(data.get("params")), metrics=_metrics(data.get("metrics")),
-                  error=str(err), queued=state == "queued")
+                  params=_params(data.get("params")),
+                  metrics=_metrics(data.get("metrics")) if own else {},
+                  error=str(err), state=state if kind == "experiment" else "")
 
 
 def parse(exp_show: list[dict[str, Any]]) -> list[ExpRow]:
@@ -138,12 +157,12 @@ def columns(rows: Iterable[ExpRow]) -> tuple[list[str], list[str]]:
 
 def table(rows: Sequence[ExpRow], params: Sequence[str] | None = None,
           metrics: Sequence[str] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """Header and values: name, then metrics, then parameters (as `dvc exp show`)."""
+    """Header and values: name, state, then metrics, then parameters (as `dvc exp show`)."""
     all_params, all_metrics = columns(rows)
     params = all_params if params is None else list(params)
     metrics = all_metrics if metrics is None else list(metrics)
-    header = ["name", *metrics, *params]
-    body = [[r.name + (" (queued)" if r.queued else ""), *(r.metrics.get(m) for m in metrics),
+    header = ["name", "state", *metrics, *params]
+    body = [[r.name, r.state, *(r.metrics.get(m) for m in metrics),
              *(r.params.get(p) for p in params)] for r in rows]
     return header, body
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.errors import MlopsNbError
-from mlops_nb.widgets import background
+from mlops_nb.widgets import background, exp_queue
+from mlops_nb.widgets import experiments as exp
 from mlops_nb.widgets import parameters as par
 from mlops_nb.widgets.render import html_message, html_table, text_table
 from mlops_nb.widgets.views import View, one_line
@@ -22,6 +23,7 @@ class ParametersView(View):
     def __init__(self, root: Path, choices: dict[str, list[Any]] | None = None) -> None:
         super().__init__()
         self.root = root
+        self.ran: list[exp_queue.Ran] = []  # the experiments of the last queue run
         try:
             self.fields = par.read_fields(root, choices)
         except MlopsNbError as exc:
@@ -38,6 +40,13 @@ class ParametersView(View):
             return html_message(f"parameters: error: {self.error}", error=True)
         return html_table(["parameter", "value", "control"],
                           [[f.key, f.value, f.kind] for f in self.fields], css="mlops-params")
+
+    def ran_html(self) -> str:
+        """Each experiment of the last queue run with its state and, if it failed, why."""
+        if not self.ran:
+            return ""
+        return html_table(["experiment", "state", "why"],
+                          [[r.name, r.state, r.reason] for r in self.ran], css="mlops-ran")
 
     def _control(self, f: par.Field) -> Any:
         import ipywidgets as w
@@ -128,12 +137,27 @@ class ParametersView(View):
                                                 f" {bar.max})")
 
             def on_exit(done: background.Finished) -> None:
+                # DVC exits 0 when every task failed: the states say how it went
+                ran: list[exp_queue.Ran] = []
+                if done.ok:
+                    try:
+                        ran = exp_queue.outcome(self.root, started)
+                    except MlopsNbError as exc:
+                        done = background.Finished(done.command, 1, one_line(exc))
                 run_q.disabled = False
+                failed = [r for r in ran if r.state != exp.SUCCESS]
+                self.ran = ran
+                for r in ran:
+                    self.events.append((r.name, r.state))
                 if done.ok:
                     bar.value = bar.max
                     queued.clear()
-                status.value = html_message(done.message(), error=not done.ok)
-                self.events.append(("queue", "done" if done.ok else "failed"))
+                    status.value = html_message(f"{done.command}: "
+                                                f"{exp_queue.summary(ran)}", error=bool(failed))
+                    status.value += self.ran_html()
+                else:
+                    status.value = html_message(done.message(), error=True)
+                self.events.append(("queue", "failed" if failed or not done.ok else "done"))
 
             self.thread = background.start(par.run_queue_command(), self.root,
                                            label="dvc exp run --run-all", on_line=on_line,

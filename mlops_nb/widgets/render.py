@@ -15,7 +15,8 @@ STYLE = (
     "<style>.mlops-nb table{border-collapse:collapse;font-size:12px}"
     ".mlops-nb th,.mlops-nb td{border:1px solid #ccc;padding:2px 6px;text-align:right}"
     ".mlops-nb th{background:#f3f3f3}.mlops-nb td.l,.mlops-nb th.l{text-align:left}"
-    ".mlops-nb tr.base td{font-weight:bold}.mlops-nb .err{color:#b00}</style>"
+    ".mlops-nb tr.base td{font-weight:bold}.mlops-nb tr.failed td{color:#b00}"
+    ".mlops-nb .err{color:#b00}</style>"
 )
 
 

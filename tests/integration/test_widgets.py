@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 CELLS = [
     (["imports"], "import json"),
     (["pipeline-parameters"], "ALPHA = 2\nLABEL = 'x'\nFLAG = True"),
-    (["step:make"], "data = [i * ALPHA for i in range(5)]"),
+    (["step:make"], "assert ALPHA != 13, 'unlucky ALPHA'\ndata = [i * ALPHA for i in range(5)]"),
     (["step:score"], "score = sum(data) / 10.0\nprint(LABEL, score)"),
     (["step:side"], "side = len(data) if FLAG else 0"),
     (["pipeline-metrics"], "print(score)"),
@@ -74,9 +74,9 @@ def test_experiments_rows_from_real_dvc(tiny: Path) -> None:
     assert metrics == ["score"]
     assert params == ["tiny.ALPHA", "tiny.LABEL", "tiny.FLAG"]
     header, body = exp.table(rows)
-    assert header == ["name", "score", "tiny.ALPHA", "tiny.LABEL", "tiny.FLAG"]
-    assert ["alpha3", 3.0, 3, "x", True] in body
-    assert ["later (queued)", None, 7, "x", True] in body
+    assert header == ["name", "state", "score", "tiny.ALPHA", "tiny.LABEL", "tiny.FLAG"]
+    assert ["alpha3", "success", 3.0, 3, "x", True] in body
+    assert ["later", "queued", None, 7, "x", True] in body
 
 
 def test_filter_sort_compare_plot(tiny: Path) -> None:
@@ -244,16 +244,37 @@ def test_parameters_view_queues_and_runs_an_experiment(tiny: Path) -> None:
     assert "tiny.ALPHA" in view.text() and "int" in view.text()
     parts = _controls(view.widget)
     buttons = {c.description: c for c in parts if isinstance(c, w.Button)}
-    next(c for c in parts if isinstance(c, w.IntText) and c.description == "tiny.ALPHA").value = 4
-    buttons["Queue experiment"].click()
-    assert view.thread is not None
-    view.thread.join(timeout=120)
+    alpha = next(c for c in parts if isinstance(c, w.IntText) and c.description == "tiny.ALPHA")
+    status = next(c for c in parts if isinstance(c, w.HTML) and c is parts[-1])
+    for value in (4, 13):  # 13 fails in step make
+        alpha.value = value
+        buttons["Queue experiment"].click()
+        assert view.thread is not None
+        view.thread.join(timeout=120)
     queued = [r for r in exp.load(tiny) if r.queued]
-    assert {r.params["tiny.ALPHA"] for r in queued} == {4, 7}
+    assert {r.params["tiny.ALPHA"] for r in queued} == {4, 7, 13}
     buttons["Run queue"].click()
     view.thread.join(timeout=600)
-    assert view.events[-1] == ("queue", "done")
-    assert len([e for e in view.events if e[1] == "running"]) == 2
+    # DVC exits 0 although a task failed: the widget reads each experiment's state
+    assert view.events[-1] == ("queue", "failed")
+    assert len([e for e in view.events if e[1] == "running"]) == 3
+    assert sorted(s for n, s in view.events if n != "queue" and s in ("success", "failed")) == [
+        "failed", "success", "success"]
+    assert "1 of 3 failed: " in status.value and "unlucky ALPHA" in status.value
+    assert "dvc exp run --run-all: done" not in status.value
     rows = exp.load(tiny)
     assert not any(r.queued for r in rows)
     assert any(r.params["tiny.ALPHA"] == 4 and r.metrics.get("score") == 4.0 for r in rows)
+    bad = next(r for r in rows if r.params.get("tiny.ALPHA") == 13)
+    assert bad.state == "failed" and bad.metrics == {}  # not the baseline's score
+    # the experiments widget: its state, no +0 against the baseline, its log
+    from mlops_nb.widgets.exp_view import ExperimentsView
+
+    shown = ExperimentsView(tiny)
+    assert f"1 of {len([r for r in rows if r.kind == 'experiment'])} experiments failed: " \
+        f"{bad.name}" in shown.text()
+    assert [bad.name, "failed", None, 13, "x", True] in exp.table(shown.rows)[1]
+    compared = shown.compare_html([bad.name])
+    assert "+0" not in compared
+    log = shown.log_html(bad.name)
+    assert "unlucky ALPHA" in log and f"{bad.name}: failed: mlops-nb: step" in log

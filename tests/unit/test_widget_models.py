@@ -128,3 +128,47 @@ def test_preview_names_a_tag_error_and_its_cell(tmp_path: Path) -> None:
     make_nb(nb, [(["step:one"], "x = 1"), (["step:two"], "y = x + 1")])
     rows = {s.step: s for s in preview(root, nb).steps}
     assert rows["two"].inputs == (("x", "one"),) and rows["two"].cells == (2,)
+
+
+def _dvc_exp(name: str, alpha: int, score: float, state: str | None, error: bool) -> dict:
+    """One experiment of `dvc exp show --json` (DVC 3.67's shape, trimmed)."""
+    data = {"rev": name * 5, "timestamp": "2026-12-07T01:11:54",
+            "params": {"params.yaml": {"data": {"t": {"ALPHA": alpha}}}},
+            "metrics": {"outputs/make/metrics.json": {"data": {"score": score}}}}
+    return {"revs": [{"rev": name * 5, "name": name, "data": data, "experiments": None,
+                      "error": {"msg": "Experiment run failed", "type": ""} if error else None}],
+            "executor": {"state": state} if state else None, "name": name}
+
+
+def test_failed_experiments_show_their_state_never_the_baselines_metrics() -> None:
+    from mlops_nb.widgets import exp_queue
+    from mlops_nb.widgets import experiments as exp
+
+    base = {"rev": "b" * 40, "name": "master", "error": None,
+            "data": {"rev": "b" * 40, "params": {"params.yaml": {"data": {"t": {"ALPHA": 2}}}},
+                     "metrics": {"outputs/make/metrics.json": {"data": {"score": 2.0}}}},
+            "experiments": [_dvc_exp("bad1", 6, 2.0, "failed", True),
+                            _dvc_exp("good", 3, 3.0, "success", False),
+                            _dvc_exp("inws", 4, 4.0, None, False),
+                            _dvc_exp("wait", 9, 2.0, "queued", False),
+                            _dvc_exp("busy", 8, 2.0, "running", False)]}
+    rows = exp.parse([base])
+    by = {r.name: r for r in rows}
+    assert [(n, by[n].state) for n in ("bad1", "good", "inws", "wait", "busy")] == [
+        ("bad1", "failed"), ("good", "success"), ("inws", "success"), ("wait", "queued"),
+        ("busy", "running")]
+    assert by["bad1"].metrics == {} and by["bad1"].error == "Experiment run failed"
+    assert by["wait"].metrics == {} and by["busy"].metrics == {} and by["master"].state == ""
+    assert by["good"].metrics == {"score": 3.0}
+    _, _, diffs = exp.compare(rows, ["bad1"])
+    assert [d.deltas for d in diffs if d.column == "score"] == [(None,)]  # never +0
+    assert [x for x, _, _ in exp.plot_points(rows, "score", "t.ALPHA")] == [2.0, 3.0, 4.0]
+    log = ("Running stage 'make':\n> python -m mlops_nb.step make\nmlops-nb: step 'make' failed:"
+           " notebooks/t.ipynb cell 2: AssertionError: too big\nERROR: failed to reproduce\n")
+    assert exp_queue.reason(log).startswith("mlops-nb: step 'make' failed")
+    assert exp_queue.reason("x\nERROR: a\nERROR: b\n") == "ERROR: b"
+    ran = exp_queue.states(rows, ["bad1", "good", "gone"])
+    assert [r.state for r in ran] == ["failed", "success", "unknown"]
+    two = [exp_queue.Ran("a", "failed", "why a"), exp_queue.Ran("b", "failed")]
+    assert exp_queue.summary(two).startswith("2 of 2 failed: a (why a), b;")
+    assert exp_queue.summary(ran[1:2]) == "1 of 1 succeeded"
