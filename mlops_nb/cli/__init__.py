@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-from mlops_nb.cli import ci, export, guards, pipeline, serve
+from mlops_nb.cli import ci, export, guards, params, pipeline, serve
 from mlops_nb.errors import MlopsNbError
 
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci.register(sub)
     ci.register_ci(sub)
     ci.register_trigger(sub)
+    params.register(sub)
     for parser in _subparsers(p):  # `mlops-nb run -v` as well as `mlops-nb -v run`
         _common_flags(parser)
     return p

@@ -106,6 +106,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for st in statuses(root, spec, files, verify=args.verify):
         reason = f" ({st.reason})" if st.reason else ""
         print(f"{st.step:<{width}}  {st.status}{reason}")
+    from mlops_nb.pipeline import paramsync
+
+    for line in paramsync.advice(paramsync.project_drifts(root, spec.notebooks)):
+        print(line)
     from mlops_nb.execute.dvcfiles import problems
 
     broken = problems(root)  # DVC's own files, as a killed `dvc repro` can leave them

@@ -116,7 +116,7 @@ def parse_text(text: str, shown: str = "params.yaml") -> Parsed:
     _refuse_duplicates(node, shown)
     try:
         data = y.constructor.construct_document(node)
-    except YAMLError as exc:
+    except (YAMLError, ValueError) as exc:  # ValueError: an integer of over 4300 digits
         raise _yaml_error(shown, exc) from None
     return Parsed(data, node)
 

@@ -79,9 +79,14 @@ def dispatch(line: str, shell: Any) -> None:
         print(f"{len(result.spec.steps)} steps: {' -> '.join(s.name for s in result.spec.steps)}"
               f"\nwrote {wrote}")
     elif verb == "status":
+        from mlops_nb.pipeline import paramsync
         from mlops_nb.widgets import pipeline
 
-        print(pipeline.text(pipeline.load(_root())))
+        root = _root()
+        nodes, spec = pipeline.load_with_spec(root)
+        print(pipeline.text(nodes))
+        for said in paramsync.advice(paramsync.project_drifts(root, spec.notebooks)):
+            print(said)
     elif verb == "run":
         from mlops_nb.widgets.background import mlops_command
 

@@ -2,22 +2,28 @@
 
 Fields come from params.yaml (one per leaf value, named as `dvc exp run -S` takes them:
 `iris.N_ESTIMATORS`), each with the control that fits its value: bool, int, float, choice
-(when the caller lists the choices) or text. A grid is the cartesian product of a few values
+(when the parameters cell lists them in a trailing comment, `MODEL = 'rf'  # one of: rf, lr`,
+or the caller does) or text. A grid is the cartesian product of a few values
 per field; each point becomes one queued experiment, `dvc exp run --queue -S KEY=VALUE...`,
 with only the values that differ from params.yaml set.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import itertools
 import json
 import re
+import tokenize
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.errors import UsageError
+from mlops_nb.errors import MlopsNbError, UsageError
+from mlops_nb.notebook.magics import strip_magics
+from mlops_nb.notebook.sections import literal_names
 from mlops_nb.pipeline import params as params_mod
 from mlops_nb.project import PARAMS
 from mlops_nb.widgets import background
@@ -54,6 +60,8 @@ def fields(data: Mapping[str, Any], choices: Mapping[str, Sequence[Any]] | None 
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
             return
         options = tuple((choices or {}).get(prefix, ()))
+        if options and node not in options:
+            options = (node, *options)  # the value in use stays selectable
         kind = "choice" if options else _kind(node)
         out.append(Field(prefix, node, kind, options))
 
@@ -62,7 +70,76 @@ def fields(data: Mapping[str, Any], choices: Mapping[str, Sequence[Any]] | None 
 
 
 def read_fields(root: Path, choices: Mapping[str, Sequence[Any]] | None = None) -> list[Field]:
-    return fields(params_mod.read(root / PARAMS, PARAMS), choices)
+    """The fields of params.yaml, with the choices the parameters cells declare (the given
+    ones win)."""
+    return fields(params_mod.read(root / PARAMS, PARAMS), {**notebook_choices(root),
+                                                           **(choices or {})})
+
+
+_ONE_OF = re.compile(r"#\s*one of:\s*(.*?)\s*$", re.IGNORECASE)
+
+
+def _option(text: str, default: Any) -> Any:
+    """One listed choice: a Python literal of the default's type, else the bare text."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(default, str) and not isinstance(value, str):
+        return text
+    return value
+
+
+def declared_choices(source: str) -> dict[str, list[Any]]:
+    """{NAME: choices} of a parameters cell's `NAME = value  # one of: a, b, c` lines. The
+    comment follows the value (on its last line); quotes around a string choice are
+    optional; a cell that does not parse declares none."""
+    try:
+        by_line = {node.end_lineno: (name, ast.literal_eval(node))
+                   for name, node in literal_names(source) if isinstance(node, ast.expr)}
+        tokens = list(tokenize.generate_tokens(io.StringIO(strip_magics(source)).readline))
+    except (ValueError, SyntaxError, tokenize.TokenError):
+        return {}
+    out: dict[str, list[Any]] = {}
+    for tok in tokens:
+        m = _ONE_OF.search(tok.string) if tok.type == tokenize.COMMENT else None
+        if m and tok.start[0] in by_line:
+            name, default = by_line[tok.start[0]]
+            options = [_option(p.strip(), default) for p in m.group(1).split(",") if p.strip()]
+            if options:
+                out[name] = list(dict.fromkeys(options))
+    return out
+
+
+def notebook_choices(root: Path) -> dict[str, list[Any]]:
+    """{"group.NAME": choices} declared in the project's parameters cells."""
+    from mlops_nb import compile as compile_mod
+    from mlops_nb.notebook.tags import parse_notebook
+
+    out: dict[str, list[Any]] = {}
+    try:
+        paths = compile_mod.discover(root)
+    except MlopsNbError:
+        return out
+    for path in paths:
+        try:
+            parsed = parse_notebook(path, path.name)
+        except MlopsNbError:
+            continue  # compile and preview report it
+        for cell in parsed.parameters:
+            for name, options in declared_choices(cell.source).items():
+                out[f"{parsed.stem}.{name}"] = options
+    return out
+
+
+def shown(value: Any) -> str:
+    """A parameter's value as the form shows it: exactly (1.0 stays 1.0; a metric table may
+    shorten floats, a parameter must not), lists and mappings as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value) if not isinstance(value, bool) else str(value)
+    return json.dumps(value)
 
 
 def parse_value(field: Field, text: str) -> Any:

@@ -1,5 +1,7 @@
 """The parameters widget: params.yaml as a form with a fitting control per value; queue one
-experiment or a grid (`dvc exp run --queue`), then run the queue with progress.
+experiment or a grid (`dvc exp run --queue`), then run the queue with progress. Values that
+differ from the notebook's parameters cell are marked, with buttons that make them agree
+(pipeline.paramsync, as `mlops-nb params sync`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.errors import MlopsNbError
+from mlops_nb.pipeline import paramsync
 from mlops_nb.widgets import background, exp_queue
 from mlops_nb.widgets import experiments as exp
 from mlops_nb.widgets import parameters as par
@@ -24,22 +27,43 @@ class ParametersView(View):
         super().__init__()
         self.root = root
         self.ran: list[exp_queue.Ran] = []  # the experiments of the last queue run
+        self.drifts: list[paramsync.Drift] = []
         try:
             self.fields = par.read_fields(root, choices)
         except MlopsNbError as exc:
             self.fields, self.error = [], one_line(exc)
+        self.reload_drifts()
+
+    def reload_drifts(self) -> None:
+        from mlops_nb import compile as compile_mod
+
+        try:
+            spec, _ = compile_mod.render(self.root)
+            self.drifts = paramsync.project_drifts(self.root, spec.notebooks)
+        except MlopsNbError:
+            self.drifts = []  # compile, status and preview report what is wrong
+
+    def _rows(self) -> list[list[Any]]:
+        notebook = {d.key: d.in_notebook for d in self.drifts}
+        return [[f.key, par.shown(f.value), f.kind,
+                 par.shown(notebook[f.key]) if f.key in notebook else ""] for f in self.fields]
 
     def text(self) -> str:
         if self.error:
             return f"parameters: error: {self.error}"
-        return text_table(["parameter", "value", "control"],
-                          [[f.key, f.value, f.kind] for f in self.fields])
+        table = text_table(["parameter", "value", "control", "notebook says"], self._rows())
+        return "\n".join([table, *paramsync.advice(self.drifts)])
 
     def html(self) -> str:
         if self.error:
             return html_message(f"parameters: error: {self.error}", error=True)
-        return html_table(["parameter", "value", "control"],
-                          [[f.key, f.value, f.kind] for f in self.fields], css="mlops-params")
+        return html_table(["parameter", "value", "control", "notebook says"], self._rows(),
+                          css="mlops-params") + self.advice_html()
+
+    def advice_html(self) -> str:
+        """What differs from the notebooks, and how to make them agree ("" when nothing)."""
+        return "".join(html_message(a, error=i == 0)
+                       for i, a in enumerate(paramsync.advice(self.drifts)))
 
     def ran_html(self) -> str:
         """Each experiment of the last queue run with its state and, if it failed, why."""
@@ -57,8 +81,8 @@ class ParametersView(View):
             return w.Checkbox(bool(f.value), description=label, indent=False)
         if f.kind == "int":
             return w.IntText(f.value, description=label, style=style)
-        if f.kind == "float":
-            return w.FloatText(f.value, description=label, style=style)
+        if f.kind == "float":  # a text box: FloatText shows 1.0 as "1"
+            return w.Text(par.shown(f.value), description=label, style=style)
         if f.kind == "choice":
             return w.Dropdown(options=list(f.choices), value=f.value if f.value in f.choices
                               else f.choices[0], description=label, style=style)
@@ -82,7 +106,7 @@ class ParametersView(View):
             point = {}
             for f in self.fields:
                 value = controls[f.key].value
-                if f.kind == "text":
+                if f.kind in ("text", "float"):
                     value = par.parse_value(f, value)
                 if value != f.value:
                     point[f.key] = value
@@ -163,8 +187,33 @@ class ParametersView(View):
                                            label="dvc exp run --run-all", on_line=on_line,
                                            on_exit=on_exit)
 
+        differ = w.HTML(self.advice_html())
+        to_nb = w.Button(description="params.yaml -> notebook",
+                         layout=w.Layout(width="auto"))
+        to_params = w.Button(description="notebook -> params.yaml",
+                             layout=w.Layout(width="auto"))
+
+        def sync(way: str) -> None:
+            try:
+                if way == "notebook":
+                    wrote = ", ".join(paramsync.to_notebook(self.root, self.drifts))
+                    msg = f"wrote {wrote}: reload it (File > Reload Notebook from Disk)"
+                else:
+                    paramsync.to_params(self.root, self.drifts)
+                    msg = "wrote params.yaml"
+                self.reload_drifts()
+                status.value = html_message(msg)
+            except MlopsNbError as exc:
+                status.value = html_message(one_line(exc), error=True)
+            differ.value = self.advice_html()
+            to_nb.disabled = to_params.disabled = not self.drifts
+
+        to_nb.on_click(lambda _: sync("notebook"))
+        to_params.on_click(lambda _: sync("params"))
+        to_nb.disabled = to_params.disabled = not self.drifts
         queue_one.on_click(on_one)
         queue_grid.on_click(on_grid)
         run_q.on_click(on_run)
         rows = [w.HBox([controls[f.key], axes[f.key]]) for f in self.fields]
-        return w.VBox([*rows, w.HBox([queue_one, queue_grid, run_q, bar]), status])
+        return w.VBox([*rows, differ, w.HBox([to_nb, to_params]),
+                       w.HBox([queue_one, queue_grid, run_q, bar]), status])

@@ -83,6 +83,11 @@ def nodes_of(spec: PipelineSpec, states: dict[str, tuple[str, str]],
 
 def load(root: Path) -> list[Node]:
     """The project's steps with their state, from the notebooks as they are now."""
+    return load_with_spec(root)[0]
+
+
+def load_with_spec(root: Path) -> tuple[list[Node], PipelineSpec]:
+    """load(), and the spec it was built from."""
     spec, files = compile_mod.render(root)
     lay = Layout(root)
     states: dict[str, tuple[str, str]] = {}
@@ -99,7 +104,7 @@ def load(root: Path) -> list[Node]:
         if st.status == UP_TO_DATE and (not step_file.exists()
                                         or step_file.read_text(encoding="utf-8") != rendered):
             states[st.step] = (CHANGED, "the notebook changed since the last compile")
-    return nodes_of(spec, states, executed)
+    return nodes_of(spec, states, executed), spec
 
 
 _PROGRESS = re.compile(r"^([a-z_][a-z0-9_]*): (running|done|failed|up to date)$")

@@ -278,3 +278,77 @@ def test_parameters_view_queues_and_runs_an_experiment(tiny: Path) -> None:
     assert "+0" not in compared
     log = shown.log_html(bad.name)
     assert "unlucky ALPHA" in log and f"{bad.name}: failed: mlops-nb: step" in log
+
+
+SYNC_CELLS = [
+    (["pipeline-parameters"], "# settings\nALPHA = 2  # how much\nMODEL = 'rf'  # one of: rf, lr\n"
+                              "C = 1.0\n"),
+    (["step:make"], "out = [ALPHA, MODEL, C]"),
+]
+
+
+def test_params_sync_after_dvc_exp_run(tmp_path: Path) -> None:
+    """`dvc exp run -S` changes params.yaml only: status, %mlops status's source and the
+    parameters widget say what differs; `params sync` writes either way."""
+    from mlops_nb.widgets.params_view import ParametersView
+
+    root = tmp_path / "sync"
+    root.mkdir()
+    git_project(root)
+    nb = make_nb(root / "notebooks" / "s.ipynb", SYNC_CELLS)
+    cli(["compile"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "compiled"], root)
+    sh(["dvc", "exp", "run", "-q", "-S", "s.ALPHA=3", "-S", "s.C=2.5"], root)
+    status = cli(["status"], root).stdout
+    assert "2 parameter(s) differ between params.yaml and the notebooks'" in status
+    assert "s.ALPHA: 3 in params.yaml, 2 in notebooks/s.ipynb" in status
+    assert "s.C: 2.5 in params.yaml, 1.0 in notebooks/s.ipynb" in status
+    view = ParametersView(root)
+    text = view.text()
+    assert [ln.split() for ln in text.splitlines() if ln.startswith("s.C ")] == [
+        ["s.C", "2.5", "float", "1.0"]] and "params sync --to-notebook" in text
+    assert [(f.key, f.kind, f.choices) for f in view.fields if f.key == "s.MODEL"] == [
+        ("s.MODEL", "choice", ("rf", "lr"))]
+    out = cli(["params", "sync", "--to-notebook"], root).stdout
+    assert "wrote notebooks/s.ipynb" in out
+    source = "".join(json.loads(nb.read_text())["cells"][0]["source"])
+    assert source == ("# settings\nALPHA = 3  # how much\nMODEL = 'rf'  # one of: rf, lr\n"
+                      "C = 2.5\n")
+    assert "differ" not in cli(["status"], root).stdout
+    assert "agree; nothing to write" in cli(["params", "sync", "--to-params"], root).stdout
+    # hostile values from params.yaml: quotes, a newline, a huge number
+    params = root / "params.yaml"
+    text = params.read_text()
+    hostile = "it's \"q\"\nline two"
+    params.write_text(text.replace("MODEL: rf", "MODEL: " + json.dumps(hostile)))
+    cli(["params", "sync", "--to-notebook"], root)
+    ns: dict = {}
+    exec("".join(json.loads(nb.read_text())["cells"][0]["source"]), ns)  # noqa: S102
+    assert ns["MODEL"] == hostile and ns["ALPHA"] == 3
+    before = nb.read_text()
+    params.write_text(text.replace("ALPHA: 3", "ALPHA: " + "9" * 5000))
+    bad = cli(["params", "sync", "--to-notebook"], root, check=False)
+    assert bad.returncode == 3 and "params.yaml: invalid YAML: Exceeds the limit" in bad.stderr
+    assert nb.read_text() == before  # nothing partial
+    # the other way: the notebook's values into params.yaml, its comment kept
+    params.write_text("# values of the pipeline\n" + text.replace("ALPHA: 3", "ALPHA: 8"))
+    cli(["params", "sync", "--to-params"], root)
+    assert params.read_text().startswith("# values of the pipeline\n")
+    assert "ALPHA: 3" in params.read_text() and "MODEL: " in params.read_text()
+    assert "differ" not in cli(["status"], root).stdout
+    # a float parameter shows as written: 1.0, never 1
+    params.write_text(params.read_text().replace("C: 2.5", "C: 1.0"))
+    import ipywidgets as w
+
+    shown = ParametersView(root)
+    box = next(c for c in _controls(shown.widget) if getattr(c, "description", "") == "s.C")
+    assert isinstance(box, w.Text) and box.value == "1.0"
+    assert "<td>1.0</td>" in shown.html()
+    box.value = "2"
+    queue = next(c for c in _controls(shown.widget) if isinstance(c, w.Button)
+                 and c.description == "Queue experiment")
+    queue.click()
+    assert shown.thread is not None
+    shown.thread.join(timeout=120)
+    assert [r.params["s.C"] for r in exp.load(root) if r.queued] == [2.0]

@@ -172,3 +172,58 @@ def test_failed_experiments_show_their_state_never_the_baselines_metrics() -> No
     two = [exp_queue.Ran("a", "failed", "why a"), exp_queue.Ran("b", "failed")]
     assert exp_queue.summary(two).startswith("2 of 2 failed: a (why a), b;")
     assert exp_queue.summary(ran[1:2]) == "1 of 1 succeeded"
+
+
+def test_params_sync_rewrites_only_the_literals_and_refuses_what_has_none() -> None:
+    from mlops_nb.errors import ConfigError
+    from mlops_nb.pipeline import paramsync
+
+    cell = ("# model settings\nMODEL = 'rf'  # one of: rf, lr\nC = 1.0   # regularisation\n"
+            "LAYERS = [\n    1,\n    2,\n]  # sizes\n\nNAME = \"é\"  # ünïcode before\nN = 3")
+    values = {"MODEL": paramsync.literal("m", "it's \"quoted\"\nand a newline"),
+              "C": paramsync.literal("c", 2, like=1.0), "LAYERS": paramsync.literal("l", [3]),
+              "N": paramsync.literal("n", 10 ** 4000)}
+    new, done = paramsync.rewrite_cell(cell, values)
+    assert done == {"MODEL", "C", "LAYERS", "N"}
+    assert new.splitlines() == [
+        "# model settings", "MODEL = 'it\\'s \"quoted\"\\nand a newline'  # one of: rf, lr",
+        "C = 2.0   # regularisation", "LAYERS = [3]  # sizes", "", "NAME = \"é\"  # ünïcode before",
+        "N = " + "1" + "0" * 4000]
+    ns: dict = {}
+    exec(new, ns)  # noqa: S102 - the rewritten cell is Python that reads back the values
+    assert ns["MODEL"] == "it's \"quoted\"\nand a newline" and ns["N"] == 10 ** 4000
+    huge = 10 ** 5000  # past Python's 4300-digit int <-> str limit
+    for bad in (float("nan"), float("inf"), huge, {"a": {1, 2}}):
+        with pytest.raises(ConfigError, match="has no Python literal"):
+            paramsync.literal("k", bad)
+    deep: list = []
+    for _ in range(10_000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match="has no Python literal"):
+        paramsync.literal("k", deep)
+    assert paramsync.literal("k", "x" * 1_000_000) == repr("x" * 1_000_000)
+    assert par.declared_choices(cell) == {"MODEL": ["rf", "lr"]}
+    assert par.declared_choices("K = 3  # one of: 1, 3, 5\nS = 'a'  # One of: 'a', \"b\", 1") \
+        == {"K": [1, 3, 5], "S": ["a", "b", "1"]}
+    assert par.declared_choices("X = '# one of: a, b'") == {}  # inside the string: no comment
+    assert par.shown(1.0) == "1.0" and par.shown(True) == "True" and par.shown([1]) == "[1]"
+    fields = par.fields({"g": {"MODEL": "svm"}}, {"g.MODEL": ["rf", "lr"]})
+    assert fields[0].kind == "choice" and fields[0].choices == ("svm", "rf", "lr")
+
+
+def test_params_sync_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    from mlops_nb.pipeline import paramsync
+
+    root = tmp_path / "proj"
+    elsewhere = make_nb(tmp_path / "other" / "s.ipynb", [(["pipeline-parameters"], "A = 1"),
+                                                         (["step:one"], "b = A")])
+    (root / "notebooks").mkdir(parents=True)
+    (root / "notebooks" / "s.ipynb").symlink_to(elsewhere)
+    before = elsewhere.read_text()
+    drift = paramsync.Drift("notebooks/s.ipynb", "s", "A", 1, 2)
+    with pytest.raises(UsageError, match="a symlink or outside the project"):
+        paramsync.to_notebook(root, [drift])
+    assert elsewhere.read_text() == before
+    (root / "params.yaml").symlink_to(tmp_path / "other" / "params.yaml")
+    with pytest.raises(UsageError, match="a symlink or outside the project"):
+        paramsync.to_params(root, [drift])
