@@ -34,6 +34,8 @@ from mlops_nb.pipeline.spec import PipelineSpec, build_spec
 from mlops_nb.project import DVC_YAML, ENV_LINK, NOTEBOOKS, PARAMS, PIPELINE, STATE, STEPS
 
 log = logging.getLogger(__name__)
+SKIPPED = ": skipped, no cell is tagged 'step:<name>' yet"
+SKIPS_SAID = "skipped.json"  # in .mlops_nb/: the skipped notebooks the last compile named
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def render_with_notes(root: Path, paths: list[str] | None = None
             if paths:  # named on the command line: it was meant to be compiled
                 raise
             untagged.append(exc)
-            notes.append(f"{display}: skipped, no cell is tagged 'step:<name>' yet")
+            notes.append(f"{display}{SKIPPED}")
     if not parsed and untagged:
         raise untagged[0]
     spec = build_spec(parsed, root)
@@ -159,8 +161,11 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
     """Write the generated files; with refuse_hand_edits, stop if one was edited by hand."""
     _refuse_links(root, [PARAMS, PIPELINE, DVC_YAML])  # first: params.yaml is read to render
     spec, files, notes = render_with_notes(root, paths)
+    skips = [n for n in notes if n.endswith(SKIPPED)]
+    said = _skips_said(root)
     for note in notes:
-        log.warning("%s", note)
+        if note not in said:  # a skipped notebook is named once, not on every run
+            log.warning("%s", note)
     generated = {rel: text for rel, text in files.items() if rel != PARAMS}
     if refuse_hand_edits:
         check_hand_edits(root, expected=generated)
@@ -173,6 +178,8 @@ def compile_project(root: Path, paths: list[str] | None = None, *,
                 " wrote the generated files; free some space and run `mlops-nb compile`"
                 " again (each file was replaced whole or not at all)") from None
         raise
+    if sorted(skips) != sorted(said):
+        atomic.write_text(root / STATE / SKIPS_SAID, json.dumps(sorted(skips)), root=root)
     return CompileResult(spec, tuple(written), tuple(removed))
 
 
@@ -182,6 +189,14 @@ def _refuse_links(root: Path, rels: list[str]) -> None:
     the compile is written."""
     for rel in [*rels, STEPS, *(f"{STATE}/{name}" for name in RECORDS)]:
         atomic.refuse_symlinks(root / rel, root=root)
+
+
+def _skips_said(root: Path) -> list[str]:
+    try:
+        said = json.loads((root / STATE / SKIPS_SAID).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [n for n in said if isinstance(n, str)] if isinstance(said, list) else []
 
 
 def _write(root: Path, spec: PipelineSpec, paths: list[str] | None, files: dict[str, str],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_nb import compile as compile_mod
-from mlops_nb.errors import MlopsNbError, NotebookError, UsageError
+from mlops_nb.errors import MlopsNbError, NoStepsError, NotebookError, UsageError
 from mlops_nb.notebook.tags import ParsedNotebook, parse_notebook
 from mlops_nb.pipeline.spec import build_spec
 from mlops_nb.widgets.render import html_message, html_table, text_table
@@ -76,7 +76,11 @@ def preview(root: Path, notebook: Path) -> Preview:
         others = []
     try:
         parsed: list[ParsedNotebook] = [parse_notebook(notebook, shown)]
-        parsed += [parse_notebook(p, _display(root, p)) for p in others]
+        for other in others:
+            try:
+                parsed.append(parse_notebook(other, _display(root, other)))
+            except NoStepsError:
+                continue  # compile skips a notebook with no step: so does the preview
         spec = build_spec(parsed, root)
     except NotebookError as exc:
         return Preview(shown, (), str(exc), exc.cell)

@@ -74,3 +74,9 @@ def test_an_untagged_notebook_is_skipped_with_a_note(project):
     res = cli(["compile"], project)
     assert "notebooks/explore.ipynb: skipped, no cell is tagged 'step:<name>' yet" in res.stderr
     assert "1 steps: train" in res.stdout
+    # said once per compile that finds it, not on every run (issue 26.9)
+    assert "skipped" not in cli(["run"], project).stderr
+    make_nb(project / "notebooks/more.ipynb", [([], "import sys")])
+    res = cli(["run"], project)
+    assert "notebooks/more.ipynb: skipped" in res.stderr and "explore" not in res.stderr
+    assert "skipped" not in cli(["run"], project).stderr

@@ -128,6 +128,10 @@ def test_preview_names_a_tag_error_and_its_cell(tmp_path: Path) -> None:
     make_nb(nb, [(["step:one"], "x = 1"), (["step:two"], "y = x + 1")])
     rows = {s.step: s for s in preview(root, nb).steps}
     assert rows["two"].inputs == (("x", "one"),) and rows["two"].cells == (2,)
+    # another notebook with no step tag is skipped, as compile skips it (issue 26.9)
+    make_nb(root / "notebooks" / "explore.ipynb", [([], "import os")])
+    again = preview(root, nb)
+    assert not again.error and [s.step for s in again.steps] == ["one", "two"]
 
 
 def _dvc_exp(name: str, alpha: int, score: float, state: str | None, error: bool) -> dict:
