@@ -133,7 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("run", help="compile and run the pipeline (or STEPs and what they need)")
     s.add_argument("steps", nargs="*", metavar="STEP",
                    help="steps to run, with the steps they need (default: all)")
-    s.add_argument("-f", "--force", action="store_true", help="rerun steps that are up to date")
+    s.add_argument("-f", "--force", action="store_true",
+                   help="rerun steps that are up to date (with STEPs: those STEPs; the"
+                        " steps they need still run only when not up to date)")
     s.add_argument("--engine", choices=("fast", "papermill"), default="fast",
                    help="fast: fork each step from one warm process (default); papermill:"
                         " a kernel per step")

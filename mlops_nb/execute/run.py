@@ -159,6 +159,8 @@ class _Ledger:
     def __init__(self, root: Path, spec: PipelineSpec, force: bool,
                  on_step: Callable[[str, str], None] | None) -> None:
         self.root, self.spec, self.force, self.on_step = root, spec, force, on_step
+        # `run STEP -f` forces STEP; the steps it needs run only when not up to date
+        self.named: set[str] | None = None
         self.layout = Layout(root)
         self.state = load_state(self.layout)
         self.steps_state = self.state.setdefault("steps", {})
@@ -174,7 +176,8 @@ class _Ledger:
         """The step's fingerprint when it must run; None (and reported) when up to date."""
         rec = recorded(self.layout, self.steps_state, step.name)
         fp = fingerprint(self.layout, step, self.spec, self.hashes)
-        if (not self.force and rec is not None and rec.get("fingerprint") == fp
+        forced = self.force and (self.named is None or step.name in self.named)
+        if (not forced and rec is not None and rec.get("fingerprint") == fp
                 and outputs_intact(self.layout, step.name, step.outputs, rec, self.hashes)):
             self.skipped.append(step.name)
             self.say(step.name, "up to date")
@@ -208,6 +211,7 @@ def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str
     result = compile_mod.compile_project(root, refuse_hand_edits=True)
     spec = result.spec
     ledger = _Ledger(root, spec, force, on_step)
+    ledger.named = set(names) if names else None
     steps = select(spec, names)
     with ExitStack() as scope:
         executor = _Executor(root, engine, timeout, scope)

@@ -71,7 +71,7 @@ class ExperimentsView(View):
             w.Button(description=d) for d in ("Compare", "Apply", "Remove", "Refresh", "Log"))
         result = w.HTML("")
         metric = w.Dropdown(options=metrics, description="metric")
-        param = w.Dropdown(options=params, description="parameter")
+        param = w.Dropdown(options=exp.by_variation(self.rows, params), description="parameter")
         plot = w.HTML("")
 
         def redraw(_: Any = None) -> None:

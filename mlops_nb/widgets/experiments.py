@@ -277,6 +277,17 @@ def compare(rows: Sequence[ExpRow], names: Sequence[str], baseline: str | None =
     return base, chosen, diffs
 
 
+def by_variation(rows: Sequence[ExpRow], params: Sequence[str]) -> list[str]:
+    """The parameters, those whose value differs between the rows first (a plot against a
+    parameter that never varies is one vertical line)."""
+    def varies(p: str) -> bool:
+        seen = {json.dumps(r.params.get(p), sort_keys=True, default=str) for r in rows
+                if r.kind != WORKSPACE}
+        return len(seen) > 1
+
+    return sorted(params, key=lambda p: not varies(p))
+
+
 def plot_points(rows: Sequence[ExpRow], metric: str, param: str
                 ) -> list[tuple[float, float, str]]:
     """(parameter value, metric value, experiment name) of every row that has both as

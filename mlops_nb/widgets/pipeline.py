@@ -14,6 +14,7 @@ import html
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -143,7 +144,9 @@ def table_html(nodes: list[Node], root: Path) -> str:
         if n.executed:
             href = html.escape(link(n.executed, root))
             cell = f"<td class=\"l\">{html.escape(n.executed)}</td>"
-            out = out.replace(cell, f'<td class="l"><a href="{href}" target="_blank">'
+            # no target: JupyterLab opens a relative link of an output as a tab of its own
+            # (target="_blank" made a new browser window)
+            out = out.replace(cell, f'<td class="l"><a href="{href}">'
                                     f"{html.escape(n.executed)}</a></td>", 1)
     return out
 
@@ -160,9 +163,12 @@ def svg(nodes: list[Node], *, box: tuple[int, int] = (120, 34), gap: tuple[int, 
     pos = {n.step: (10 + n.column * (w + gx), top + n.row * (h + gy)) for n in nodes}
     width = 20 + (max((n.column for n in nodes), default=0) + 1) * (w + gx) - gx
     height = top + 10 + (max((n.row for n in nodes), default=0) + 1) * (h + gy) - gy
+    # ids are global to the page: two DAGs with one marker id lose their arrowheads when
+    # the first is redrawn or removed, so each drawing has its own
+    marker = f"mlops-arrow-{uuid.uuid4().hex[:12]}"
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="mlops-dag" width="{width}"'
              f' height="{height}" font-family="sans-serif" font-size="12">',
-             '<defs><marker id="mlops-arrow" markerWidth="8" markerHeight="8" refX="8" refY="4"'
+             f'<defs><marker id="{marker}" markerWidth="8" markerHeight="8" refX="8" refY="4"'
              ' orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#555"/></marker></defs>']
     for (u, v), s in span.items():
         x1, y1 = pos[u][0] + w, pos[u][1] + h // 2
@@ -174,7 +180,7 @@ def svg(nodes: list[Node], *, box: tuple[int, int] = (120, 34), gap: tuple[int, 
         else:
             d = f"M{x1},{y1} L{x2},{y2}"
         parts.append(f'<path d="{d}" fill="none" stroke="#555"'
-                     ' marker-end="url(#mlops-arrow)"/>')
+                     f' marker-end="url(#{marker})"/>')
     for n in nodes:
         x, y = pos[n.step]
         title = html.escape(f"{n.step}: {n.state}" + (f" ({n.reason})" if n.reason else ""))

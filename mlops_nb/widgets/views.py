@@ -95,7 +95,9 @@ class PipelineView(View):
     def build(self) -> Any:
         import ipywidgets as w
 
-        view = w.HTML(self.html())
+        # an Output, not an HTML widget: JupyterLab renders its HTML as a cell output, so a
+        # link to an executed notebook opens as a tab of this JupyterLab
+        view = w.Output()
         status = w.HTML("")
         run_all = w.Button(description="Run pipeline", button_style="primary")
         step = w.Dropdown(options=[n.step for n in self.nodes], description="step")
@@ -104,7 +106,10 @@ class PipelineView(View):
         refresh = w.Button(description="Refresh")
 
         def show() -> None:
-            view.value = self.html()
+            view.outputs = ({"output_type": "display_data", "metadata": {},
+                             "data": {"text/html": self.html(), "text/plain": self.text()}},)
+
+        show()
 
         def start(names: list[str]) -> None:
             if self.running:

@@ -231,3 +231,29 @@ def test_params_sync_never_writes_through_a_symlink(tmp_path: Path) -> None:
     (root / "params.yaml").symlink_to(tmp_path / "other" / "params.yaml")
     with pytest.raises(UsageError, match="a symlink or outside the project"):
         paramsync.to_params(root, [drift])
+
+
+def test_two_dags_on_a_page_keep_their_arrowheads_and_links_stay_in_lab() -> None:
+    import re
+
+    nodes = pipe.layout([pipe.Node("a", (), NEVER_RUN, executed="outputs/a/a.ipynb"),
+                         pipe.Node("b", ("a",), NEVER_RUN)])
+    first, second = pipe.svg(nodes), pipe.svg(nodes)
+    ids = [re.findall(r'<marker id="([^"]+)"', s) for s in (first, second)]
+    assert len(ids[0]) == len(ids[1]) == 1 and ids[0] != ids[1]
+    for svg, (marker,) in zip((first, second), ids, strict=True):
+        assert re.findall(r'marker-end="url\(#([^)]+)\)"', svg) == [marker]
+    table = pipe.table_html(nodes, Path.cwd())
+    assert '<a href="outputs/a/a.ipynb">' in table and "target=" not in table
+
+
+def test_the_plot_defaults_to_a_parameter_that_varies() -> None:
+    from mlops_nb.widgets import experiments as exp
+
+    def row(name: str, kind: str, **params: object) -> exp.ExpRow:
+        return exp.ExpRow(name, name, "base", kind, params=dict(params))
+
+    rows = [row("workspace", "workspace", SEED=1, N=9), row("base", "baseline", SEED=1, N=10),
+            row("e1", "experiment", SEED=1, N=20), row("e2", "experiment", SEED=1, N=30)]
+    assert exp.by_variation(rows, ["SEED", "N"]) == ["N", "SEED"]
+    assert exp.by_variation(rows[:2], ["SEED", "N"]) == ["SEED", "N"]  # nothing varies
