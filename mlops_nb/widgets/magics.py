@@ -149,5 +149,9 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register %mlops (once: a second %load_ext is a no-op)."""
     if getattr(ipython, _REGISTERED, False):
         return
+    from mlops_nb.widgets import save_error
+
     ipython.register_magic_function(mlops, magic_kind="line", magic_name="mlops")
+    # a tag error of the last save from JupyterLab shows in the next cell run
+    ipython.events.register("pre_run_cell", lambda *_: save_error.check(ipython))
     setattr(ipython, _REGISTERED, True)

@@ -4,8 +4,10 @@ one of its notebooks, so the pipeline files never lag behind the notebook.
 Enabled by installing the package (a jupyter_server_config.d file turns it on). Only a
 notebook under a project's `notebooks/` folder (a folder with `notebooks/` and
 `params.yaml`) triggers a compile, never a hidden file or a generated step notebook. A
-compile error (a misspelt tag) is logged with its notebook and cell; the step preview shows
-it too. The save itself never fails because of us.
+compile error (a misspelt tag) is logged with its notebook and cell, and recorded in
+`.mlops_nb/save-error.json` (removed by the next save that compiles), which the `%mlops`
+extension shows in the notebook the next time it runs a cell (save_error.py); the step
+preview shows it too. The save itself never fails because of us.
 """
 
 from __future__ import annotations
@@ -53,14 +55,26 @@ def compile_saved(path: Path, logger: logging.Logger | None = None) -> list[str]
             result = compile_mod.compile_project(root)
         except MlopsNbError as exc:
             log_to.warning("mlops_nb: compile on save of %s failed: %s", path, exc)
+            _remember(root, path, str(exc), log_to)
             return []
         except Exception:  # noqa: BLE001 - a save must never fail because of us
             log_to.exception("mlops_nb: compile on save of %s failed", path)
             return []
+        _remember(root, path, "", log_to)
     if result.written:
         log_to.info("mlops_nb: compiled %s after saving %s: wrote %s", root, path.name,
                     ", ".join(result.written))
     return list(result.written)
+
+
+def _remember(root: Path, path: Path, error: str, log_to: logging.Logger) -> None:
+    """Record (or clear, with no error) the failed compile for the notebook's kernel."""
+    from mlops_nb.widgets import save_error
+
+    try:
+        save_error.record(root, path, error)
+    except OSError as exc:  # a save must never fail because of us
+        log_to.warning("mlops_nb: could not record the compile error: %s", exc)
 
 
 def post_save(model: dict[str, Any], os_path: str, contents_manager: Any, **_: Any) -> None:

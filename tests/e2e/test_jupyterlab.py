@@ -147,6 +147,18 @@ def test_experiments_widget_and_compile_on_save(example_project: Path, tmp_path:
                 table.scroll_into_view_if_needed()
                 page.screenshot(path=str(ARTIFACTS / "jupyterlab-experiments.png"))
 
+                # a link to an executed notebook opens as a tab of this JupyterLab, not a
+                # new browser window (issue 26.10)
+                _run_cell(page, "%mlops pipeline", "table.mlops-pipeline a")
+                link = page.locator("table.mlops-pipeline a", has_text="load.ipynb").first
+                link.scroll_into_view_if_needed()
+                link.click()
+                page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab",
+                             has_text="load.ipynb").first.wait_for(timeout=60_000)
+                assert len(ctx.pages) == 1
+                page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab",
+                             has_text="iris.ipynb").first.click()
+
                 # edit the `load` step's cell and save through the browser
                 cell = page.locator(".jp-CodeCell", has_text="df['species'] = ").first
                 cell.scroll_into_view_if_needed()

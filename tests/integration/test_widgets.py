@@ -220,6 +220,8 @@ def test_pipeline_view_runs_a_step_in_the_background(tiny: Path) -> None:
 
     view = PipelineView(tiny)
     parts = _controls(view.widget)
+    shown = next(c for c in parts if isinstance(c, w.Output)).outputs[0]["data"]["text/html"]
+    assert "outputs/score/score.ipynb</a>" in shown and "<svg" in shown
     button = next(c for c in parts if isinstance(c, w.Button) and c.description == "Run step")
     next(c for c in parts if isinstance(c, w.Dropdown) and c.description == "step").value = \
         "score"
@@ -229,6 +231,8 @@ def test_pipeline_view_runs_a_step_in_the_background(tiny: Path) -> None:
     view.thread.join(timeout=300)
     assert not view.thread.is_alive()
     assert view.events.index(("score", "running")) < view.events.index(("score", "done"))
+    # forced: the named step only; its up-to-date upstream step is not run again
+    assert ("make", "up to date") in view.events and ("make", "running") not in view.events
     assert view.events[-1] == ("run", "done")
     assert {n.state for n in view.nodes} == {pipe.UP_TO_DATE}
     assert "score" in view.text() and "up to date" in view.text()
@@ -352,3 +356,39 @@ def test_params_sync_after_dvc_exp_run(tmp_path: Path) -> None:
     assert shown.thread is not None
     shown.thread.join(timeout=120)
     assert [r.params["s.C"] for r in exp.load(root) if r.queued] == [2.0]
+
+
+def test_a_tag_error_saved_from_jupyterlab_shows_in_the_next_cell(tmp_path: Path) -> None:
+    """The compile-on-save hook records the error; the kernel with %mlops loaded shows it in
+    the output of the next cell it runs, once; a save that compiles clears it (issue 26.8)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from mlops_nb.widgets.server_ext import compile_saved
+
+    root = tmp_path / "proj"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params.yaml").write_text("{}\n")
+    saved = make_nb(root / "notebooks" / "a.ipynb", [(["step:one"], "x = 1"),
+                                                    (["stp:two"], "y = x + 1")])
+    assert compile_saved(saved) == []  # as JupyterLab's save calls it: logged, recorded
+    fixed = ("import json, pathlib\nfrom mlops_nb.widgets.server_ext import compile_saved\n"
+             "p = pathlib.Path('a.ipynb')\nnb = json.loads(p.read_text())\n"
+             "nb['cells'][1]['metadata']['tags'] = [TAG]\np.write_text(json.dumps(nb))\n"
+             "print(compile_saved(p.resolve()))")
+    runner = root / "notebooks" / ".runner.ipynb"
+    _notebook(runner, ["%load_ext mlops_nb", "a = 1", "b = 2", "TAG = 'step:two'\n" + fixed,
+                       "c = 3", "TAG = 'prev:nope'\n" + fixed, "d = 4"])
+    nb = nbformat.read(runner, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(runner.parent)}}).execute()
+
+    def err(i: int) -> str:
+        return "".join(o.get("text", "") for o in nb.cells[i].outputs if o.get("name") ==
+                       "stderr")
+
+    assert err(1).startswith("mlops: the last save of notebooks/a.ipynb did not compile:"
+                             " notebooks/a.ipynb cell 2: unknown tag 'stp:two'")
+    assert err(2) == "" and err(4) == ""  # once; and cleared by the save that compiled
+    assert "prev:nope" in err(6) and "cell 2" in err(6)
+    assert not (root / ".mlops_nb" / "save-error.json").is_symlink()
