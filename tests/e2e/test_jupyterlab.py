@@ -152,12 +152,14 @@ def test_experiments_widget_and_compile_on_save(example_project: Path, tmp_path:
                 _run_cell(page, "%mlops pipeline", "table.mlops-pipeline a")
                 link = page.locator("table.mlops-pipeline a", has_text="load.ipynb").first
                 link.scroll_into_view_if_needed()
+                pages = len(ctx.pages)
                 link.click()
-                page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab",
-                             has_text="load.ipynb").first.wait_for(timeout=60_000)
-                assert len(ctx.pages) == 1
-                page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab",
-                             has_text="iris.ipynb").first.click()
+                tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="load.ipynb")
+                tab.first.wait_for(timeout=60_000)
+                assert len(ctx.pages) == pages  # no new browser window or tab
+                page.screenshot(path=str(ARTIFACTS / "jupyterlab-pipeline-link.png"))
+                tab.first.locator(".lm-TabBar-tabCloseIcon").click()
+                tab.first.wait_for(state="detached", timeout=30_000)
 
                 # edit the `load` step's cell and save through the browser
                 cell = page.locator(".jp-CodeCell", has_text="df['species'] = ").first
