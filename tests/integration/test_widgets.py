@@ -291,7 +291,8 @@ SYNC_CELLS = [
 ]
 
 
-def test_params_sync_after_dvc_exp_run(tmp_path: Path) -> None:
+def test_params_sync_after_dvc_exp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     """`dvc exp run -S` changes params.yaml only: status, %mlops status's source and the
     parameters widget say what differs; `params sync` writes either way."""
     from mlops_nb.widgets.params_view import ParametersView
@@ -308,6 +309,12 @@ def test_params_sync_after_dvc_exp_run(tmp_path: Path) -> None:
     assert "2 parameter(s) differ between params.yaml and the notebooks'" in status
     assert "s.ALPHA: 3 in params.yaml, 2 in notebooks/s.ipynb" in status
     assert "s.C: 2.5 in params.yaml, 1.0 in notebooks/s.ipynb" in status
+    from mlops_nb.widgets.magics import dispatch
+
+    monkeypatch.chdir(root / "notebooks")
+    dispatch("status", None)  # %mlops status
+    magic = capsys.readouterr().out
+    assert "make" in magic and "s.ALPHA: 3 in params.yaml, 2 in notebooks/s.ipynb" in magic
     view = ParametersView(root)
     text = view.text()
     assert [ln.split() for ln in text.splitlines() if ln.startswith("s.C ")] == [
