@@ -176,9 +176,8 @@ class ParametersView(View):
                 if done.ok:
                     bar.value = bar.max
                     queued.clear()
-                    status.value = html_message(f"{done.command}: "
-                                                f"{exp_queue.summary(ran)}", error=bool(failed))
-                    status.value += self.ran_html()
+                    status.value = html_message(f"{done.command}: {exp_queue.summary(ran)}",
+                                                error=bool(failed)) + self.ran_html()
                 else:
                     status.value = html_message(done.message(), error=True)
                 self.events.append(("queue", "failed" if failed or not done.ok else "done"))
