@@ -166,7 +166,8 @@ def to_notebook(root: Path, drifts: Sequence[Drift]) -> list[str]:
         if left:
             raise UsageError(f"{rel}: cannot rewrite {', '.join(sorted(left))} in its parameters"
                              " cell (the line is IPython syntax); edit it by hand")
-        atomic.write_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        atomic.write_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n",
+                          root=root)
         written.append(rel)
     return written
 
@@ -183,7 +184,7 @@ def to_params(root: Path, drifts: Sequence[Drift]) -> bool:
         doc[d.group][d.name] = d.in_notebook
     buf = io.StringIO()
     y.dump(doc, buf)
-    atomic.write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue(), root=root)
     return True
 
 

@@ -37,7 +37,7 @@ def record(root: Path, notebook: Path, error: str) -> None:
         shown = notebook.name
     atomic.write_text(path, json.dumps({"notebook": shown, "error": error,
                                         "at": os.stat(notebook).st_mtime_ns
-                                        if notebook.exists() else 0}))
+                                        if notebook.exists() else 0}), root=root)
 
 
 def pending(root: Path) -> dict[str, Any] | None:

@@ -69,11 +69,12 @@ def compile_saved(path: Path, logger: logging.Logger | None = None) -> list[str]
 
 def _remember(root: Path, path: Path, error: str, log_to: logging.Logger) -> None:
     """Record (or clear, with no error) the failed compile for the notebook's kernel."""
+    from mlops_nb.errors import MlopsNbError
     from mlops_nb.widgets import save_error
 
     try:
         save_error.record(root, path, error)
-    except OSError as exc:  # a save must never fail because of us
+    except (OSError, MlopsNbError) as exc:  # a save must never fail because of us
         log_to.warning("mlops_nb: could not record the compile error: %s", exc)
 
 

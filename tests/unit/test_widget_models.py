@@ -257,3 +257,22 @@ def test_the_plot_defaults_to_a_parameter_that_varies() -> None:
             row("e1", "experiment", SEED=1, N=20), row("e2", "experiment", SEED=1, N=30)]
     assert exp.by_variation(rows, ["SEED", "N"]) == ["N", "SEED"]
     assert exp.by_variation(rows[:2], ["SEED", "N"]) == ["SEED", "N"]  # nothing varies
+
+
+def test_a_planted_save_error_record_is_never_written_through_or_shown(tmp_path: Path) -> None:
+    from mlops_nb.widgets import save_error
+
+    root = tmp_path / "proj"
+    nb = make_nb(root / "notebooks" / "a.ipynb", [(["stp:one"], "x = 1")])
+    (root / "params.yaml").write_text("{}\n")
+    (root / ".mlops_nb").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep\n")
+    (root / ".mlops_nb" / "save-error.json").symlink_to(victim)
+    assert compile_saved(nb) == []  # the save still succeeds
+    assert victim.read_text() == "keep\n" and save_error.pending(root) is None
+    (root / ".mlops_nb" / "save-error.json").unlink()
+    assert compile_saved(nb) == []
+    said = save_error.pending(root)
+    assert said is not None and "cell 1" in said["error"]
+    assert said["notebook"] == "notebooks/a.ipynb"
