@@ -114,6 +114,23 @@ def _parent(pid: int) -> int | None:
         return None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The user's record of written files (artifacts/trust.py) for this session, in a
+    temporary folder: tests never read or add to the real one, and every process they start
+    (steps, dvc, its queue workers) shares this one, as a user's processes share theirs."""
+    from mlops_nb.artifacts.trust import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("user-cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
@@ -125,8 +142,7 @@ def project(tmp_path: Path) -> Path:
 def from_template(tmp_path_factory: pytest.TempPathFactory):
     """`from_template(key, build, dest)`: `dest` as a copy of the project `build` made once
     per session for `key` (in a folder named like `dest`). git and DVC take a copied
-    repository as it is; build only what nothing has run in (a copy does not trust the
-    outputs it came with)."""
+    repository as it is (and its outputs load: this session's user wrote them)."""
     built: dict[str, Path] = {}
 
     def copy(key: str, build, dest: Path) -> Path:

@@ -8,8 +8,8 @@ scikit-learn estimators -> skops (no code runs on load), anything else -> pickle
 complete (written aside, then renamed), and a load checks the bytes against the recorded hash,
 so a partial or tampered output is never taken for a finished one. The hash in meta.json
 proves only that the folder is whole; what may run code on load (a pickle, a skops file with
-types skops does not trust by default) is loaded only when the project recorded writing those
-bytes (see trust.py), or when the caller says it trusts the file (`allow_pickle`).
+types skops does not trust by default) is loaded only when the user's runs recorded writing
+those bytes (see trust.py), or when the caller says it trusts the file (`allow_pickle`).
 """
 
 from __future__ import annotations
@@ -275,9 +275,10 @@ def _untrusted_message(path: Path, what: str) -> str:
     step = folder.parent.name if folder.parent.parent.name == "outputs" else ""
     redo = (f"run step '{step}' again (`mlops-nb run {step} -f`)" if step
             else "write it again with this project's code")
-    return (f"{path} {what} and was not written by this project's runs (its digest is not in"
-            f" {trust.STATE}/{trust.WRITTEN}/; meta.json beside it proves nothing): refusing"
-            f" to load it. {redo.capitalize()}, or load it with allow_pickle if you trust it")
+    return (f"{path} {what} and was not written by your own runs (its digest is not in your"
+            f" record of written files, {trust.user_record()}; meta.json beside it proves"
+            f" nothing): refusing to load it. {redo.capitalize()}, or load it with"
+            " allow_pickle if you trust it")
 
 
 def read_checked(folder: Path, meta: dict[str, Any]) -> bytes:

@@ -1,22 +1,36 @@
-"""The record of what this project wrote: the digests of the data files its runs saved.
+"""The record of what this user's runs wrote: the digests of the data files they saved.
 
 Rule: a file whose loading can run code (pickle, cloudpickle) or trusts a type that skops
 does not trust by default (scikit-learn's tree nodes, whose indices are used unchecked) is
-loaded only when its digest is here, or when the caller says it trusts the file. The record
-lives outside the outputs it vouches for, in `<project>/.mlops_nb/written/` (one empty file
-per digest, named `<algorithm>-<hex>`), so a folder brought from elsewhere (copied, cloned,
-unpacked, pulled) with a data file and a matching meta.json is not trusted. DVC's run-cache
-and `dvc checkout` bring back the same bytes, so the same digest: they stay trusted.
+loaded only when its digest is in the record, or when the caller says it trusts the file.
 
-Every component is opened with O_NOFOLLOW: a symlinked `.mlops_nb/` or `written/` is refused,
-never followed; so is a `.mlops_nb/` or `written/` of another user, or a `written/` others may
-write to, and an entry counts only when it is this user's. An entry is created in one system
-call (O_CREAT | O_EXCL), so it is atomic.
+The record is the user's, not a project's: `$MLOPS_NB_CACHE_HOME/written/` (by default
+`$XDG_CACHE_HOME/mlops_nb/written/`, else `~/.cache/mlops_nb/written/`), one empty file per
+digest, named `<algorithm>-<hex>`. It is keyed by content, not by place, so every workspace
+of the user shares it: DVC's temporary experiment copies (`.dvc/tmp/exps/...`), its queue
+workers, `dvc exp apply`, `dvc checkout`, the run-cache and a fresh clone plus `dvc pull`
+bring back bytes this user's runs wrote, and those load. Bytes the user's runs never wrote
+(planted, copied from another user or machine, a tampered output with a matching meta.json)
+are refused wherever they sit. Identical bytes behave identically wherever they are loaded,
+so trusting a digest across projects trusts nothing the user's own code did not produce.
+
+Who may vouch: every component of the record's path is opened with O_NOFOLLOW once the cache
+folder's own links are resolved (a link swapped in later is refused, never followed); the
+cache folder and `written/` must be this user's, `written/` writable by no one else, and an
+entry counts only when it is a plain file of this user. An entry is made in one system call
+(O_CREAT | O_EXCL), so it is atomic.
+
+Older versions kept a record per project in `<project>/.mlops_nb/written/`, under the same
+checks; it is still read (with the workspace a DVC temporary experiment runs for), and what
+it vouches for is copied into the user's record. New entries go to the user's record; only
+when that cannot be made (no home, a read-only cache) do they go to the project's, with a
+warning.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
@@ -24,10 +38,14 @@ from pathlib import Path
 
 from mlops_nb.errors import ArtifactError
 
+log = logging.getLogger(__name__)
+
 STATE = ".mlops_nb"
 WRITTEN = "written"
+CACHE_ENV = "MLOPS_NB_CACHE_HOME"
 _MARKERS = (STATE, "params.yaml", "dvc.yaml")
 _DIGEST = re.compile(r"^[a-z0-9]+-[0-9a-f]{32,128}$")
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def project_of(start: Path) -> Path:
@@ -40,37 +58,104 @@ def project_of(start: Path) -> Path:
     return here
 
 
-def _open_dir(root: Path, create: bool) -> int | None:
-    """A descriptor of `<root>/.mlops_nb/written`, each part opened without following links;
-    None when it does not exist (and `create` is false)."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def cache_home() -> Path | None:
+    """The user's mlops_nb cache folder (None when the user has no home)."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen:
+        return Path(chosen).absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "mlops_nb"
+    home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "mlops_nb" if os.path.isabs(home) else None
+
+
+def user_record() -> Path | None:
+    """Where the user's record of written files is (for messages)."""
+    home = cache_home()
+    return None if home is None else home / WRITTEN
+
+
+def _walk(path: Path) -> int:
+    """A descriptor of the folder `path` (links in it resolved first), every component then
+    opened with O_NOFOLLOW from the root: a component swapped for a link is refused."""
+    real = Path(os.path.realpath(path))
+    fd = os.open("/", _DIR)
     try:
-        for part in (STATE, WRITTEN):
-            if create:
-                try:
-                    os.mkdir(part, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass
-            try:
-                sub = os.open(part, flags, dir_fd=fd)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise ArtifactError(
-                        f"{root / STATE / WRITTEN} is a symlink or not a folder; refusing to"
-                        " use it: remove it (mlops_nb keeps its record of written outputs"
-                        " there)") from exc
-                raise
+        for part in real.parts[1:]:
+            sub = os.open(part, _DIR, dir_fd=fd)
             os.close(fd)
             fd = sub
-            _check_owner(fd, root / STATE / WRITTEN if part == WRITTEN else root / STATE,
-                         private=part == WRITTEN)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _refused(path: Path) -> ArtifactError:
+    return ArtifactError(
+        f"{path} is a symlink or not a folder; refusing to use it: remove it (mlops_nb keeps"
+        " its record of written outputs there)")
+
+
+def _open_user(create: bool) -> int | None:
+    """A descriptor of the user's `written/`, checked; None when it does not exist (and
+    `create` is false). OSError when it cannot be made."""
+    home = cache_home()
+    if home is None:
+        if create:
+            raise OSError(errno.ENOENT, "no home folder for the user's record")
+        return None
+    if create:
+        os.makedirs(home, mode=0o700, exist_ok=True)
+    try:
+        fd = _walk(home)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refused(home) from exc
+        raise
+    try:
+        _check_owner(fd, home, private=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    return _enter(fd, home, WRITTEN, create)
+
+
+def _enter(fd: int, parent: Path, part: str, create: bool) -> int | None:
+    """Open `part` in the folder `fd` (which this closes) without following links, made
+    0700 first if `create`, and checked; None when it is missing."""
+    try:
+        if create:
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+        sub = os.open(part, _DIR, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refused(parent / part) from exc
+        raise
+    finally:
+        os.close(fd)
+    try:
+        _check_owner(sub, parent / part, private=part == WRITTEN)
+    except BaseException:
+        os.close(sub)
+        raise
+    return sub
+
+
+def _open_project(root: Path, create: bool) -> int | None:
+    """A descriptor of `<root>/.mlops_nb/written` (the per-project record of older
+    versions), each part opened without following links; None when it does not exist."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    state = _enter(fd, root, STATE, create)
+    return None if state is None else _enter(state, root / STATE, WRITTEN, create)
 
 
 def _check_owner(fd: int, path: Path, private: bool) -> None:
@@ -95,35 +180,81 @@ def _check(digest: str) -> str:
     return digest
 
 
+def _add(fd: int, name: str, where: Path) -> None:
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=fd))
+    except FileExistsError:
+        if not _is_entry(fd, name):
+            raise ArtifactError(f"{where / name} is not a plain file; remove it") from None
+
+
 def record(root: Path, digest: str) -> None:
-    """Note that this project wrote a file with this digest (`algorithm-hex`)."""
+    """Note that this user's runs (here, in project `root`) wrote a file with this digest
+    (`algorithm-hex`): in the user's record, or in the project's when the user's cannot be
+    made."""
     name = _check(digest)
-    for where in _roots(root):
-        fd = _open_dir(where, create=True)
-        assert fd is not None
-        try:
+    try:
+        fd = _open_user(create=True)
+    except OSError as exc:
+        log.warning("cannot make the record of written files in %s (%s); recording in the"
+                    " project's %s/%s/ instead: DVC's temporary experiments will not trust"
+                    " these outputs", user_record(), exc.strerror or exc, STATE, WRITTEN)
+        for where in _roots(root):
+            pfd = _open_project(where, create=True)
+            assert pfd is not None
             try:
-                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=fd))
-            except FileExistsError:
-                if not _is_entry(fd, name):
-                    raise ArtifactError(
-                        f"{where / STATE / WRITTEN / name} is not a plain file; remove it"
-                    ) from None
-        finally:
-            os.close(fd)
+                _add(pfd, name, where / STATE / WRITTEN)
+            finally:
+                os.close(pfd)
+        return
+    assert fd is not None
+    try:
+        _add(fd, name, Path(str(user_record())))
+    finally:
+        os.close(fd)
 
 
 def written(root: Path, digest: str) -> bool:
-    """True when this project recorded writing a file with this digest."""
+    """True when this user's runs recorded writing a file with this digest (in the user's
+    record, or in the per-project record of `root` kept by older versions)."""
     name = _check(digest)
-    fd = _open_dir(root, create=False)
-    if fd is None:
-        return False
     try:
-        return _is_entry(fd, name)
-    finally:
-        os.close(fd)
+        fd = _open_user(create=False)
+    except PermissionError:  # a cache folder this user cannot read vouches for nothing
+        fd = None
+    if fd is not None:
+        try:
+            if _is_entry(fd, name):
+                return True
+        finally:
+            os.close(fd)
+    for where in _roots(root):
+        pfd = _open_project(where, create=False)
+        if pfd is None:
+            continue
+        try:
+            found = _is_entry(pfd, name)
+        finally:
+            os.close(pfd)
+        if found:
+            _migrate(name)
+            return True
+    return False
+
+
+def _migrate(name: str) -> None:
+    """Copy an entry of a per-project record into the user's record (best effort: the
+    project's record still vouches if this fails)."""
+    try:
+        fd = _open_user(create=True)
+        assert fd is not None
+        try:
+            _add(fd, name, Path(str(user_record())))
+        finally:
+            os.close(fd)
+    except (OSError, ArtifactError) as exc:
+        log.debug("could not copy %s into the user's record: %s", name, exc)
 
 
 def _is_entry(fd: int, name: str) -> bool:
@@ -136,7 +267,7 @@ def _is_entry(fd: int, name: str) -> bool:
 
 def _roots(root: Path) -> list[Path]:
     """The project, and the workspace a DVC temporary experiment (`dvc exp run --temp`,
-    `dvc queue start`) runs for: its outputs come back there with `dvc exp apply`."""
+    `dvc queue start`) runs for."""
     parts = root.absolute().parts
     for i in range(len(parts) - 2):
         if parts[i] == ".dvc" and parts[i + 1] == "tmp" and parts[i + 2] == "exps" and i > 0:

@@ -12,9 +12,9 @@ version to `production` archives the previous one, so at most one version is in 
 
 Rule: a model that skops cannot hold is stored as a pickle only with `allow_pickle=True`, and a
 pickle is loaded only with `allow_pickle=True` and only when `register` wrote its bytes (its
-digest is in the registry's record of what it wrote, artifacts/trust.py, kept in
-`<registry>/.mlops_nb/written/`, outside every version folder: a registry copied whole carries
-it, a version folder planted or copied in alone is refused); skops loads trust only
+digest is in the user's record of what their runs wrote, artifacts/trust.py, kept outside
+every project in the user's cache folder: a version folder planted or copied in from another
+user or machine is refused); skops loads trust only
 scikit-learn, numpy and scipy types unless the caller names more, and the types skops does not
 trust by default (the tree nodes of forests and trees) only in a file `register` wrote.
 """
@@ -322,6 +322,7 @@ def load_model_file(folder: Path, *, allow_pickle: bool = False,
 
 
 def _not_ours(path: Path, what: str, then: str) -> str:
-    return (f"{path} {what} and was not stored by this registry's register() (its digest is"
-            f" not in {trust.STATE}/{trust.WRITTEN}/; version.json and meta.json beside it"
-            f" prove nothing): refusing to load it. Register the model again, {then}")
+    return (f"{path} {what} and was not stored by register() in your own runs (its digest is"
+            f" not in your record of written files, {trust.user_record()}; version.json and"
+            f" meta.json beside it prove nothing): refusing to load it. Register the model"
+            f" again, {then}")

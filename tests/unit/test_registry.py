@@ -136,7 +136,7 @@ def test_malicious_pickle_is_refused_and_never_runs(reg, tmp_path, monkeypatch, 
     assert "evil:1" in capsys.readouterr().out
     assert not marker.exists()
     # allow_pickle allows the format, not a file the registry did not write
-    with pytest.raises(RegistryError, match="not stored by this registry"):
+    with pytest.raises(RegistryError, match="not stored by register"):
         reg.load_model("evil", 1, allow_pickle=True)
     assert not marker.exists()
     # control: the payload is live, it runs once the bytes are ones the registry wrote

@@ -1,0 +1,98 @@
+"""DVC runs the pipeline in places other than the workspace where its outputs were written: a
+temporary copy (`dvc exp run --temp`), queue workers (`dvc exp run --queue`, `--run-all`),
+`dvc exp apply`, `dvc checkout`, and a fresh clone after `dvc pull`. A step there that loads a
+tree model (types skops does not trust by default) written by an unchanged step trusts it,
+because the record of what the user's runs wrote is the user's and keyed by content
+(artifacts/trust.py); another user's record does not vouch for it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.artifacts.trust import CACHE_ENV
+from mlops_nb.errors import ArtifactError
+from tests.conftest import compiled_project, make_nb, sh
+
+pytestmark = pytest.mark.slow
+
+
+def _build(root: Path) -> None:
+    """make: a decision tree; use: loads it, and is the only step reading OFFSET. Run with
+    `dvc repro` and its lock committed, as a user does before running experiments."""
+    make_nb(root / "notebooks" / "flow.ipynb", [
+        (["imports"], "from sklearn.datasets import load_iris\n"
+                      "from sklearn.tree import DecisionTreeClassifier"),
+        (["pipeline-parameters"], "OFFSET = 0"),
+        (["step:make"], "X, y = load_iris(return_X_y=True)\n"
+                        "model = DecisionTreeClassifier(random_state=0).fit(X, y)"),
+        (["step:use"], "score = int(model.predict(X[:1])[0]) + OFFSET\nprint(score)"),
+        (["pipeline-metrics"], "print(score)"),
+    ])
+    compiled_project(root)
+    sh(["dvc", "repro", "-q"], root)
+    sh(["git", "add", "dvc.lock"], root)
+    sh(["git", "commit", "-qm", "lock"], root)
+
+
+@pytest.fixture
+def locked(tmp_path: Path, from_template) -> Path:
+    return from_template("dvc-workspaces", _build, tmp_path / "proj")
+
+
+def _score(root: Path) -> int:
+    metrics = json.loads((root / "outputs" / "use" / "metrics.json").read_text())
+    return int(metrics["score"])
+
+
+def test_temp_and_queued_experiments_load_a_tree_from_an_unchanged_step(locked):
+    from mlops_nb.widgets.loader import load_step
+
+    root = locked
+    sh(["dvc", "exp", "run", "--temp", "-n", "temp1", "-S", "flow.OFFSET=1"], root)
+    sh(["dvc", "exp", "run", "--queue", "-n", "queued2", "-S", "flow.OFFSET=2"], root)
+    sh(["git", "checkout", "--", "params.yaml"], root)
+    sh(["dvc", "exp", "run", "--run-all"], root)  # exits 0 even when the experiment failed
+    status = sh(["dvc", "queue", "status"], root).stdout
+    assert "Success" in status and "Failed" not in status, status
+    # `dvc exp apply` brings the experiment's outputs back (the tree too): they load here
+    sh(["dvc", "exp", "apply", "queued2"], root)
+    assert _score(root) == 2
+    namespace: dict = {}
+    load_step(root, "use", namespace)
+    assert namespace["OFFSET"] == 2 and namespace["model"].predict(namespace["X"][:1])[0] == 0
+    sh(["dvc", "exp", "apply", "temp1"], root)
+    assert _score(root) == 1
+    # back to the committed baseline: `dvc checkout` restores its outputs from the cache
+    sh(["git", "checkout", "--", "."], root)
+    sh(["dvc", "checkout", "-q"], root)
+    assert _score(root) == 0
+    load_step(root, "use", {})
+
+
+def test_a_fresh_clone_loads_what_its_user_pushed_and_another_user_does_not(locked,
+                                                                            tmp_path):
+    from mlops_nb.widgets.loader import load_step
+
+    root = locked
+    sh(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
+    sh(["dvc", "push", "-q"], root)
+    sh(["git", "commit", "-qam", "remote"], root)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    sh(["dvc", "pull", "-q"], clone)
+    assert not (clone / ".mlops_nb").exists()
+    namespace: dict = {}
+    load_step(clone, "use", namespace)
+    assert namespace["model"].predict(namespace["X"][:1])[0] == 0
+    old = os.environ[CACHE_ENV]
+    os.environ[CACHE_ENV] = str(tmp_path / "another-user-cache")
+    try:
+        with pytest.raises(ArtifactError, match="data.skops needs types skops does not"
+                                                " trust by default.*not written by your own"):
+            load_step(clone, "use", {})
+    finally:
+        os.environ[CACHE_ENV] = old
