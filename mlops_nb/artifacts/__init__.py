@@ -26,6 +26,7 @@ from typing import Any
 
 from mlops_nb.artifacts import frames, trust
 from mlops_nb.artifacts.digest import HashingWriter, mapped
+from mlops_nb.artifacts.stable import stable_skops
 from mlops_nb.errors import ArtifactError
 
 META = "meta.json"
@@ -154,56 +155,6 @@ def _write_bytes(folder: Path, fmt: str, name: str, payload: bytes) -> dict[str,
     with HashingWriter(folder / name) as out:
         out.write(payload)
     return {"format": fmt, "file": name, "sha256": out.hexdigest()}
-
-
-def stable_skops(payload: bytes) -> bytes:
-    """The same skops archive, byte-reproducible: skops names each array file by the object's
-    id() and stamps every zip entry with the time; ids are renumbered in the order the schema
-    lists them and entries get the zip epoch, so the same model always gives the same bytes."""
-    import io
-    import zipfile
-
-    src = zipfile.ZipFile(io.BytesIO(payload))
-    schema = json.loads(src.read("schema.json"))
-    ids: dict[Any, int] = {}
-
-    def number(node: Any) -> None:
-        if isinstance(node, dict):
-            if "__id__" in node:
-                ids.setdefault(node["__id__"], len(ids) + 1)
-            for v in node.values():
-                number(v)
-        elif isinstance(node, list):
-            for v in node:
-                number(v)
-
-    def renamed(name: str) -> str:
-        stem, dot, ext = name.partition(".")
-        return f"{ids[int(stem)]}{dot}{ext}" if stem.isdigit() and int(stem) in ids else name
-
-    def rewrite(node: Any) -> None:
-        if isinstance(node, dict):
-            if "__id__" in node:
-                node["__id__"] = ids[node["__id__"]]
-            if isinstance(node.get("file"), str):
-                node["file"] = renamed(node["file"])
-            for v in node.values():
-                rewrite(v)
-        elif isinstance(node, list):
-            for v in node:
-                rewrite(v)
-
-    number(schema)
-    rewrite(schema)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as dst:
-        for info in sorted(src.infolist(), key=lambda i: renamed(i.filename)):
-            data = (json.dumps(schema, indent=2).encode() if info.filename == "schema.json"
-                    else src.read(info))
-            entry = zipfile.ZipInfo(renamed(info.filename), date_time=(1980, 1, 1, 0, 0, 0))
-            entry.compress_type, entry.external_attr = info.compress_type, info.external_attr
-            dst.writestr(entry, data)
-    return out.getvalue()
 
 
 def _json_name(name: Any) -> Any:
