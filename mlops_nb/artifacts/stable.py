@@ -31,11 +31,12 @@ def zero_padding(data: bytes) -> bytes:
         _, _, dtype = read(buf)
     except Exception:  # noqa: BLE001 - not an .npy skops wrote: leave it to the load
         return data
-    if dtype.names is None or dtype.hasobject:
+    fields = dtype.fields
+    if fields is None or dtype.hasobject:
         return data
     used = np.zeros(dtype.itemsize, dtype=bool)
-    for name in dtype.names:
-        field, offset = dtype.fields[name][:2]
+    for name in dtype.names or ():
+        field, offset = fields[name][:2]
         used[offset:offset + field.itemsize] = True
     if used.all():
         return data
