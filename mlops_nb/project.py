@@ -87,6 +87,17 @@ def rel_step_notebook(step: str) -> str:
     return f"{STEPS}/{step}.ipynb"
 
 
+def dvc_experiment_workspace(root: Path) -> Path | None:
+    """The workspace a DVC experiment copy at `root` runs for (`dvc exp run --temp` and the
+    queue's workers run in `<workspace>/.dvc/tmp/exps/...`, a copy holding only the files git
+    tracks); None when `root` is no such copy."""
+    parts = root.absolute().parts
+    for i in range(1, len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return None
+
+
 def find_root(start: Path | None = None) -> Path:
     """The nearest folder upward holding notebooks/ or params.yaml."""
     env = os.environ.get("MLOPS_NB_ROOT")

@@ -37,6 +37,7 @@ import stat
 from pathlib import Path
 
 from mlops_nb.errors import ArtifactError
+from mlops_nb.project import dvc_experiment_workspace
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +269,5 @@ def _is_entry(fd: int, name: str) -> bool:
 def _roots(root: Path) -> list[Path]:
     """The project, and the workspace a DVC temporary experiment (`dvc exp run --temp`,
     `dvc queue start`) runs for."""
-    parts = root.absolute().parts
-    for i in range(len(parts) - 2):
-        if parts[i] == ".dvc" and parts[i + 1] == "tmp" and parts[i + 2] == "exps" and i > 0:
-            return [root, Path(*parts[:i])]
-    return [root]
+    workspace = dvc_experiment_workspace(root)
+    return [root] if workspace is None else [root, workspace]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from mlops_nb.compile.record import (
 )
 from mlops_nb.errors import StaleError
 from mlops_nb.pipeline import paramcheck
-from mlops_nb.project import NOTEBOOKS, PARAMS, STATE
+from mlops_nb.project import NOTEBOOKS, PARAMS, STATE, dvc_experiment_workspace
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,15 @@ def stale_files(root: Path) -> tuple[list[str], list[str]]:
 def ensure_fresh(root: Path, then: str = "run it again") -> None:
     """Raise StaleError when a notebook changed in a way its generated files do not show."""
     changed, differ = stale_files(root)
+    missing = [rel for rel in differ if not (root / rel).exists()]
+    if missing and dvc_experiment_workspace(root) is not None:
+        raise StaleError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the copy of"
+            " the project DVC made for this experiment: a queued or temporary experiment"
+            " (`dvc exp run --queue`, `--temp`) gets only the files git tracks. In the project,"
+            f" run `git add {' '.join(shlex.quote(m) for m in missing)}` (compile wrote"
+            f" {'it' if len(missing) == 1 else 'them'}; commit or not), then queue the"
+            " experiment again")
     if differ:
         shown = ", ".join(differ[:4]) + (", ..." if len(differ) > 4 else "")
         raise StaleError(f"{', '.join(changed)} changed since `{RECOMPILE}` ({shown} would"

@@ -15,7 +15,7 @@ import pytest
 
 from mlops_nb.artifacts.trust import CACHE_ENV
 from mlops_nb.errors import ArtifactError
-from tests.conftest import compiled_project, make_nb, sh
+from tests.conftest import cli, compiled_project, make_nb, sh
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +96,31 @@ def test_a_fresh_clone_loads_what_its_user_pushed_and_another_user_does_not(lock
             load_step(clone, "use", {})
     finally:
         os.environ[CACHE_ENV] = old
+
+
+def test_a_queued_experiment_names_the_files_to_git_add_and_then_runs(locked):
+    """A step added to the notebook (compile on save in JupyterLab) makes a step notebook git
+    does not track; DVC's copy for a queued experiment lacks it. The failure says what to do
+    (`git add` naming it), and doing it works."""
+    root = locked
+    notebook = root / "notebooks" / "flow.ipynb"
+    doc = json.loads(notebook.read_text())
+    doc["cells"].append({"cell_type": "code", "execution_count": None, "id": "extra",
+                         "metadata": {"tags": ["step:extra"]}, "outputs": [],
+                         "source": "double = score * 2\nprint(double)"})
+    notebook.write_text(json.dumps(doc, indent=1))
+    cli(["compile"], root)
+    assert "?? steps/extra.ipynb" in sh(["git", "status", "--porcelain"], root).stdout
+    sh(["dvc", "exp", "run", "--queue", "-n", "untracked", "-S", "flow.OFFSET=3"], root)
+    sh(["git", "checkout", "--", "params.yaml"], root)
+    # what the message will say to do, done before the queue runs (one run of the queue)
+    sh(["git", "add", "steps/extra.ipynb"], root)
+    sh(["dvc", "exp", "run", "--queue", "-n", "added", "-S", "flow.OFFSET=3"], root)
+    sh(["git", "checkout", "--", "params.yaml"], root)
+    sh(["dvc", "exp", "run", "--run-all"], root)
+    log = sh(["dvc", "queue", "logs", "untracked"], root).stdout
+    assert "steps/extra.ipynb is not in the copy of the project DVC made" in log, log
+    assert "run `git add steps/extra.ipynb`" in log and "run `mlops-nb compile`" not in log
+    status = sh(["dvc", "queue", "status"], root).stdout
+    states = {ln.split()[1]: ln.split()[-1] for ln in status.splitlines()[1:] if ln.strip()}
+    assert states.get("untracked") == "Failed" and states.get("added") == "Success", status
