@@ -21,10 +21,10 @@ entry counts only when it is a plain file of this user. An entry is made in one 
 (O_CREAT | O_EXCL), so it is atomic.
 
 Older versions kept a record per project in `<project>/.mlops_nb/written/`, under the same
-checks; it is still read (with the workspace a DVC temporary experiment runs for), and what
-it vouches for is copied into the user's record. New entries go to the user's record; only
-when that cannot be made (no home, a read-only cache) do they go to the project's, with a
-warning.
+checks; it is still read (with the workspace a DVC temporary experiment runs for). New entries
+go to the user's record; to the project's only when the user's cannot be made (no home, a
+read-only cache: with a warning) or when a file is to be trusted in one folder alone (what KFP
+hands a component).
 """
 
 from __future__ import annotations
@@ -190,30 +190,37 @@ def _add(fd: int, name: str, where: Path) -> None:
             raise ArtifactError(f"{where / name} is not a plain file; remove it") from None
 
 
-def record(root: Path, digest: str) -> None:
+def record(root: Path, digest: str, *, project_only: bool = False) -> None:
     """Note that this user's runs (here, in project `root`) wrote a file with this digest
     (`algorithm-hex`): in the user's record, or in the project's when the user's cannot be
-    made."""
+    made or `project_only` says the file is to be trusted in this project alone."""
     name = _check(digest)
+    if project_only:
+        _record_in_project(root, name)
+        return
     try:
         fd = _open_user(create=True)
     except OSError as exc:
         log.warning("cannot make the record of written files in %s (%s); recording in the"
                     " project's %s/%s/ instead: DVC's temporary experiments will not trust"
                     " these outputs", user_record(), exc.strerror or exc, STATE, WRITTEN)
-        for where in _roots(root):
-            pfd = _open_project(where, create=True)
-            assert pfd is not None
-            try:
-                _add(pfd, name, where / STATE / WRITTEN)
-            finally:
-                os.close(pfd)
+        _record_in_project(root, name)
         return
     assert fd is not None
     try:
         _add(fd, name, Path(str(user_record())))
     finally:
         os.close(fd)
+
+
+def _record_in_project(root: Path, name: str) -> None:
+    for where in _roots(root):
+        fd = _open_project(where, create=True)
+        assert fd is not None
+        try:
+            _add(fd, name, where / STATE / WRITTEN)
+        finally:
+            os.close(fd)
 
 
 def written(root: Path, digest: str) -> bool:
@@ -239,23 +246,8 @@ def written(root: Path, digest: str) -> bool:
         finally:
             os.close(pfd)
         if found:
-            _migrate(name)
             return True
     return False
-
-
-def _migrate(name: str) -> None:
-    """Copy an entry of a per-project record into the user's record (best effort: the
-    project's record still vouches if this fails)."""
-    try:
-        fd = _open_user(create=True)
-        assert fd is not None
-        try:
-            _add(fd, name, Path(str(user_record())))
-        finally:
-            os.close(fd)
-    except (OSError, ArtifactError) as exc:
-        log.debug("could not copy %s into the user's record: %s", name, exc)
 
 
 def _is_entry(fd: int, name: str) -> bool:

@@ -116,7 +116,9 @@ def _run(*, step: str, source: str, folder: str, notebook: str,
             producer, art = key.split("/", 1)
             _copy(Path(path), layout.output(producer, art))
             meta = artifacts.verify(layout.output(producer, art))
-            trust.record(root, artifacts.record_key(meta))
+            # what KFP hands over is trusted in this step's folder alone, not in the
+            # user's record (which every project of theirs shares)
+            trust.record(root, artifacts.record_key(meta), project_only=True)
         for rel, digest in sorted(files.items()):
             atomic.write_bytes(_inside(root, rel, step), _data_file(digest, rel, step),
                                root=root)

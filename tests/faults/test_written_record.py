@@ -232,17 +232,20 @@ def test_a_symlinked_cache_folder_component_is_refused(ran, cache, tmp_path, mon
         artifacts.load(ran / "outputs" / "make" / "labels", project=ran)
 
 
-def test_a_record_of_an_older_version_is_still_read_and_copied_to_the_users(ran, cache,
-                                                                            tmp_path):
+def test_a_record_of_an_older_version_is_still_read_in_its_project(ran, cache, tmp_path):
     from mlops_nb import artifacts
+    from mlops_nb.artifacts import trust
 
     _legacy(ran, cache)
-    assert list((cache / "written").iterdir()) == []
     with pytest.raises(ArtifactError, match="not written by your own"):  # another project's
         artifacts.load(ran / "outputs" / "make" / "labels", project=tmp_path)
     assert artifacts.load(ran / "outputs" / "make" / "labels", project=ran) == {1, 2, 3}
-    shutil.rmtree(ran / ".mlops_nb" / "written")  # the user's record now vouches for it
-    assert artifacts.load(ran / "outputs" / "make" / "labels", project=ran) == {1, 2, 3}
+    assert list((cache / "written").iterdir()) == []  # read, never copied to the user's
+    # what is to be trusted in one folder alone (KFP's inputs) goes to that folder's record
+    trust.record(tmp_path, "sha256-" + "ab" * 32, project_only=True)
+    assert trust.written(tmp_path, "sha256-" + "ab" * 32)
+    assert not trust.written(ran, "sha256-" + "ab" * 32)
+    assert list((cache / "written").iterdir()) == []
 
 
 def test_outputs_dvc_restores_from_its_run_cache_still_load(tmp_path):
@@ -277,8 +280,6 @@ def test_a_record_others_could_write_to_vouches_for_nothing(ran, cache, which):
     assert artifacts.load(labels, project=ran) == {1, 2, 3}
     if os.geteuid() != 0:
         return  # giving files away needs root; the checks above still ran
-    if which == "project":
-        shutil.rmtree(cache / "written")  # what the load above copied there
     entries = list(record.iterdir())
     os.chown(entries[0], 12345, 12345)  # an entry of another user vouches for nothing
     try:
