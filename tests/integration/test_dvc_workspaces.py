@@ -48,26 +48,54 @@ def _score(root: Path) -> int:
     return int(metrics["score"])
 
 
+def _add_step(root: Path) -> None:
+    """A step added to the notebook, compiled (as compile on save in JupyterLab does): its
+    step notebook is a file git does not track."""
+    notebook = root / "notebooks" / "flow.ipynb"
+    doc = json.loads(notebook.read_text())
+    doc["cells"].append({"cell_type": "code", "execution_count": None, "id": "extra",
+                         "metadata": {"tags": ["step:extra"]}, "outputs": [],
+                         "source": "double = score * 2\nprint(double)"})
+    notebook.write_text(json.dumps(doc, indent=1))
+    cli(["compile"], root)
+    assert "?? steps/extra.ipynb" in sh(["git", "status", "--porcelain"], root).stdout
+
+
 def test_temp_and_queued_experiments_load_a_tree_from_an_unchanged_step(locked):
+    """`--temp` and queued experiments whose `use` loads the tree of the unchanged `make`
+    (restored from DVC's cache into the experiment's copy) run; an experiment whose copy lacks
+    a step notebook git does not track fails naming the files to `git add`, and once added it
+    runs. `dvc exp apply` and `dvc checkout` bring outputs back that load."""
     from mlops_nb.widgets.loader import load_step
 
     root = locked
     sh(["dvc", "exp", "run", "--temp", "-n", "temp1", "-S", "flow.OFFSET=1"], root)
-    sh(["dvc", "exp", "run", "--queue", "-n", "queued2", "-S", "flow.OFFSET=2"], root)
+    _add_step(root)
+    sh(["dvc", "exp", "run", "--queue", "-n", "untracked", "-S", "flow.OFFSET=3"], root)
     sh(["git", "checkout", "--", "params.yaml"], root)
-    sh(["dvc", "exp", "run", "--run-all"], root)  # exits 0 even when the experiment failed
+    # what the message will say to do, done before the queue runs (one run of the queue)
+    sh(["git", "add", "steps/extra.ipynb"], root)
+    sh(["dvc", "exp", "run", "--queue", "-n", "added", "-S", "flow.OFFSET=4"], root)
+    sh(["git", "checkout", "--", "params.yaml"], root)
+    sh(["dvc", "exp", "run", "--run-all"], root)  # exits 0 even when an experiment failed
     status = sh(["dvc", "queue", "status"], root).stdout
-    assert "Success" in status and "Failed" not in status, status
+    states = {ln.split()[1]: ln.split()[-1] for ln in status.splitlines()[1:] if ln.strip()}
+    assert states.get("untracked") == "Failed" and states.get("added") == "Success", status
+    log = sh(["dvc", "queue", "logs", "untracked"], root).stdout
+    assert "steps/extra.ipynb is not in the copy of the project DVC made" in log, log
+    assert "run `git add steps/extra.ipynb`" in log and "run `mlops-nb compile`" not in log
     # `dvc exp apply` brings the experiment's outputs back (the tree too): they load here
-    sh(["dvc", "exp", "apply", "queued2"], root)
-    assert _score(root) == 2
+    sh(["git", "reset", "-q", "--hard"], root)
+    sh(["dvc", "exp", "apply", "added"], root)
+    assert _score(root) == 4
     namespace: dict = {}
     load_step(root, "use", namespace)
-    assert namespace["OFFSET"] == 2 and namespace["model"].predict(namespace["X"][:1])[0] == 0
+    assert namespace["OFFSET"] == 4 and namespace["model"].predict(namespace["X"][:1])[0] == 0
+    sh(["git", "reset", "-q", "--hard"], root)
     sh(["dvc", "exp", "apply", "temp1"], root)
     assert _score(root) == 1
     # back to the committed baseline: `dvc checkout` restores its outputs from the cache
-    sh(["git", "checkout", "--", "."], root)
+    sh(["git", "reset", "-q", "--hard"], root)
     sh(["dvc", "checkout", "-q"], root)
     assert _score(root) == 0
     load_step(root, "use", {})
@@ -96,31 +124,3 @@ def test_a_fresh_clone_loads_what_its_user_pushed_and_another_user_does_not(lock
             load_step(clone, "use", {})
     finally:
         os.environ[CACHE_ENV] = old
-
-
-def test_a_queued_experiment_names_the_files_to_git_add_and_then_runs(locked):
-    """A step added to the notebook (compile on save in JupyterLab) makes a step notebook git
-    does not track; DVC's copy for a queued experiment lacks it. The failure says what to do
-    (`git add` naming it), and doing it works."""
-    root = locked
-    notebook = root / "notebooks" / "flow.ipynb"
-    doc = json.loads(notebook.read_text())
-    doc["cells"].append({"cell_type": "code", "execution_count": None, "id": "extra",
-                         "metadata": {"tags": ["step:extra"]}, "outputs": [],
-                         "source": "double = score * 2\nprint(double)"})
-    notebook.write_text(json.dumps(doc, indent=1))
-    cli(["compile"], root)
-    assert "?? steps/extra.ipynb" in sh(["git", "status", "--porcelain"], root).stdout
-    sh(["dvc", "exp", "run", "--queue", "-n", "untracked", "-S", "flow.OFFSET=3"], root)
-    sh(["git", "checkout", "--", "params.yaml"], root)
-    # what the message will say to do, done before the queue runs (one run of the queue)
-    sh(["git", "add", "steps/extra.ipynb"], root)
-    sh(["dvc", "exp", "run", "--queue", "-n", "added", "-S", "flow.OFFSET=3"], root)
-    sh(["git", "checkout", "--", "params.yaml"], root)
-    sh(["dvc", "exp", "run", "--run-all"], root)
-    log = sh(["dvc", "queue", "logs", "untracked"], root).stdout
-    assert "steps/extra.ipynb is not in the copy of the project DVC made" in log, log
-    assert "run `git add steps/extra.ipynb`" in log and "run `mlops-nb compile`" not in log
-    status = sh(["dvc", "queue", "status"], root).stdout
-    states = {ln.split()[1]: ln.split()[-1] for ln in status.splitlines()[1:] if ln.strip()}
-    assert states.get("untracked") == "Failed" and states.get("added") == "Success", status
