@@ -62,8 +62,8 @@ def project_of(start: Path) -> Path:
 def cache_home() -> Path | None:
     """The user's mlops_nb cache folder (None when the user has no home)."""
     chosen = os.environ.get(CACHE_ENV)
-    if chosen:
-        return Path(chosen).absolute()
+    if chosen and os.path.isabs(chosen):  # a relative one would differ by workspace: ignored
+        return Path(chosen)
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "mlops_nb"
@@ -108,7 +108,10 @@ def _open_user(create: bool) -> int | None:
             raise OSError(errno.ENOENT, "no home folder for the user's record")
         return None
     if create:
-        os.makedirs(home, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(home, mode=0o700, exist_ok=True)
+        except FileExistsError as exc:  # a file in its place
+            raise _refused(home) from exc
     try:
         fd = _walk(home)
     except FileNotFoundError:
