@@ -115,6 +115,8 @@ def _open_user(create: bool) -> int | None:
     try:
         fd = _walk(home)
     except FileNotFoundError:
+        if create:  # removed between makedirs and the walk
+            raise
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
