@@ -79,7 +79,7 @@ fi
 # 4. .venv holds exactly what the lock says, plus mlops_nb itself (editable), with every
 # module compiled to bytecode once here: where PYTHONDONTWRITEBYTECODE=1 is set (containers,
 # CI images) no process writes .pyc files, so without this each one compiles all it imports
-# (a no-op `ploomber build`: 46.8 s without, 27.4 s with, on this busy machine; README)
+# (a no-op `ploomber build`: 12.4 s without, 5.8 s with, on this shared machine; README)
 echo "setup: installing the locked versions into .venv"
 [ -x .venv/bin/python ] || "$UV" venv -q --python "$PY" .venv
 "$UV" pip sync -q --python .venv/bin/python --require-hashes --compile-bytecode "$LOCK"
