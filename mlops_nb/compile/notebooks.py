@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from mlops_nb.pipeline.randomchain import RANDOM_STATE
 from mlops_nb.pipeline.spec import NotebookSpec, PipelineSpec, StepSpec
 
 GENERATED_BY = "mlops-nb compile"
@@ -40,7 +41,7 @@ def _load_lines(step: StepSpec, spec: PipelineSpec, copied: set[str]) -> list[st
     lines: list[str] = []
     bundles_done: set[tuple[str, str]] = set()
     for var, producer in step.inputs:
-        if var in copied:
+        if var in copied or var == RANDOM_STATE:
             continue
         art = spec.step(producer).artifact_for(var) or var
         if art == var:
@@ -85,6 +86,10 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec,
     copied = {name for name, _ in step.copied_defs}
     loads = first + _load_lines(step, spec, copied) + later + [
         f"{v} = _mlops_nb.adopt({v}, globals())" for v in step.rebind]
+    # last, just before the step's code: the global random generators continue where the
+    # step before it in the notebook left them (pipeline.randomchain)
+    loads += [f"_mlops_nb.restore_random(_mlops_nb.load({p!r}, {v!r}))"
+              for v, p in step.inputs if v == RANDOM_STATE]
     if loads:
         cells.append(_cell("\n".join(loads)))
     cells += [_cell(c.source, source_cell=c.index) for c in step.cells]
@@ -93,6 +98,7 @@ def render_step(step: StepSpec, nb: NotebookSpec, spec: PipelineSpec,
         bundles = dict(step.bundles)
         mapping = ", ".join(
             f"{a!r}: {{{', '.join(f'{m!r}: {m}' for m in bundles[a])}}}" if a in bundles
+            else f"{a!r}: _mlops_nb.random_state()" if a == RANDOM_STATE
             else f"{a!r}: {a}" for a in step.outputs)
         tail.append(f"_mlops_nb.save({step.name!r}, {{{mapping}}})")
     if has_metrics(step):

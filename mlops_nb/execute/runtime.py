@@ -204,6 +204,51 @@ def save(step: str, values: dict[str, Any]) -> None:
             ) from exc
 
 
+def random_state() -> dict[str, Any]:
+    """The global random generators' state as plain JSON values: Python's `random`, numpy's
+    legacy global RandomState and torch's default generator, each when its module is loaded
+    (pipeline.randomchain hands it to the next step of a notebook that seeds one)."""
+    import random
+
+    state: dict[str, Any] = {"random": _plain(random.getstate())}
+    if "numpy" in sys.modules:
+        state["numpy"] = _plain(sys.modules["numpy"].random.get_state())
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        state["torch"] = torch.get_rng_state().tolist()
+    return state
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    return value
+
+
+def restore_random(state: Any) -> None:
+    """Set the global random generators to a state `random_state()` took in the step
+    before this one, so this step draws what a top-to-bottom run draws here."""
+    import importlib
+    import random
+
+    if not isinstance(state, dict):
+        raise ArtifactError(f"the random state handed to this step is a {type(state).__name__},"
+                            " not the mapping mlops_nb writes; rerun the step before it")
+    if "random" in state:
+        version, internal, gauss = state["random"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch = importlib.import_module("torch")  # the step before had it loaded
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
 def end(step: str) -> None:
     """Mark the step done, whichever tool ran it (mlops-nb, DVC, Ploomber)."""
     from mlops_nb.execute.state import record_done

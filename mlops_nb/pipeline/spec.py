@@ -18,7 +18,9 @@ from mlops_nb.errors import NotebookError
 from mlops_nb.notebook import analysis, namecheck, sections
 from mlops_nb.notebook.aliasing import AliasGroups
 from mlops_nb.notebook.magics import strip_magics
+from mlops_nb.notebook.randomness import seeds_global_random
 from mlops_nb.notebook.tags import Cell, ParsedNotebook
+from mlops_nb.pipeline import randomchain
 from mlops_nb.pipeline.order import toposort
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
     nb_specs = []
     writers: dict[str, str] = {}  # project-relative path -> step writing it
     params_by_nb: dict[str, tuple[tuple[str, str], ...]] = {}
+    seeded: dict[str, list[_Draft]] = {}  # notebooks that seed a global generator: steps
     for nb in notebooks:
         params = params_by_nb[nb.path] = _params(nb)
         param_names = {p for p, _ in params}
@@ -229,6 +232,10 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                                      params, nb.kernelspec))
         nb_dir = (root / nb.path).parent
         order: list[_Draft] = []
+        if seeds_global_random([c.source for c in sorted(
+                nb.imports + nb.functions + tuple(c for s in nb.steps for c in s.cells),
+                key=lambda c: c.index)]):
+            seeded[nb.path] = order
         class_defs: dict[str, str] = {}
         all_defs: dict[str, str] = {}
         for decl in nb.steps:
@@ -331,6 +338,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                 d.data_deps.discard(rel)
             if w and w != d.name:
                 d.upstream.add(w)
+    for path, order in seeded.items():  # the global generators' state, in notebook order
+        randomchain.chain(order, drafts, path)
 
     ordered = toposort(drafts)
     steps = tuple(
