@@ -4,9 +4,12 @@ Both describe the same DAG of step notebooks. DVC runs each step through
 `python -m mlops_nb.step`, which injects params.yaml values as papermill does; Ploomber runs
 each through `mlops_nb.ploomber_task.run_step`, with `{{group.NAME}}` placeholders that it
 reads from env.yaml, a link to params.yaml. Both hand the step to the project's warm worker.
-Every output, the executed notebook and the metrics file included, is cached by DVC: an output
-marked `cache: false` turns DVC's run-cache off for its stage, which is done only for steps
-with effects outside their outputs (has_side_effects).
+Every output, the done marker and the metrics file included, is cached by DVC. The executed
+notebook is not a DVC output: its bytes hold what a run displays (a memory address in a
+repr, a time, a progress bar), so it decides nothing; it stays in outputs/STEP/ to be read,
+Ploomber's product as before. An order-only edge depends on the upstream's done marker. The
+done marker of a step with effects outside its outputs (has_side_effects) is `persist`, which
+turns DVC's run-cache off for that stage alone while `dvc checkout` still restores it.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def has_side_effects(step: StepSpec) -> bool:
 
     DVC's run-cache would restore such a step's outputs without running it (a replayed
     `promote` would say `promoted: True` while no registry version was added); one output
-    marked `cache: false` turns the run-cache off for that stage alone.
+    marked `persist` turns the run-cache off for that stage alone.
     """
     return any(SIDE_EFFECTS.search(c.source) for c in step.cells)
 
@@ -76,7 +79,7 @@ def render_dvc(spec: PipelineSpec) -> str:
         deps = [rel_step_notebook(step.name)]
         arts = {(p, a) for v, p in step.inputs if (a := spec.step(p).artifact_for(v))}
         deps += sorted(rel_output(p, a) for p, a in arts)
-        deps += [rel_executed(u) for u in step.upstream if not any(p == u for p, _ in arts)]
+        deps += [rel_done(u) for u in step.upstream if not any(p == u for p, _ in arts)]
         deps += list(step.data_deps)
         lines.append("    deps:")
         lines += [f"    - {_q(d)}" for d in deps]
@@ -86,11 +89,10 @@ def render_dvc(spec: PipelineSpec) -> str:
         lines.append("    outs:")
         lines += [f"    - {_q(rel_output(step.name, v))}" for v in step.outputs]
         if has_side_effects(step):  # never replayed from DVC's run-cache (see below)
-            lines.append(f"    - {_q(rel_executed(step.name))}:")
-            lines.append("        cache: false")
+            lines.append(f"    - {_q(rel_done(step.name))}:")
+            lines.append("        persist: true")
         else:
-            lines.append(f"    - {_q(rel_executed(step.name))}")
-        lines.append(f"    - {_q(rel_done(step.name))}")
+            lines.append(f"    - {_q(rel_done(step.name))}")
         if has_metrics(step):
             lines.append("    metrics:")
             lines.append(f"    - {_q(rel_metrics(step.name))}")

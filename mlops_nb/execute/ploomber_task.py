@@ -199,6 +199,10 @@ def _run(product: Any, step: str, parameters: dict[str, Any] | None) -> None:
             from mlops_nb.execute.state import seal
 
             seal(root, step)
+    if not code and not held_by_parent():  # (a parallel build's process holds DVC's lock)
+        from mlops_nb.execute.dvclock import record_built
+
+        record_built(root, [step])  # its dvc.lock entry, as `dvc repro` would write it
     if code == 130:
         raise Interrupted(f"step '{step}' was interrupted")
     if code:

@@ -85,11 +85,23 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
         raise UsageError(f"-j/--jobs must be at least 1, not {jobs}")
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    from mlops_nb.execute.dvclock import record_built
     from mlops_nb.execute.lock import dvc_lock, run_lock
 
-    with run_lock(Layout(root).state), dvc_lock(root), _sigterm_as_interrupt():
-        return _run_locked(root, names, force=force, engine=engine, timeout=timeout,
-                           on_step=on_step, jobs=jobs)
+    ledgers: list[_Ledger] = []
+    with run_lock(Layout(root).state):
+        try:
+            with dvc_lock(root), _sigterm_as_interrupt():
+                result = _run_locked(root, names, force=force, engine=engine,
+                                     timeout=timeout, on_step=on_step, jobs=jobs,
+                                     ledgers=ledgers)
+        except MlopsNbError:  # the steps done before the failure get their entries too
+            for ledger in ledgers:
+                record_built(root, ledger.ran + ledger.skipped)
+            raise
+        for ledger in ledgers:  # what is done gets its dvc.lock entry (dvclock.py)
+            record_built(root, ledger.ran + ledger.skipped)
+    return result
 
 
 @contextmanager
@@ -207,11 +219,13 @@ class _Ledger:
 
 def _run_locked(root: Path, names: list[str] | None, *, force: bool, engine: str,
                 timeout: float | None, on_step: Callable[[str, str], None] | None,
-                jobs: int = 1) -> RunResult:
+                jobs: int = 1, ledgers: list[_Ledger] | None = None) -> RunResult:
     result = compile_mod.compile_project(root, refuse_hand_edits=True)
     spec = result.spec
     ledger = _Ledger(root, spec, force, on_step)
     ledger.named = set(names) if names else None
+    if ledgers is not None:
+        ledgers.append(ledger)
     steps = select(spec, names)
     with ExitStack() as scope:
         executor = _Executor(root, engine, timeout, scope)

@@ -3,8 +3,11 @@
 A step is up to date when its fingerprint (step notebook text, parameter values, the hashes
 of its inputs and data files, its order-only upstreams' fingerprints: content only, never
 times) equals the one its done marker recorded when it last succeeded, whichever runner ran
-it, and its outputs are still as it wrote them: data outputs, metrics file and executed
-notebook (which the runner seals into the marker once it is written whole). The marker
+it, and its outputs are still as it wrote them: data outputs and metrics file; the runner
+seals the marker once the executed notebook is written whole. The executed notebook's own
+bytes decide nothing (issue 25, item 2): what a run displays (a memory address in a repr, a
+time, a progress bar) differs from run to run, so a marker names no hash of it and stays
+byte for byte the same for the same run on every runner. The marker
 (outputs/STEP/.mlops_nb-done.json) is a DVC output, so `dvc checkout` and DVC's run-cache
 bring back the marker of the outputs they bring back; a failed step has none, and an input
 found corrupt on load takes its producer's away (corrupt_input), so every runner reruns the
@@ -121,11 +124,11 @@ def _outputs_of(layout: Layout, name: str, outputs: Iterable[str]) -> dict[str, 
 
 def outputs_intact(layout: Layout, name: str, outputs: Iterable[str],
                    recorded: dict[str, Any], hashes: Hashes) -> bool:
-    """The step's outputs are those its done marker names, byte for byte: its data outputs,
-    its metrics file and its executed notebook (a file whose size or mtime changed is hashed
-    again: `dvc checkout` rewrites files with the same bytes). A marker that names no
-    executed notebook (its runner never sealed it: killed in between, or an older version)
-    is not intact."""
+    """The step's outputs are those its done marker names, byte for byte: its data outputs
+    and its metrics file (a file whose size or mtime changed is hashed again: `dvc checkout`
+    rewrites files with the same bytes). A marker its runner never sealed (killed between
+    the step's end and the executed notebook's last write) is not intact; the executed
+    notebook's bytes are not looked at."""
     kept = recorded.get("outputs", {})
     try:
         for var in outputs:
@@ -136,8 +139,8 @@ def outputs_intact(layout: Layout, name: str, outputs: Iterable[str],
                 return False
     except ArtifactError:
         return False
-    return (recorded.get("metrics") == hashes.of(layout.metrics(name))
-            and recorded.get("notebook") == hashes.of(layout.executed(name)) != "missing")
+    sealed = recorded.get("sealed") is True or "notebook" in recorded  # (older versions)
+    return sealed and recorded.get("metrics") == hashes.of(layout.metrics(name))
 
 
 def is_done(layout: Layout, name: str, parameters: dict[str, Any] | None = None,
@@ -191,21 +194,20 @@ def marker(layout: Layout, name: str) -> dict[str, Any] | None:
 
 
 def seal(root: Path, name: str) -> None:
-    """Add the executed notebook's hash to the step's done marker, once the runner has
-    written the notebook whole (after the step's last cell wrote the marker). Every runner
-    calls it when a step succeeded; a marker never sealed is not up to date."""
+    """Mark the step's done marker sealed once the runner has written the executed notebook
+    whole (after the step's last cell wrote the marker). Every runner calls it when a step
+    succeeded; a marker never sealed is not up to date. Only a flag: the notebook's bytes
+    vary from run to run (see the module's rule)."""
     layout = Layout(root)
     rec = marker(layout, name)
     if rec is None:
         return
     try:
-        hashes = Hashes(root)
-        digest = hashes.of(layout.executed(name))
-        if rec.get("notebook") != digest:
-            rec["notebook"] = digest
+        if rec.get("sealed") is not True or "notebook" in rec:
+            rec.pop("notebook", None)
+            rec["sealed"] = True
             atomic.write_text(layout.step_outputs(name) / DONE,
                               json.dumps(rec, indent=1, sort_keys=True) + "\n")
-        hashes.save()
     except OSError:
         log.warning("could not seal the done marker of step %s", name, exc_info=True)
 

@@ -57,3 +57,58 @@ def test_seeded_global_generators_draw_as_top_to_bottom_on_every_runner(tmp_path
     shutil.rmtree(root / "outputs")
     sh(["ploomber", "build", "--force"], root)
     assert _metrics(root) == want
+
+
+# --- item 2 (and issue 26, item 6): executed notebooks decide nothing; dvc.lock for all ----
+
+def _shows_an_address(root: Path) -> None:
+    """A step whose executed notebook differs from run to run (a repr with a memory
+    address), and a step with effects outside its outputs (DVC's run-cache is off for it)."""
+    make_nb(root / "notebooks/shows.ipynb", [
+        (["imports"], "from mlops_nb import guards"),
+        (["pipeline-parameters"], "N = 3"),
+        (["step:make"], "values = list(range(N))\nobject()"),
+        (["step:report"], "total = sum(values)\nguards.record_run('completed', note=str(total))"),
+        (["pipeline-metrics"], "print(total)"),
+    ])
+    compiled_project(root)
+
+
+def _dvc_clean(root: Path) -> None:
+    out = sh(["dvc", "status"], root).stdout
+    assert "up to date" in out and "changed" not in out and "modified" not in out, out
+
+
+def _all_up_to_date(root: Path) -> None:
+    lines = cli(["status"], root).stdout.splitlines()
+    assert lines and all("up to date" in ln for ln in lines), lines
+
+
+def test_every_runner_finds_nothing_to_do_after_any_other(tmp_path, from_template):
+    root = from_template("faithful.shows", _shows_an_address, tmp_path / "shows")
+    cli(["run"], root)  # a fresh project: no dvc.lock before this run
+    _dvc_clean(root)
+    assert "Running stage" not in sh(["dvc", "repro"], root).stdout
+    executed = (root / "outputs/make/make.ipynb").read_text()
+    assert "<object at 0x" in executed
+    cli(["run", "-f"], root)  # the same run; the executed notebook shows another address
+    assert (root / "outputs/make/make.ipynb").read_text() != executed
+    _dvc_clean(root)
+    _all_up_to_date(root)
+    sh(["ploomber", "build", "--force"], root)
+    _dvc_clean(root)
+    assert "ran 0," in cli(["run"], root).stdout
+    # experiments: switching back and forth restores everything, promote-like steps included
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "built"], root)
+    sh(["dvc", "exp", "run", "-n", "five", "-S", "shows.N=5"], root)
+    assert json.loads((root / "outputs/report/metrics.json").read_text()) == {"total": 10}
+    sh(["git", "checkout", "--", "dvc.lock", "params.yaml"], root)
+    sh(["dvc", "checkout"], root)
+    assert json.loads((root / "outputs/report/metrics.json").read_text()) == {"total": 3}
+    _all_up_to_date(root)
+    _dvc_clean(root)
+    sh(["dvc", "exp", "apply", "five"], root)
+    _all_up_to_date(root)
+    _dvc_clean(root)
+    assert "ran 0," in cli(["run"], root).stdout

@@ -105,7 +105,7 @@ def test_a_step_with_side_effects_is_never_replayed_from_the_run_cache(tmp_path)
     ])
     git_project(root)
     cli(["compile"], root)
-    assert "cache: false" in (root / "dvc.yaml").read_text()
+    assert "persist: true" in (root / "dvc.yaml").read_text()
     params = root / "params.yaml"
     for n in (1, 2, 1):  # back to N=1: DVC's run-cache holds that run of both stages
         params.write_text(f"effects:\n  N: {n}\n")
