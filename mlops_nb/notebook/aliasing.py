@@ -94,11 +94,13 @@ def _base(node: ast.AST) -> str | None:
 
 
 def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset(),
-          arrays: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, str]]:
+          arrays: frozenset[str] | set[str] = frozenset(),
+          loops: bool = True) -> list[tuple[str, str]]:
     """The (name, name) pairs a top-level statement may make share an object.
 
     `arrays`: names bound to pandas or numpy objects, whose item assignment copies the values
-    in (`df['t'] = iris.target` does not make df hold iris)."""
+    in (`df['t'] = iris.target` does not make df hold iris). `loops`: with False, a `for`
+    target is not paired with what it iterates over (see loop_parts)."""
     pairs: list[tuple[str, str]] = []
     if isinstance(stmt, ast.Assign):
         for target in stmt.targets:
@@ -118,7 +120,7 @@ def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset(),
                                  and isinstance(target.value, ast.Name)):
                     pairs += [(base, m) for m in names_in(stmt.value, copies)]
     for node in ast.walk(stmt):
-        if isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, (
+        if loops and isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(node.target, (
                 ast.Name, ast.Tuple, ast.List)):
             targets = [t.id for t in ast.walk(node.target) if isinstance(t, ast.Name)]
             pairs += [(t, m) for t in targets for m in names_in(node.iter, copies)]
@@ -127,4 +129,17 @@ def links(stmt: ast.stmt, copies: frozenset[str] | set[str] = frozenset(),
             base = _base(node.func.value)
             if base:
                 pairs += [(base, m) for a in node.args for m in names_in(a, copies)]
+    return pairs
+
+
+def loop_parts(stmt: ast.stmt) -> list[tuple[str, str]]:
+    """(loop variable, what it iterates over) pairs of the `for` loops in a statement: a
+    one-way link, since a change through the variable changes the iterable, but a change of
+    another iterable the same name walks later (`for key in KEYS: ...` then `for key in d:
+    d[key] = 1`) does not reach the first one."""
+    pairs: list[tuple[str, str]] = []
+    for node in ast.walk(stmt):
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            targets = [t.id for t in ast.walk(node.target) if isinstance(t, ast.Name)]
+            pairs += [(t, m) for t in targets for m in names_in(node.iter)]
     return pairs

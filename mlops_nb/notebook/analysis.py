@@ -40,6 +40,7 @@ class BlockInfo:
     imported: set[str] = field(default_factory=set)
     literals: set[str] = field(default_factory=set)  # string constants (candidate paths)
     written_literals: set[str] = field(default_factory=set)  # paths passed to write calls
+    folder_literals: set[str] = field(default_factory=set)  # passed to calls reading folders
     def_sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -172,6 +173,7 @@ def _analyse_block(source: str, known_funcs: dict[str, FuncInfo], aliases: Alias
         info.writes |= writes
         info.literals |= scanner.literals
         info.written_literals |= scanner.written
+        info.folder_literals |= scanner.folders
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             # an import in a step reaches later steps as a copy of the statement
             seg = ast.get_source_segment(text, stmt)

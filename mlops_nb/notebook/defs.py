@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import symtable
 
-from mlops_nb.notebook.aliasing import AliasGroups, links
+from mlops_nb.notebook.aliasing import AliasGroups, links, loop_parts
 from mlops_nb.notebook.effects import FuncInfo
 from mlops_nb.notebook.scanner import scan
 
@@ -50,17 +50,28 @@ def _params(args: ast.arguments) -> tuple[tuple[str, ...], bool]:
 
 def _body_changes(body: list[ast.stmt], known: dict[str, FuncInfo],
                   imported: set[str]) -> set[str]:
-    """Names a function body changes in place, through its local aliases too."""
+    """Names a function body changes in place, through its local aliases too. A loop
+    variable links one way (aliasing.loop_parts): a change through it changes what it
+    iterates over, in every loop that binds it; the iterables of two loops sharing a
+    variable name are not made one object."""
     aliases = AliasGroups()
     changed: set[str] = set()
+    parts: dict[str, set[str]] = {}
     for stmt in body:
         scanner = scan(stmt, known, imported)
         changed |= scanner.mutated
         for node in ast.walk(stmt):
             if isinstance(node, ast.stmt):
-                for a, b in links(node):
+                for a, b in links(node, loops=False):
                     aliases.link(a, b)
-    return aliases.expand(changed)
+        for var, whole in loop_parts(stmt):
+            parts.setdefault(var, set()).add(whole)
+    out = aliases.expand(changed)
+    while True:
+        more = aliases.expand({w for n in out for w in parts.get(n, ())}) - out
+        if not more:
+            return out
+        out |= more
 
 
 def function_effects(stmt: ast.stmt, table: symtable.SymbolTable | None,

@@ -29,6 +29,14 @@ WRITE_CALLS = re.compile(
     r"^(to_csv|to_parquet|to_json|to_pickle|to_excel|to_feather|to_hdf|to_html|to_latex|"
     r"to_markdown|savefig|save|savez|savez_compressed|savetxt|dump|write_text|write_bytes)$"
 )
+# Calls that read a folder given as a path: only a string passed to one of these makes a
+# folder a step's data dependency (any other string counts only when it names a file).
+FOLDER_READERS = frozenset({
+    "listdir", "scandir", "walk", "iterdir", "glob", "iglob", "rglob", "copytree", "Path",
+    "PurePath", "PosixPath", "load_files", "ImageFolder", "DatasetFolder",
+    "image_dataset_from_directory", "text_dataset_from_directory", "flow_from_directory",
+    "load_from_disk", "load_dataset", "read_parquet", "ParquetDataset", "dataset",
+})
 # Methods that change their receiver although their name reads like a query, or that are
 # in-place in one library and not in another (list.sort vs sorted): always a change.
 MUTATING_METHODS = frozenset({

@@ -11,6 +11,7 @@ import ast
 
 from mlops_nb.notebook.aliasing import names_in
 from mlops_nb.notebook.effects import (
+    FOLDER_READERS,
     MUTATING_CALLS,
     PURE_CALLS,
     WRITE_CALLS,
@@ -35,6 +36,7 @@ class Scanner(ast.NodeVisitor):
         self.mutated: set[str] = set()
         self.literals: set[str] = set()
         self.written: set[str] = set()
+        self.folders: set[str] = set()  # literals passed to a call that reads a folder
         self.known = known_funcs
         self.imported = imported
         self.methods = {m for f in known_funcs.values() for m in f.methods}
@@ -81,6 +83,15 @@ class Scanner(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and 0 < len(node.value) < 300 and "\n" not in node.value:
             self.literals.add(node.value)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
+        # the text of an f-string is a fragment (`f"accuracy {x:.3f}."` holds "."), never a
+        # path by itself; only the expressions inside are visited
+        for part in node.values:
+            if isinstance(part, ast.FormattedValue):
+                self.visit(part.value)
+                if part.format_spec is not None:
+                    self.visit(part.format_spec)
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit(node.value)  # `:=` binds in the enclosing (block) scope, even in a comp
@@ -170,6 +181,9 @@ class Scanner(ast.NodeVisitor):
         if name and name in MUTATING_CALLS and name not in PURE_CALLS:
             for a in args:
                 self._mutate(a)
+        if name in FOLDER_READERS:
+            self.folders |= {a.value for a in args
+                             if isinstance(a, ast.Constant) and isinstance(a.value, str)}
         if name and WRITE_CALLS.match(name):
             for a in args[:2]:
                 if isinstance(a, ast.Constant) and isinstance(a.value, str):

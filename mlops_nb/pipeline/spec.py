@@ -140,6 +140,7 @@ def _analyse(nb: ParsedNotebook, cells: tuple[Cell, ...], funcs: dict, aliases: 
         merged.code_defs = (merged.code_defs - info.writes) | info.code_defs
         merged.literals |= info.literals
         merged.written_literals |= info.written_literals
+        merged.folder_literals |= info.folder_literals
         for n in info.writes:
             merged.def_sources.pop(n, None)
         merged.def_sources.update(info.def_sources)
@@ -293,8 +294,9 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                     hint = f" (did you mean 'prev:{near[0]}'?)" if near else ""
                     raise NotebookError(nb.path, f"'prev:{prev}' names no step{hint}", cell)
                 d.upstream.add(prev)
+            folders = info.folder_literals | pre.folder_literals
             for lit in sorted(info.literals | pre.literals):
-                rel = _project_file(root, nb_dir, lit)
+                rel = _project_file(root, nb_dir, lit, lit in folders)
                 if rel is None:
                     continue
                 if lit in info.written_literals:
@@ -405,8 +407,13 @@ def _artifacts(d: _Draft) -> set[str]:
     return names
 
 
-def _project_file(root: Path, nb_dir: Path, lit: str) -> str | None:
-    if not any(ch in lit for ch in "./") or lit.startswith(("http:", "https:", "s3:", "gs:")):
+def _project_file(root: Path, nb_dir: Path, lit: str, folder: bool) -> str | None:
+    """The project file a string literal names, if any; a folder only when the literal was
+    passed to a call that reads folders (`folder`) or is written as one (`"data/"`, not the
+    notebook's own folder): a string is not a path unless it names one, so
+    `f"accuracy {x:.3f}."` or a "." is no dependency on the notebook's folder."""
+    if not (folder or any(ch in lit for ch in "./")) or lit.startswith(
+            ("http:", "https:", "s3:", "gs:")):
         return None
     try:
         p = (nb_dir / lit).resolve()
@@ -415,6 +422,7 @@ def _project_file(root: Path, nb_dir: Path, lit: str) -> str | None:
         return None
     if not rel.parts or rel.parts[0] in NOT_DATA:
         return None
-    if p.exists() and not (p.is_file() or p.is_dir()):
+    folder = folder or (lit.endswith("/") and p != nb_dir.resolve())
+    if p.exists() and not (p.is_file() or (folder and p.is_dir())):
         return None
     return rel.as_posix()

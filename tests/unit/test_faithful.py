@@ -66,3 +66,40 @@ def test_a_step_that_must_run_before_its_notebook_predecessor_is_named(tmp_path,
         spec = spec_of(tmp_path, cells)
     assert "step 'b' runs before step 'a'" in caplog.text and "nb.ipynb" in caplog.text
     assert RANDOM_STATE not in dict(spec.step("b").inputs)
+
+
+# --- item 3: a string is not a path unless it names one -------------------------------------
+
+def test_only_strings_that_name_a_file_or_a_folder_read_as_one_are_data(tmp_path):
+    (tmp_path / "notebooks/imgs").mkdir(parents=True)
+    (tmp_path / "notebooks/imgs/a.png").write_bytes(b"x")
+    (tmp_path / "notebooks/data.csv").write_text("a\n1\n")
+    spec = spec_of(tmp_path, [
+        (["imports"], "import os\nimport pandas as pd"),
+        (["step:report"], "x = 0.5\nprint(f'accuracy {x:.3f}.')\nsep = '.'\nhere = './'\n"
+                          "label = 'imgs'"),
+        (["step:slash"], "folder = 'imgs/'"),  # written as a folder: `path + 'a.png'`
+        (["step:load"], "df = pd.read_csv('data.csv')\nfiles = os.listdir('imgs')"),
+        (["step:named"], "SOURCE = 'data.csv'\nn = len(SOURCE)"),
+    ])
+    assert spec.step("report").data_deps == ()
+    assert spec.step("slash").data_deps == ("notebooks/imgs",)
+    assert spec.step("load").data_deps == ("notebooks/data.csv", "notebooks/imgs")
+    assert spec.step("named").data_deps == ("notebooks/data.csv",)  # names an existing file
+
+
+# --- item 4: a loop variable reused in a helper links nothing it did not touch ------------
+
+def test_a_reused_loop_variable_does_not_make_a_constant_changed(tmp_path):
+    spec = spec_of(tmp_path, [
+        (["functions"], "KEYS = ['a', 'b']\n\n\ndef fill(d):\n    for key in KEYS:\n"
+                        "        print(key)\n    for key in d:\n        d[key] = 1\n"
+                        "    return d\n\n\ndef tag(rows):\n    for row in rows:\n"
+                        "        r = row\n        r['seen'] = True\n    return rows"),
+        (["step:a"], "d = fill({'x': 0})\ntable = [{'k': 1}]\nt = tag(table)"),
+        (["step:b"], "n = len(KEYS) + len(d) + len(table)"),
+    ])
+    assert "KEYS" not in spec.step("a").outputs
+    assert dict(spec.step("b").inputs).get("KEYS") is None  # the functions cell's own
+    # a change through a loop variable still changes what it iterates over
+    assert set(spec.step("a").outputs) == {"d", "table"}
