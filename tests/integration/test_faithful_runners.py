@@ -52,7 +52,8 @@ def test_seeded_global_generators_draw_as_top_to_bottom_on_every_runner(tmp_path
     cli(["run"], root)
     assert _metrics(root) == want
     shutil.rmtree(root / "outputs")
-    sh(["dvc", "repro"], root)
+    res = sh(["dvc", "repro", "--force"], root)  # run, not restored from the run-cache
+    assert "Running stage 'third'" in res.stdout
     assert _metrics(root) == want
     shutil.rmtree(root / "outputs")
     sh(["ploomber", "build", "--force"], root)
