@@ -3,7 +3,8 @@
 Each output is a folder `<name>/` holding `data.<ext>` and `meta.json` (format, python type,
 sha256 of the data). Formats by type: pandas -> an uncompressed Arrow IPC file (frames.py;
 Parquet outputs of older versions still load), numpy -> .npy, exact JSON values -> JSON,
-scikit-learn estimators -> skops (no code runs on load), anything else -> pickle
+scikit-learn estimators -> skops (no code runs on load), xgboost and LightGBM models and
+xgboost's DMatrix -> the library's own format (models.py), anything else -> pickle
 (cloudpickle for lambdas and closures). A folder appears under its final name only once it is
 complete (written aside, then renamed), and a load checks the bytes against the recorded hash,
 so a partial or tampered output is never taken for a finished one. The hash in meta.json
@@ -95,6 +96,17 @@ def _unless_no_space(exc: BaseException) -> None:
 
 def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
     mod = type(obj).__module__
+    if mod.split(".", 1)[0] in ("xgboost", "lightgbm"):
+        from mlops_nb.artifacts import models
+
+        try:
+            known = models.encode(obj, folder)
+        except Exception as exc:  # noqa: BLE001 - what the library cannot write is pickled
+            _unless_no_space(exc)
+            known = None
+        if known is not None:
+            fmt, name, payload, extra = known
+            return {**_write_bytes(folder, fmt, name, payload), **extra}
     if mod.startswith("pandas"):
         import pandas as pd
 
@@ -324,6 +336,18 @@ def load(folder: Path, *, project: Path | None = None, allow_pickle: bool = Fals
 
         meta, content = _checked(folder)
         return frames.read_parquet(pa.BufferReader(pa.py_buffer(content)), meta)
+    if fmt.startswith(("xgboost-", "lightgbm-")):  # data in the library's own format
+        from mlops_nb.artifacts import models
+
+        data = read_checked(folder, meta)
+        try:
+            return models.decode(fmt, data, meta)
+        except ImportError as exc:
+            raise ArtifactError(f"output {folder} is a {fmt} model: install {exc.name} to load"
+                                " it") from exc
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+            raise ArtifactError(f"output {path} is not a readable {fmt} file ({exc}); rerun"
+                                " its step") from exc
     meta = verify(folder)
     if fmt == "npy":
         import numpy as np

@@ -103,3 +103,72 @@ def test_a_reused_loop_variable_does_not_make_a_constant_changed(tmp_path):
     assert dict(spec.step("b").inputs).get("KEYS") is None  # the functions cell's own
     # a change through a loop variable still changes what it iterates over
     assert set(spec.step("a").outputs) == {"d", "table"}
+
+
+# --- item 5: model libraries' objects cross steps in their own formats -----------------------
+
+def test_xgboost_and_lightgbm_objects_round_trip_without_pickle(tmp_path):
+    import json as jsonlib
+    import shutil
+
+    import lightgbm as lgb
+    import numpy as np
+    import xgboost as xgb
+
+    from mlops_nb import artifacts
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    X[0, 1] = np.nan
+    y = (X[:, 0] > 0).astype(int)
+    dm = xgb.DMatrix(X, label=y, weight=np.linspace(1, 2, 60), feature_names=["a", "b", "c"])
+    booster = xgb.train({"max_depth": 2}, dm, num_boost_round=3)
+    clf = xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(X, y)
+    lgb_booster = lgb.train({"verbose": -1, "num_leaves": 4}, lgb.Dataset(X, y),
+                            num_boost_round=3)
+    project = tmp_path / "proj"
+    for name, obj, fmt in (("dm", dm, "xgboost-dmatrix"), ("bst", booster, "xgboost-json"),
+                           ("clf", clf, "xgboost-json"), ("lgb", lgb_booster, "lightgbm-text")):
+        folder = project / "outputs/s" / name
+        artifacts.save(obj, folder, project=project)
+        meta = jsonlib.loads((folder / "meta.json").read_text())
+        assert meta["format"] == fmt
+        # no pickle: a copy of the folder that this project never wrote loads all the same
+        elsewhere = tmp_path / "elsewhere/outputs/s" / name
+        elsewhere.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, elsewhere)
+        back = artifacts.load(elsewhere, project=tmp_path / "elsewhere")
+        assert type(back) is type(obj)
+        again = project / "outputs/t" / name  # byte-reproducible: saved again, same bytes
+        artifacts.save(back, again, project=project)
+        if fmt != "xgboost-dmatrix":
+            assert (again / meta["file"]).read_bytes() == (folder / meta["file"]).read_bytes()
+    loaded = artifacts.load(project / "outputs/s/dm", project=project)
+    assert loaded.feature_names == ["a", "b", "c"] and loaded.num_row() == 60
+    assert np.array_equal(loaded.get_label(), dm.get_label())
+    assert np.array_equal(loaded.get_weight(), dm.get_weight())
+    test = xgb.DMatrix(X, feature_names=["a", "b", "c"])
+    assert np.array_equal(artifacts.load(project / "outputs/s/bst", project=project).predict(
+        test), booster.predict(test))
+    assert np.array_equal(booster.predict(loaded), booster.predict(dm))
+    clf_back = artifacts.load(project / "outputs/s/clf", project=project)
+    assert np.array_equal(clf_back.predict_proba(X), clf.predict_proba(X))
+    assert list(clf_back.classes_) == [0, 1]
+    assert np.array_equal(artifacts.load(project / "outputs/s/lgb", project=project).predict(X),
+                          lgb_booster.predict(X))
+
+
+def test_outputs_of_other_types_never_import_the_model_libraries(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pathlib import Path\nimport numpy as np\n"
+            "from sklearn.linear_model import LogisticRegression\n"
+            "from mlops_nb import artifacts\n"
+            "p = Path(sys.argv[1])\n"
+            "m = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])\n"
+            "for i, v in enumerate([m, np.ones(3), {'a': 1}, object()]):\n"
+            "    artifacts.save(v, p / 'outputs/s' / str(i), project=p)\n"
+            "    artifacts.load(p / 'outputs/s' / str(i), project=p)\n"
+            "assert not {'xgboost', 'lightgbm'} & set(sys.modules), sorted(sys.modules)\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)

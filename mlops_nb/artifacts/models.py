@@ -1,0 +1,106 @@
+"""Objects of model libraries, saved in each library's own format (issue 25, item 5).
+
+The rule: what a library can write as data is written so, and loads without running code,
+so it needs no record of this project's writes (trust.py): xgboost's `Booster` and its
+scikit-learn models (XGBClassifier...) as xgboost's JSON model, a `DMatrix` as its data (a
+CSR matrix, labels, weights, feature names) in an .npz read without pickle, LightGBM's
+`Booster` as its text model. The libraries stay optional: nothing here imports one unless an
+object of it is being saved or a file of its format loaded. Anything else (a LightGBM
+scikit-learn model, whose fitted state has no public format) goes on to pickle, with the
+trust rule of every pickle.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("xgboost-json", "xgboost-dmatrix", "lightgbm-text")
+# the xgboost scikit-learn classes a file may name (never an import path read from disk)
+XGB_SKLEARN = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier",
+               "XGBRFRegressor")
+
+
+def encode(obj: Any, folder: Path) -> tuple[str, str, bytes, dict[str, Any]] | None:
+    """(format, file name, bytes, extra meta) for an object of a known library; None for
+    anything else. `folder`: the output's folder being written (a library that writes only
+    to a path writes there)."""
+    top = type(obj).__module__.split(".", 1)[0]
+    name = type(obj).__name__
+    if top == "xgboost":
+        import xgboost as xgb
+
+        if isinstance(obj, xgb.Booster):
+            return "xgboost-json", "data.json", bytes(obj.save_raw(raw_format="json")), {}
+        if isinstance(obj, xgb.XGBModel) and name in XGB_SKLEARN \
+                and getattr(xgb, name) is type(obj):
+            path = folder / ".xgboost-model.json"  # only save_model writes the scikit-learn
+            obj.save_model(str(path))  # side too, and only to a file: read back, removed
+            try:
+                return "xgboost-json", "data.json", path.read_bytes(), {"class": name}
+            finally:
+                path.unlink(missing_ok=True)
+        if isinstance(obj, xgb.DMatrix):
+            return "xgboost-dmatrix", "data.npz", _dmatrix_bytes(obj), {}
+    if top == "lightgbm":
+        import lightgbm as lgb
+
+        if type(obj) is lgb.Booster:
+            return "lightgbm-text", "data.txt", obj.model_to_string().encode("utf-8"), {}
+    return None
+
+
+def _dmatrix_bytes(dm: Any) -> bytes:
+    import numpy as np
+
+    csr = dm.get_data()
+    arrays = {"indptr": csr.indptr, "indices": csr.indices, "data": csr.data,
+              "shape": np.asarray(csr.shape, dtype=np.int64),
+              "label": dm.get_label(), "weight": dm.get_weight(),
+              "base_margin": dm.get_base_margin(),
+              "feature_names": np.asarray(dm.feature_names or [], dtype=str),
+              "feature_types": np.asarray(dm.feature_types or [], dtype=str)}
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def decode(fmt: str, data: bytes, meta: dict[str, Any]) -> Any:
+    """The object back from the bytes `encode` wrote (already checked against the hash)."""
+    if fmt == "xgboost-json":
+        import xgboost as xgb
+
+        cls = meta.get("class")
+        if cls is None:
+            bst = xgb.Booster()
+            bst.load_model(bytearray(data))
+            return bst
+        if cls not in XGB_SKLEARN:
+            raise ValueError(f"unknown xgboost model class {cls!r}")
+        model = getattr(xgb, cls)()
+        model.load_model(bytearray(data))
+        return model
+    if fmt == "xgboost-dmatrix":
+        import numpy as np
+        import scipy.sparse as sp
+        import xgboost as xgb
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            a = {k: npz[k] for k in npz.files}
+        csr = sp.csr_matrix((a["data"], a["indices"], a["indptr"]),
+                            shape=tuple(int(n) for n in a["shape"]))
+        kwargs: dict[str, Any] = {}
+        for key in ("label", "weight", "base_margin"):
+            if a[key].size:
+                kwargs[key] = a[key]
+        if a["feature_names"].size:
+            kwargs["feature_names"] = a["feature_names"].tolist()
+        if a["feature_types"].size:
+            kwargs["feature_types"] = a["feature_types"].tolist()
+        return xgb.DMatrix(csr, **kwargs)
+    if fmt == "lightgbm-text":
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=data.decode("utf-8"))
+    raise ValueError(f"unknown format {fmt!r}")
