@@ -65,7 +65,8 @@ def _entries_hold(root: Path, entry: Any, paths: Iterable[str]) -> bool:
         return False
     recorded = {}
     for key in ("deps", "outs"):
-        for item in entry.get(key) or []:
+        items = entry.get(key)
+        for item in items if isinstance(items, list) else []:
             if isinstance(item, dict) and "path" in item:
                 recorded[str(item["path"])] = item.get("md5")
     for path in paths:
@@ -74,19 +75,27 @@ def _entries_hold(root: Path, entry: Any, paths: Iterable[str]) -> bool:
     return True
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _stage_paths(stage: Any, keys: tuple[str, ...]) -> list[str]:
     out = []
     for key in keys:
-        for item in (stage or {}).get(key) or []:
-            out.append(str(next(iter(item)) if isinstance(item, dict) else item))
+        items = _mapping(stage).get(key)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item:
+                out.append(str(next(iter(item))))
+            elif isinstance(item, str):
+                out.append(item)
     return out
 
 
 def stale_stages(root: Path, steps: Iterable[str]) -> list[str]:
     """The stages among these done steps (and the compile check) whose dvc.lock entry is
     not theirs."""
-    stages = _yaml(root / DVC_YAML).get("stages") or {}
-    lock = _yaml(root / "dvc.lock").get("stages") or {}
+    stages = _mapping(_yaml(root / DVC_YAML).get("stages"))
+    lock = _mapping(_yaml(root / "dvc.lock").get("stages"))
     stale = []
     for step in steps:
         if step not in stages or not _sealed(root, step):

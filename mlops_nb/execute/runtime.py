@@ -236,17 +236,27 @@ def restore_random(state: Any) -> None:
     if not isinstance(state, dict):
         raise ArtifactError(f"the random state handed to this step is a {type(state).__name__},"
                             " not the mapping mlops_nb writes; rerun the step before it")
-    if "random" in state:
-        version, internal, gauss = state["random"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        import numpy as np
+    try:
+        if "random" in state:
+            version, internal, gauss = state["random"]
+            random.setstate((version, tuple(internal), gauss))
+        if "numpy" in state:
+            import numpy as np
 
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "torch" in state:
-        torch = importlib.import_module("torch")  # the step before had it loaded
-        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            if len(keys) != 624:  # MT19937's state, which set_state would cut or refuse
+                raise ValueError(f"{len(keys)} numbers in numpy's state, not 624")
+            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss,
+                                 cached))
+        if "torch" in state:
+            torch = importlib.import_module("torch")  # the step before had it loaded
+            torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    except ImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign state file
+        raise ArtifactError(f"the random state handed to this step is not one mlops_nb wrote"
+                            f" ({type(exc).__name__}: {exc}); rerun the step before it"
+                            ) from None
 
 
 def end(step: str) -> None:

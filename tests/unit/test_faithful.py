@@ -172,3 +172,67 @@ def test_outputs_of_other_types_never_import_the_model_libraries(tmp_path):
             "    artifacts.load(p / 'outputs/s' / str(i), project=p)\n"
             "assert not {'xgboost', 'lightgbm'} & set(sys.modules), sorted(sys.modules)\n")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+
+
+def test_a_random_state_round_trips_and_a_foreign_one_is_a_clear_error():
+    import random
+
+    import numpy as np
+    import pytest
+
+    from mlops_nb.errors import ArtifactError
+    from mlops_nb.execute import runtime
+
+    np.random.seed(3)
+    random.seed(4)
+    state = runtime.random_state()
+    want = (float(np.random.rand()), random.random())
+    np.random.seed(99)
+    random.seed(99)
+    runtime.restore_random(json_round_trip(state))
+    assert (float(np.random.rand()), random.random()) == want
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    for bad in (None, [1, 2], {"numpy": ["MT19937", [1, 2], 0, 0, 0.0]},
+                {"random": "x\n'\""}, {"random": [3, deep, None]},
+                {"numpy": ["MT19937", list(range(10**5)), 0, 0, 0.0]}):
+        with pytest.raises(ArtifactError, match="rerun the step before it"):
+            runtime.restore_random(bad)
+
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def test_dvc_lock_entries_are_judged_by_content_whatever_dvc_lock_holds(tmp_path):
+    import hashlib
+    import json
+
+    from mlops_nb.execute.dvclock import record_built, stale_stages
+
+    (tmp_path / "outputs/a").mkdir(parents=True)
+    marker = tmp_path / "outputs/a/.mlops_nb-done.json"
+    marker.write_text(json.dumps({"fingerprint": "f", "sealed": True}))
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  notebooks-compiled:\n    cmd: x\n    deps:\n    - params.yaml\n"
+        "  a:\n    cmd: y\n    outs:\n    - outputs/a/.mlops_nb-done.json:\n"
+        "        persist: true\n")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    md5 = hashlib.md5(marker.read_bytes()).hexdigest()
+    params_md5 = hashlib.md5(b"{}\n").hexdigest()
+    good = (f"stages:\n  notebooks-compiled:\n    deps:\n    - path: params.yaml\n"
+            f"      md5: {params_md5}\n  a:\n    outs:\n"
+            f"    - path: outputs/a/.mlops_nb-done.json\n      md5: {md5}\n")
+    (tmp_path / "dvc.lock").write_text(good)
+    assert stale_stages(tmp_path, ["a"]) == []
+    for hostile in ("{{{not yaml", "- a\n- b\n", "stages: [1, 2]\n",
+                    "stages:\n  a:\n    outs:\n    - path: \"x'\\n\"\n      md5: [1]\n",
+                    "stages:\n  a: " + "[" * 500 + "]" * 500 + "\n", good.replace(md5, "0")):
+        (tmp_path / "dvc.lock").write_text(hostile)
+        assert "a" in stale_stages(tmp_path, ["a"]), hostile
+    marker.write_text(json.dumps({"fingerprint": "f"}))  # never sealed: never committed
+    assert "a" not in stale_stages(tmp_path, ["a"])
+    assert record_built(tmp_path, ["a"]) == []  # not a DVC project: nothing to do
