@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_nb import compile as compile_mod
-from mlops_nb.errors import MlopsNbError, UsageError
+from mlops_nb.errors import Interrupted, MlopsNbError, UsageError
 from mlops_nb.execute.hashes import Hashes
 from mlops_nb.execute.state import (
     fingerprint,
@@ -95,6 +95,8 @@ def run(root: Path, names: list[str] | None = None, *, force: bool = False,
                 result = _run_locked(root, names, force=force, engine=engine,
                                      timeout=timeout, on_step=on_step, jobs=jobs,
                                      ledgers=ledgers)
+        except Interrupted:  # Ctrl-C, SIGTERM: stop now, record nothing more
+            raise
         except MlopsNbError:  # the steps done before the failure get their entries too
             for ledger in ledgers:
                 record_built(root, ledger.ran + ledger.skipped)
