@@ -8,7 +8,9 @@ Exit codes: those of cli.py; `monitor` exits 14 when served data drifted past th
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -31,20 +33,63 @@ def _model(args: argparse.Namespace, root: Path) -> str:
                      + (", ".join(names) if names else "none yet (run the pipeline first)"))
 
 
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a positive (finite) number; argparse names the option on error."""
+    def parse(text: str) -> Any:
+        import math
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
+    import sys
 
-    from mlops_nb.serve.server import TOKEN_ENV, ServeSettings, check_binding, serve
+    from mlops_nb.serve.server import (
+        TOKEN_ENV,
+        ServeSettings,
+        check_binding,
+        read_token_file,
+        serve,
+    )
 
-    check_binding(args.host, args.token or os.environ.get(TOKEN_ENV))  # before any loading
+    token = args.token
+    if args.token_file:
+        token = read_token_file(Path(args.token_file))
+    elif token:
+        print(f"warning: --token on the command line is visible to other users (ps); use"
+              f" --token-file or ${TOKEN_ENV}", file=sys.stderr)
+    token = token or os.environ.get(TOKEN_ENV) or None
+    check_binding(args.host, token)  # before any loading
     root = _root(args)
     settings = ServeSettings(
         root=str(root), ref=_model(args, root), host=args.host, port=args.port,
         workers=args.workers, schema=args.schema, max_rows=args.max_rows,
         max_body=args.max_body, poll=args.poll, log_dir=args.log_dir,
-        log_max_bytes=args.log_max_bytes, log_max_files=args.log_max_files)
-    serve(settings, token=args.token, announce=lambda line: print(line, flush=True))
+        log_max_bytes=args.log_max_bytes, log_max_files=args.log_max_files,
+        allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
+        header_timeout=args.header_timeout, max_connections=args.max_connections)
+    serve(settings, token=token, announce=lambda line: print(line, flush=True))
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0 to 65535")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -56,19 +101,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         " or NAME:VERSION (pinned); default: the registry's only model")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; another needs a token)")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    s.add_argument("--token", help="bearer token required on every path but /health"
-                                   " (or $MLOPS_NB_SERVE_TOKEN)")
+    pos_int, pos_float = _positive(int), _positive(float)
+    s.add_argument("--port", type=_port, default=8000)
+    s.add_argument("--workers", type=pos_int, default=1, help="server processes (default 1)")
+    s.add_argument("--token-file", help="file holding the bearer token required on every path"
+                                        " but /health (readable by you only)")
+    s.add_argument("--token", help="the bearer token itself (visible in ps: prefer"
+                                   " --token-file or $MLOPS_NB_SERVE_TOKEN)")
+    s.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="another Host name the service answers besides localhost, 127.0.0.1,"
+                        " [::1] and the bound address (repeatable; * for any)")
     s.add_argument("--schema", help="data schema YAML (default: the one stored with the model)")
-    s.add_argument("--max-rows", type=int, default=1000, help="records per request (1000)")
-    s.add_argument("--max-body", type=int, default=2**20, help="request body bytes (1 MiB)")
-    s.add_argument("--poll", type=float, default=1.0,
+    s.add_argument("--max-rows", type=pos_int, default=1000, help="records per request (1000)")
+    s.add_argument("--max-body", type=pos_int, default=2**20,
+                   help="request body bytes (1 MiB)")
+    s.add_argument("--poll", type=pos_float, default=1.0,
                    help="seconds between checks for a newly promoted version (1)")
+    s.add_argument("--header-timeout", type=pos_float, default=10.0,
+                   help="seconds a client has to send a request's headers (10)")
+    s.add_argument("--max-connections", type=pos_int,
+                   help="open connections per process (default: below the descriptor limit)")
     s.add_argument("--log-dir", help="serving log folder (default .mlops_nb/serving/NAME)")
-    s.add_argument("--log-max-bytes", type=int, default=64 * 2**20,
+    s.add_argument("--log-max-bytes", type=pos_int, default=64 * 2**20,
                    help="rotate a log file at this size (64 MiB)")
-    s.add_argument("--log-max-files", type=int, default=20, help="log files kept (20)")
+    s.add_argument("--log-max-files", type=pos_int, default=20, help="log files kept (20)")
     s.set_defaults(func=cmd_serve)
     register_more(sub)
 

@@ -17,6 +17,10 @@ every project in the user's cache folder: a version folder planted or copied in 
 user or machine is refused); skops loads trust only
 scikit-learn, numpy and scipy types unless the caller names more, and the types skops does not
 trust by default (the tree nodes of forests and trees) only in a file `register` wrote.
+
+`register` also records each version it made (name, number and the model's digest) in that
+same record, so a version folder copied in with `stage: production` is not one of this
+registry's versions (`is_registered`): the service serves only recorded versions.
 """
 
 from __future__ import annotations
@@ -133,7 +137,12 @@ class Registry:
             raise RegistryError(f"{folder}/version.json is unreadable ({exc})") from exc
         data.pop("name", None)
         data.pop("path", None)
-        return ModelVersion(name, int(core["version"]), core["stage"], core["created"],
+        try:
+            number = int(core["version"])
+        except (TypeError, ValueError, OverflowError):
+            raise RegistryError(f"{folder.name}/version.json of '{name}': version"
+                                f" {str(core['version'])[:40]!r} is not a number") from None
+        return ModelVersion(name, number, core["stage"], core["created"],
                             core["metrics"], core["format"], folder, data)
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
@@ -200,6 +209,7 @@ class Registry:
                           "history": [{"stage": "candidate", "at": _now()}]}
                 _write_json(tmp / "version.json", record, self.root)
                 _write_extras(tmp, schema, reference, self.trust_root)
+                trust.record(self.trust_root, registered_key(name, number, meta["sha256"]))
                 os.rename(tmp, folder / f"v{number}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -228,6 +238,20 @@ class Registry:
         log.info("%s:%d -> %s", name, version, stage)
         return self.get(name, version)
 
+    def is_registered(self, mv: ModelVersion) -> bool:
+        """True when `register` made this version here: its name, number and model digest
+        are in the registry's record, and the model's meta.json has that digest."""
+        sha = mv.info.get("sha256")
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            return False
+        try:
+            meta = artifacts.read_meta(mv.path / "model")
+        except ArtifactError:
+            return False
+        if not isinstance(meta, dict) or meta.get("sha256") != sha:
+            return False
+        return trust.written(self.trust_root, registered_key(mv.name, mv.version, sha))
+
     def promote(self, name: str, version: int, reason: str = "") -> ModelVersion:
         return self.set_stage(name, version, "production", reason)
 
@@ -236,6 +260,14 @@ class Registry:
         mv = self.get(name, which)
         return load_model_file(mv.path / "model", allow_pickle=allow_pickle, trusted=trusted,
                                project=self.trust_root)
+
+
+def registered_key(name: str, version: int, sha256: str) -> str:
+    """The registry's record entry of one version it made (see trust.py)."""
+    import hashlib
+
+    text = json.dumps(["mlops-nb registered", name, version, sha256])
+    return "registered-" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _write_extras(folder: Path, schema: Any, reference: Any, owner: Path) -> None:

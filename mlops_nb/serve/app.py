@@ -4,12 +4,13 @@
 promotion), a RequestLog (the serving log monitoring reads) and the limits. Bad requests are
 the client's: a body that breaks the request schema, or records the model cannot predict
 (e.g. a value its preparation cannot take), get 422 with the record and field; never a 500.
-Predictions run in the thread pool, so the event loop keeps accepting while a model works.
+Parsing and validating a body and predicting run in the thread pool, so the event loop keeps
+accepting (and /health answering) while a large body is checked or a model works.
+A classifier's class probabilities come with `?proba=true` or `"proba": true` in the body.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import time
@@ -21,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from mlops_nb.serve.guard import Guard
+from mlops_nb.serve.guard import LOOPBACK_HOSTS, Guard
 from mlops_nb.serve.holder import ModelHolder, Served
 from mlops_nb.serve.metrics import CONTENT_TYPE, Metrics
 from mlops_nb.serve.reqlog import RequestLog
@@ -74,8 +75,40 @@ def predict_records(served: Served, records: list[dict[str, Any]]) -> list[Any]:
     raise RequestInvalid(errors)
 
 
+def classes_of(served: Served) -> list[Any] | None:
+    """A classifier's classes (None for a regressor)."""
+    classes = getattr(served.model, "classes_", None)
+    return None if classes is None else list(classes)
+
+
+def probabilities(served: Served, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each record's probability per class; RequestInvalid when the model has none."""
+    import numpy as np
+
+    classes = classes_of(served)
+    if classes is None or not hasattr(served.model, "predict_proba"):
+        raise RequestInvalid([RequestError(None, "proba", f"{served.version.ref} gives no class"
+                                                          " probabilities (not a classifier)",
+                                           "proba_unavailable")])
+    with np.errstate(all="ignore"):
+        proba = served.model.predict_proba(_frame(served, records))
+    return {"classes": [c.item() if hasattr(c, "item") else c for c in classes],
+            "probabilities": np.round(np.asarray(proba, dtype=float), 6).tolist()}
+
+
+def _wants_proba(request: Request) -> bool:
+    value = request.query_params.get("proba", "").lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise RequestInvalid([RequestError(None, "proba", "query parameter proba: use true or"
+                                                      " false", "bool_parsing")])
+
+
 def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metrics | None = None,
-               max_body: int = 2**20, token: str | None = None) -> Any:
+               max_body: int = 2**20, token: str | None = None,
+               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Any:
     metrics = metrics or Metrics()
     service_version = _package_version()
 
@@ -103,33 +136,51 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
 
     body_schema = holder.current.request.json_schema()
 
-    @app.post("/predict", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": body_schema}}}},
+    def work(served: Served, body: bytes, proba: bool) -> tuple[list[dict[str, Any]],
+                                                                 list[Any], dict[str, Any]]:
+        records, asked = served.request.parse_request(body)
+        predictions = predict_records(served, records)
+        extra = probabilities(served, records) if (asked or proba) else {}
+        return records, predictions, extra
+
+    @app.post("/predict", openapi_extra={
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": body_schema}}},
+        "parameters": [{"name": "proba", "in": "query", "required": False,
+                        "schema": {"type": "boolean", "default": False},
+                        "description": "also return each class's probability (classifiers):"
+                                       " `classes` and `probabilities`, one row per record"}]},
         responses={422: {"description": "a record or field breaks the request schema"},
-                   413: {"description": "request body too large"}})
-    async def predict(request: Request) -> dict[str, Any]:
-        """Predict a batch of records: {"records": [{column: value, ...}, ...]}."""
+                   413: {"description": "request body too large"},
+                   503: {"description": "no production version to serve"}})
+    async def predict(request: Request) -> Any:
+        """Predict a batch of records: {"records": [{column: value, ...}, ...]}; with
+        `?proba=true` (or `"proba": true`) a classifier's class probabilities too."""
         served = holder.current  # one version for the whole request, even across a swap
+        if not holder.available:
+            return JSONResponse({"detail": holder.problem}, status_code=503)
+        proba = _wants_proba(request)
         body = await request.body()
-        records = served.request.parse(body)
-        predictions = await run_in_threadpool(predict_records, served, records)
+        records, predictions, extra = await run_in_threadpool(work, served, body, proba)
         mv = served.version
         metrics.records.inc(len(records))
-        metrics.count_predictions(mv.name, mv.version, collections.Counter(predictions))
+        metrics.count_predictions(mv.name, mv.version, predictions, classes_of(served))
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         if reqlog is not None:
             entry = {"ts": time.time(), "request": rid, "model": mv.name, "version": mv.version}
             if not reqlog.submit(entry, records, predictions):
                 metrics.log_dropped.inc(len(records))
         return {"model": mv.name, "version": mv.version, "request": rid,
-                "predictions": predictions}
+                "predictions": predictions, **extra}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness and the served version (open without a token)."""
+        """Liveness and the served version (open without a token); `degraded` with the
+        reason when the service cannot follow the registry or has nothing to serve."""
         served = holder.current
-        return {"status": "ok" if holder.swap_error is None else "degraded",
-                "model": served.version.ref, "swap_error": holder.swap_error}
+        ok = holder.problem is None and holder.available
+        return {"status": "ok" if ok else "degraded", "model": served.version.ref,
+                "reason": holder.problem, "swap_error": holder.problem}
 
     @app.get("/version")
     async def version() -> dict[str, Any]:
@@ -143,4 +194,5 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         """Prometheus text format."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    return Guard(app, metrics=metrics, max_body=max_body, token=token)
+    return Guard(app, metrics=metrics, max_body=max_body, token=token,
+                 allowed_hosts=allowed_hosts)

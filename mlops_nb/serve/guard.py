@@ -1,6 +1,12 @@
 """What stands in front of the app: who may call it, how big a body may be, and the timing.
 
 An ASGI middleware (no per-request thread or task of its own):
+- the Host header must name an allowed host (by default the loopback names: localhost,
+  127.0.0.1, [::1]; `--allowed-host` adds more, `*` allows any), so a web page whose name was
+  rebound to 127.0.0.1 (DNS rebinding) reads nothing: 400;
+- a POST, PUT or PATCH must say `Content-Type: application/json`, so a web page cannot send
+  one from the user's browser without a CORS preflight (which this service never grants):
+  415 otherwise;
 - with a token, every path but /health needs `Authorization: Bearer <token>`, compared in
   constant time (hmac.compare_digest); otherwise 401;
 - a request body is read here, up to `max_body` bytes, before the app sees it: a declared
@@ -27,6 +33,15 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = ("/health",)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_of(header: bytes) -> str:
+    """The host name of a Host header, without its port; IPv6 without brackets."""
+    text = header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
 async def respond(send: Send, status: int, body: dict[str, Any],
@@ -40,11 +55,27 @@ async def respond(send: Send, status: int, body: dict[str, Any],
 
 class Guard:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body: int,
-                 token: str | None = None) -> None:
+                 token: str | None = None, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+                 ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
         self._token = token.encode() if token else None
+        self.allowed_hosts = {h.strip("[]").lower() for h in allowed_hosts}
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        if "*" in self.allowed_hosts:
+            return True
+        hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
+        return len(hosts) == 1 and host_of(hosts[0]) in self.allowed_hosts
+
+    @staticmethod
+    def _json_body(scope: Scope) -> bool:
+        types = [v for k, v in scope.get("headers", ()) if k == b"content-type"]
+        if len(types) != 1:
+            return False
+        media = types[0].split(b";", 1)[0].strip().lower()
+        return media == b"application/json"
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._token is not None
@@ -81,6 +112,11 @@ class Guard:
             observe()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._host_allowed(scope):
+            await respond(send, 400, {"detail": "Host header not allowed: this service answers"
+                                                " only the names given with --allowed-host"
+                                                " (default: localhost, 127.0.0.1, [::1])"})
+            return
         if self._token is not None and scope["path"] not in OPEN_PATHS \
                 and not self._authorized(scope):
             await respond(send, 401, {"detail": "missing or wrong bearer token"},
@@ -88,6 +124,11 @@ class Guard:
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
+            return
+        if not self._json_body(scope):
+            await respond(send, 415, {"detail": "send the body as JSON, with Content-Type:"
+                                                " application/json"},
+                          [(b"connection", b"close")])
             return
         too_big = {"detail": f"request body over the limit of {self.max_body} bytes"}
         close = [(b"connection", b"close")]

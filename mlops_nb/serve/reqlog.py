@@ -5,8 +5,12 @@ queue (`put_nowait`); one writer thread turns them into lines and appends them t
 `<dir>/requests-<pid>.jsonl` (one file per server process, so workers never interleave
 lines). When full, the queue drops the records and counts them (reported in /metrics) rather
 than wait. A file that reaches `max_bytes` is renamed `requests-<pid>-<time>.jsonl` and a new
-one started; the folder keeps at most `max_files` files (the oldest go), so the log is bounded
-by about max_bytes x max_files.
+one started; the folder keeps at most `max_files` files besides those other live processes
+write (the oldest go), so the log is bounded by about max_bytes x (max_files + processes).
+Pruning removes only rotated files and the files of processes that are gone, never the file
+another worker is writing (its records would be lost uncounted). Records that cannot be
+written (a full disk) are dropped and counted like those of a full queue (`on_drop`, the
+/metrics counter). The log holds request data: files are 0600 in folders of mode 0700.
 
 One line per request, columnar: {"ts", "request", "model", "version", "rows", "x": {column:
 [values]}, "prediction": [values]}.
@@ -14,12 +18,15 @@ One line per request, columnar: {"ts", "request", "model", "version", "rows", "x
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +35,14 @@ from mlops_nb.artifacts import atomic
 log = logging.getLogger(__name__)
 
 PATTERN = "requests-*.jsonl"
+_ACTIVE = re.compile(r"requests-(\d+)\.jsonl")
 _Item = tuple[dict[str, Any], list[dict[str, Any]], list[Any]]
 
 
 class RequestLog:
     def __init__(self, folder: Path, *, max_bytes: int = 64 * 2**20, max_files: int = 20,
-                 queue_size: int = 10_000) -> None:
+                 queue_size: int = 10_000,
+                 on_drop: Callable[[int], None] | None = None) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self.max_files = max(2, max_files)
@@ -43,6 +52,7 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._file: Any = None
         self._path = folder / f"requests-{os.getpid()}.jsonl"
+        self._on_drop = on_drop
 
     def submit(self, entry: dict[str, Any], records: list[dict[str, Any]],
                predictions: list[Any]) -> bool:
@@ -55,8 +65,13 @@ class RequestLog:
             return False
         return True
 
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self._on_drop is not None:
+            self._on_drop(n)
+
     def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.folder)
         self._prune()
         self._thread = threading.Thread(target=self._run, name="mlops-nb-request-log",
                                         daemon=True)
@@ -76,7 +91,7 @@ class RequestLog:
 
     def _open(self) -> Any:
         if self._file is None:
-            fd = atomic.open_append(self._path, mode=0o644)  # never a link, only our own file
+            fd = atomic.open_append(self._path, mode=0o600)  # never a link, only our own file
             self._file = os.fdopen(fd, "a", encoding="utf-8")
         return self._file
 
@@ -98,7 +113,11 @@ class RequestLog:
                         break
                     batch.append(nxt)
                     self._queue.task_done()
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:
+                    self._drop(sum(len(entry[1]) for entry in batch))
+                    raise
             except Exception as exc:  # noqa: BLE001 - a full disk must not stop serving
                 log.error("request log %s: %s", self._path, exc)
             finally:
@@ -109,8 +128,16 @@ class RequestLog:
 
     def _write(self, batch: list[_Item]) -> None:
         f = self._open()
-        f.write("".join(line(*item) for item in batch))
-        f.flush()
+        try:
+            f.write("".join(line(*item) for item in batch))
+            f.flush()
+        except OSError:
+            # what did not reach the disk is dropped (counted by the caller); a half line
+            # left behind is skipped by the reader; start a fresh file object next time
+            self._file = None
+            with contextlib.suppress(OSError):
+                f.close()
+            raise
         self.written += sum(len(item[1]) for item in batch)
         if f.tell() >= self.max_bytes:
             f.close()
@@ -121,9 +148,41 @@ class RequestLog:
             self._prune()
 
     def _prune(self) -> None:
-        """Keep the newest max_files - 1 files: the file this process writes next is the last."""
-        for old in log_files(self.folder)[:-(self.max_files - 1)]:
+        """Keep the newest max_files - 1 of the files no live process writes (with the file
+        this process writes, max_files); never remove another live process's file."""
+        candidates = [p for p in log_files(self.folder) if not _live_active(p)]
+        for old in candidates[:-(self.max_files - 1)]:
             old.unlink(missing_ok=True)
+
+
+def _live_active(path: Path) -> bool:
+    """True for `requests-<pid>.jsonl` of a process still running (it may be writing it)."""
+    match = _ACTIVE.fullmatch(path.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def private_dirs(folder: Path) -> None:
+    """Make `folder` and its missing parents with mode 0700; an existing folder of this user
+    that others may enter is closed to them (the log holds request data)."""
+    missing = []
+    here = folder
+    while not here.exists() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    for part in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, 0o700)
+    st = os.stat(folder)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
 
 
 def line(entry: dict[str, Any], records: list[dict[str, Any]], predictions: list[Any]) -> str:

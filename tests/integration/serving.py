@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -55,7 +55,8 @@ class Server:
     """`mlops-nb serve` in a subprocess on 127.0.0.1, ready when /health answers."""
 
     def __init__(self, root: Path, *args: str, token: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -63,7 +64,8 @@ class Server:
         if token:
             cmd += ["--token", token]
         self.proc = subprocess.Popen(cmd, cwd=root, env=tool_env(**(env or {})),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn)
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
         deadline = time.monotonic() + 120
         while True:

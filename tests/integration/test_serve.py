@@ -151,7 +151,8 @@ def test_a_100_mb_body_is_refused_with_413(server, chunked):
 
 def test_a_small_chunked_body_is_served(server):
     body = json.dumps({"records": [GOOD]}).encode()
-    status, response, _ = raw_post(server.port, "/predict", {"Connection": "close"},
+    status, response, _ = raw_post(server.port, "/predict", {"Connection": "close",
+                                                         "Content-Type": "application/json"},
                                    [body[:10], body[10:]], chunked=True)
     assert status == 200, response
     assert b'"predictions":[0]' in response
