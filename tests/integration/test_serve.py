@@ -260,12 +260,20 @@ def test_served_records_are_logged_for_monitoring(root):
 
 
 def test_several_workers_serve_and_their_metrics_add_up(root):
+    log_dir = root / ".mlops_nb/serving/iris"
+    shutil.rmtree(log_dir, ignore_errors=True)
     with serving(root, "--workers", "2") as s:
-        for _ in range(12):  # a new connection each, so both workers get some
+        for i in range(12):  # a new connection each, so both workers get some
             res = httpx.post(s.url + "/predict", json={"records": [GOOD]},
-                             headers={"Connection": "close"})
+                             headers={"Connection": "close", "x-request-id": f"r{i}"})
             assert res.status_code == 200
         metrics = s.client.get("/metrics").text
     assert 'mlops_nb_requests_total{path="/predict",status="200"} 12.0' in metrics
     assert 'mlops_nb_predictions_total{model="iris",prediction="0",version="1"} 12.0' \
         in metrics
+    # every record logged, in files only their owner reads (issue 21 item 8)
+    logged = [json.loads(x)["request"] for f in log_dir.glob("requests-*.jsonl")
+              for x in f.read_text().splitlines()]
+    assert sorted(logged) == sorted(f"r{i}" for i in range(12))
+    assert {oct(p.stat().st_mode & 0o777) for p in (log_dir, log_dir.parent)} == {"0o700"}
+    assert {oct(f.stat().st_mode & 0o777) for f in log_dir.iterdir()} == {"0o600"}

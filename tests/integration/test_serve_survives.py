@@ -64,6 +64,13 @@ def wait_for(condition, timeout: float = 60.0) -> bool:
     return False
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write as the registry does (aside, then renamed), so the watcher never reads half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def no_absolute_path(text: str, *roots: Path) -> bool:
     return not any(str(r) in text for r in roots) and not re.search(r"(^|[\s'(])/\w", text)
 
@@ -76,13 +83,13 @@ def test_the_watcher_survives_a_bad_version_json_and_says_why(root, registry, tm
     record = v2.path / "version.json"
     good = record.read_text()
     with serving(root, "--poll", "0.1", env={"MLOPS_NB_REGISTRY": str(registry)}) as s:
-        record.write_text(good.replace('"version": 2', '"version": "two"'))
+        replace_text(record, good.replace('"version": 2', '"version": "two"'))
         assert wait_for(lambda: s.client.get("/health").json()["status"] == "degraded")
         health = s.client.get("/health").json()
         assert "version.json" in health["reason"] and "not a number" in health["reason"]
         assert no_absolute_path(health["reason"], registry, tmp_path), health
         assert s.client.post("/predict", json={"records": [GOOD]}).json()["version"] == 1
-        record.write_text(good)  # repaired, and promoted: the watcher is still there
+        replace_text(record, good)  # repaired, and promoted: the watcher is still there
         reg.promote("iris", 2)
         assert wait_for(lambda: s.client.get("/version").json()["version"] == 2)
         assert s.client.get("/health").json() == {"status": "ok", "model": "iris:2",
