@@ -148,3 +148,18 @@ def raw_post(port: int, path: str, headers: dict[str, str], body: Iterable[bytes
     sock.close()
     status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
     return status, response, sent[0]
+
+
+def serve_cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`mlops-nb serve ...` expected to exit at once (a server that starts instead is
+    stopped after 120 s, and the test fails)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_nb", "serve", *args], cwd=root,
+                            env=tool_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += "\n(still running after 120 s: killed)"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

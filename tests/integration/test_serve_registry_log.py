@@ -13,13 +13,12 @@ import json
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlops_nb.guards.registry import Registry, schema_of
-from tests.conftest import sh
+from tests.integration.serving import serve_cli as serve_cmd
 from tests.integration.serving import serving, trained_example
 from tests.integration.test_serve_survives import GOOD, wait_for
 
@@ -50,9 +49,8 @@ def plant(registry: Path, number: int, stage: str = "production") -> None:
     aside.rename(registry / "iris" / f"v{number}")  # appears whole, as a copy finally does
 
 
-def serve_cli(root: Path, *args: str, registry: Path):
-    return sh([sys.executable, "-m", "mlops_nb", "serve", *args], root, check=False,
-              MLOPS_NB_REGISTRY=str(registry))
+def serve_cli(root: Path, *args: str, registry: Path) -> subprocess.CompletedProcess[str]:
+    return serve_cmd(root, *args, MLOPS_NB_REGISTRY=str(registry))
 
 
 def test_a_planted_production_version_is_not_served(root, registry):

@@ -22,7 +22,6 @@ import resource
 import shutil
 import socket
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,8 +30,7 @@ import httpx
 import pytest
 
 from mlops_nb.guards.registry import Registry, schema_of
-from tests.conftest import sh
-from tests.integration.serving import serving, trained_example
+from tests.integration.serving import serve_cli, serving, trained_example
 
 pytestmark = pytest.mark.slow
 
@@ -286,10 +284,6 @@ def test_foreign_hosts_and_non_json_posts_are_refused(root):
             assert httpx.get(s.url + "/version", headers={"Host": host}).status_code == 200
         assert httpx.get(s.url + "/version", headers={"Host": "api.example"}
                          ).status_code == 400
-
-
-def serve_cli(root: Path, *args: str, **env: str):
-    return sh([sys.executable, "-m", "mlops_nb", "serve", *args], root, check=False, **env)
 
 
 @pytest.mark.parametrize("args", [["--poll", "0"], ["--max-rows", "-5"], ["--max-rows", "0"],
