@@ -132,13 +132,14 @@ class ModelHolder:
         return (prod[0] if prod else None), notes
 
     def _say(self, problems: list[str]) -> None:
+        """Set `problem` (before logging: a request reads it meanwhile) and log a change."""
         text = "; ".join(problems) if problems else None
-        if text != self.problem:
+        before, self.problem = self.problem, public(text, self.registry) if text else None
+        if self.problem != before:
             if text:
                 log.error("%s", text)
             else:
                 log.warning("%s: following the registry again", self.name)
-        self.problem = public(text, self.registry) if text else None
 
     def check(self) -> bool:
         """Follow the registry once; True when a new version is now served. Never raises:
@@ -168,10 +169,10 @@ class ModelHolder:
                                   " promoted"])
             return False
         if mv.version == now.version and mv.info.get("sha256") == now.info.get("sha256"):
+            self._say(problems)
+            self.available = True
             if mv != now:  # stage, metrics or history changed: /version shows the record
                 self.current = dataclasses.replace(self.current, version=mv)
-            self.available = True
-            self._say(problems)
             return False
         failed = self._failed.get(mv.ref)
         if failed and time.monotonic() - failed[0] < max(RETRY_FAILED, self.poll):
@@ -185,9 +186,9 @@ class ModelHolder:
             self._say([*problems, why])
             return False
         self._failed.pop(mv.ref, None)
-        self.current = served
+        self._say(problems)  # first: whoever sees the new version sees its state too
         self.available = True
-        self._say(problems)
+        self.current = served
         log.warning("now serving %s (was %s)", mv.ref, now.ref)
         return True
 

@@ -66,11 +66,20 @@ class Server:
         self.proc = subprocess.Popen(cmd, cwd=root, env=tool_env(**(env or {})),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec_fn)
+        # read the server's output as it comes: a server that logs (a library's warning per
+        # request) must never block on a full pipe while a test runs
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [threading.Thread(target=_drain, args=(stream, into), daemon=True)
+                         for stream, into in ((self.proc.stdout, self._out),
+                                              (self.proc.stderr, self._err))]
+        for reader in self._readers:
+            reader.start()
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
+                out, err = self._collect()
                 raise AssertionError(f"server exited {self.proc.returncode}:\n{out}\n{err}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
@@ -88,17 +97,30 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=60)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate()
-        return out, err
+            self.proc.wait()
+        return self._collect()
+
+    def _collect(self) -> tuple[str, str]:
+        """The server's whole output, once it has exited."""
+        self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=60)
+        return "".join(self._out), "".join(self._err)
 
     def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _drain(stream, into: list[str]) -> None:  # type: ignore[no-untyped-def]
+    for line in stream:
+        into.append(line)
+    stream.close()
 
 
 @contextlib.contextmanager

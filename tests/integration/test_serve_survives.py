@@ -90,6 +90,7 @@ def test_the_watcher_survives_a_bad_version_json_and_says_why(root, registry, tm
         replace_text(record, good)  # repaired, and promoted: the watcher is still there
         reg.promote("iris", 2)
         assert wait_for(lambda: s.client.get("/version").json()["version"] == 2)
+        # whoever sees the new version sees its state: the problem was cleared first
         assert s.client.get("/health").json() == {"status": "ok", "model": "iris:2",
                                                   "reason": None, "swap_error": None}
 
