@@ -18,8 +18,9 @@ user or machine is refused); skops loads trust only
 scikit-learn, numpy and scipy types unless the caller names more, and the types skops does not
 trust by default (the tree nodes of forests and trees) only in a file `register` wrote.
 
-`register` also records each version it made (name, number and the model's digest) in that
-same record, so a version folder copied in with `stage: production` is not one of this
+`register` also records each version it made (name, number and the model's digest) in the
+registry's own record (`<registry>/.mlops_nb/written/`, which a registry copied whole
+carries), so a version folder copied in with `stage: production` is not one of this
 registry's versions (`is_registered`): the service serves only recorded versions.
 """
 
@@ -209,7 +210,10 @@ class Registry:
                           "history": [{"stage": "candidate", "at": _now()}]}
                 _write_json(tmp / "version.json", record, self.root)
                 _write_extras(tmp, schema, reference, self.trust_root)
-                trust.record(self.trust_root, registered_key(name, number, meta["sha256"]))
+                # kept in the registry's own record (it travels with a registry copied whole):
+                # the user's shared record would vouch for a plant in another registry
+                trust.record(self.trust_root, registered_key(name, number, meta["sha256"]),
+                             project_only=True)
                 os.rename(tmp, folder / f"v{number}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
