@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Set up .venv and run the whole test suite (real kernels, dvc and ploomber in temp repos).
 # Extra arguments go to pytest. "No tests collected" (pytest exit 5) is a failure.
+# --fast (first argument): only the tests not marked slow (the unit tests and the quick
+# fault tests; no kernels, dvc or ploomber runs), for the edit-test loop; CI runs everything.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+fast=()
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  fast=(-m "not slow")
+fi
 export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
 # The JupyterLab end-to-end test drives Debian's chromium with Playwright (Playwright's own
 # browser download is never used): install it where it is missing and apt can.
@@ -27,9 +34,9 @@ fi
 jobs=${MLOPS_NB_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
 [ "$jobs" -gt 4 ] && jobs=4
 if [ "$jobs" -gt 1 ]; then
-  .venv/bin/python -m pytest -n "$jobs" --dist worksteal "$@"
+  .venv/bin/python -m pytest -n "$jobs" --dist worksteal "${fast[@]}" "$@"
 else
-  .venv/bin/python -m pytest "$@"
+  .venv/bin/python -m pytest "${fast[@]}" "$@"
 fi
 rc=$?
 if [ "$rc" -eq 5 ]; then
