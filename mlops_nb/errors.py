@@ -209,3 +209,10 @@ class RetrainFailed(MlopsNbError):
     """The retraining a trigger started failed (its log names the step)."""
 
     exit_code = 22
+
+
+class DeployRefused(MlopsNbError):
+    """`deploy` stopped at a failed check (fresh environment, limits, smoke or load test);
+    the version's stage did not move."""
+
+    exit_code = 23

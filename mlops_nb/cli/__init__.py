@@ -10,7 +10,7 @@ pipeline is invalid; 4 generated files are stale (compile --check); 5 a step fai
 holds the project; 12 a step timed out; 13 a step's process died; 14 served data
 drifted (monitor); 15 another retraining is running (monitor --retrain); 20 a notebook test
 cell failed (test); 21 a check of ci run failed; 22 the retraining trigger started
-failed; 130 interrupted.
+failed; 23 deploy refused a version (a check failed; its stage did not move); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci.register(sub)
     ci.register_ci(sub)
     ci.register_trigger(sub)
+    ci.register_deploy(sub)
     params.register(sub)
     for parser in _subparsers(p):  # `mlops-nb run -v` as well as `mlops-nb -v run`
         _common_flags(parser)

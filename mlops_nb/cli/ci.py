@@ -212,3 +212,42 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         print(f"retrained: {out.get('experiment')} ({out.get('seconds')} s); gate:"
               f" {gate.get('decision', 'no decision recorded')}")
     return 0
+
+
+def register_deploy(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser(
+        "deploy", help="check a registered version can serve, then move it to staging or"
+                       " production",
+        description="In order, stopping at the first failure with the stage unchanged (exit"
+                    " 23): the version loads and predicts in a fresh environment made from the"
+                    " project's lock (requirements.lock); its peak memory and load time are"
+                    " within params.yaml's `mlops_nb: {deploy: ...}` limits; `mlops-nb serve`"
+                    " on loopback answers its training sample as the registered model does;"
+                    " a short load test meets the p99 latency and throughput floors. Then the"
+                    " stage moves (a service following NAME@STAGE swaps to it). Production is"
+                    " reached only from staging unless --force (exit 2).")
+    d.add_argument("model", metavar="NAME[:V]",
+                   help="NAME (its latest version), NAME:VERSION or NAME@staging")
+    d.add_argument("--to", required=True, choices=["staging", "production"],
+                   help="the stage to move it to")
+    d.add_argument("--force", action="store_true",
+                   help="allow production from a stage other than staging")
+    d.add_argument("--json", action="store_true", help="print the checks as JSON")
+    d.set_defaults(func=cmd_deploy)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import json
+
+    from mlops_nb.ci import deploy
+    from mlops_nb.project import find_root
+
+    root = find_root(Path(args.project) if args.project else None)
+    result = deploy.deploy(root, args.model, args.to, force=args.force)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1, default=str))
+    else:
+        for c in result.checks:
+            print(f"{'ok' if c.ok else 'FAILED':>6}  {c.name}: {c.detail}")
+        print(f"{result.ref} is now in {result.to}")
+    return 0

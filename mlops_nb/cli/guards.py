@@ -263,7 +263,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m = msub.add_parser("promote", help="move a version to a stage (default production)")
     m.add_argument("ref", metavar="NAME:VERSION", help="e.g. iris:2")
     m.add_argument("--stage", default="production",
-                   choices=["production", "candidate", "archived"],
+                   choices=["production", "staging", "candidate", "archived"],
                    help="the stage to move to (default production)")
     m.add_argument("--reason", help="why, kept in the version's history")
     m.add_argument("--json", action="store_true", help=argparse.SUPPRESS)

@@ -45,7 +45,8 @@ from mlops_nb.errors import ArtifactError, RegistryError, UnsafeModelError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("candidate", "production", "archived")
+STAGES = ("candidate", "staging", "production", "archived")
+FOLLOWED = ("staging", "production")  # at most one version each; `NAME@STAGE` follows it
 REFERENCE_ROWS = 5000  # training rows kept with a version for drift checks (a seeded sample)
 SAFE_MODULES = ("sklearn.", "numpy.", "scipy.")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -158,22 +159,23 @@ class Registry:
         return out
 
     def get(self, name: str, which: str | int | None = None) -> ModelVersion:
-        """A version by number, or 'production', 'latest' (None means production)."""
+        """A version by number, or 'production', 'staging', 'latest' (None: production)."""
         versions = self.versions(name)
         if not versions:
             raise RegistryError(f"no model named '{name}' in {self.root}")
-        if which is None or which == "production":
-            prod = [v for v in versions if v.stage == "production"]
-            if not prod:
-                raise RegistryError(f"model '{name}' has no production version")
-            return prod[-1]
+        if which is None or which in FOLLOWED:
+            stage = which or "production"
+            held = [v for v in versions if v.stage == stage]
+            if not held:
+                raise RegistryError(f"model '{name}' has no {stage} version")
+            return held[-1]
         if which == "latest":
             return versions[-1]
         try:
             num = int(str(which).lstrip("v"))
         except ValueError:
             raise RegistryError(f"unknown version {which!r} of '{name}': use a number,"
-                                " 'production' or 'latest'") from None
+                                " 'production', 'staging' or 'latest'") from None
         for v in versions:
             if v.version == num:
                 return v
@@ -181,8 +183,11 @@ class Registry:
                             f" {', '.join(str(v.version) for v in versions)}")
 
     def production(self, name: str) -> ModelVersion | None:
-        prod = [v for v in self.versions(name) if v.stage == "production"]
-        return prod[-1] if prod else None
+        return self.in_stage(name, "production")
+
+    def in_stage(self, name: str, stage: str) -> ModelVersion | None:
+        held = [v for v in self.versions(name) if v.stage == stage]
+        return held[-1] if held else None
 
     def register(self, name: str, model: Any, metrics: dict[str, Any], *,
                  info: dict[str, Any] | None = None, allow_pickle: bool = False,
@@ -222,15 +227,17 @@ class Registry:
         return self.get(name, number)
 
     def set_stage(self, name: str, version: int, stage: str, reason: str = "") -> ModelVersion:
-        """Move a version to a stage; `production` archives the current production version."""
+        """Move a version to a stage; `production` (`staging`) archives the version that held
+        it. Which stage may follow which is the caller's rule (ci/deploy.py: production only
+        from staging, unless forced; the gate promotes a candidate straight to production)."""
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         with self._lock(name):
             target = self.get(name, version)
             changes = [(target, stage)]
-            if stage == "production":
+            if stage in FOLLOWED:
                 changes += [(v, "archived") for v in self.versions(name)
-                            if v.stage == "production" and v.version != version]
+                            if v.stage == stage and v.version != version]
             for mv, new in changes:
                 path = mv.path / "version.json"
                 data = json.loads(path.read_text(encoding="utf-8"))

@@ -29,7 +29,13 @@ from mlops_nb.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SETTINGS = "mlops_nb"  # params.yaml's section for mlops_nb's own settings (not parameters)
-OPTIONS = {"ploomber_jobs": "a whole number of at least 1"}  # option -> what it must be
+OPTIONS = {"ploomber_jobs": "a whole number of at least 1",  # option -> what it must be
+           "deploy": "a mapping of deploy's limits"}
+# `mlops_nb: {deploy: {...}}`: the limits `mlops-nb deploy` checks (ci/deploy.py), defaults
+DEPLOY_LIMITS: dict[str, float] = {
+    "max_memory_mb": 2048, "max_load_seconds": 60, "max_p99_ms": 2000,
+    "min_requests_per_second": 5, "load_test_seconds": 3, "load_test_clients": 4}
+_DEPLOY_MAX = {"load_test_seconds": 120, "load_test_clients": 64}
 
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _TAG_NAMES = {"int": "an integer", "float": "a float", "bool": "a boolean", "str": "a string",
@@ -244,11 +250,48 @@ def _check_options(root: Any, data: dict[str, Any], shown: str, warn: bool) -> N
                         f" (did you mean '{near[0]}'?)" if near
                         else f" (options: {', '.join(OPTIONS)})")
             continue
+        if name == "deploy":
+            _check_deploy(value, data[SETTINGS][name], shown, warn)
         if name == "ploomber_jobs":
             jobs = data[SETTINGS][name]
             if type(jobs) is not int or jobs < 1:
                 raise ConfigError(shown, f"{SETTINGS}.{name} must be {OPTIONS[name]}, not"
                                          f" {_shown_value(value)}", *_where(value))
+
+
+def _check_deploy(node: Any, limits: Any, shown: str, warn: bool) -> None:
+    """`mlops_nb.deploy`: known limits (unknown: a warning naming the nearest), each a
+    positive finite number (the clients a whole number), within _DEPLOY_MAX."""
+    import math
+
+    where = f"{SETTINGS}.deploy"
+    if node.tag == "tag:yaml.org,2002:null":
+        return
+    if node.tag != _MAP:
+        raise ConfigError(shown, f"{where} must be a mapping of limits"
+                                 f" ({', '.join(DEPLOY_LIMITS)}), not {_shown_value(node)}",
+                          *_where(node))
+    for key, value in _pairs(node):
+        name = str(getattr(key, "value", key))
+        if name not in DEPLOY_LIMITS:
+            if warn:
+                import difflib
+
+                near = difflib.get_close_matches(name, list(DEPLOY_LIMITS), n=1, cutoff=0.6)
+                log.warning("%s:%d: %s.%s is not a limit of deploy%s; it is ignored", shown,
+                            _where(key)[0], where, name[:80],
+                            f" (did you mean '{near[0]}'?)" if near
+                            else f" (limits: {', '.join(DEPLOY_LIMITS)})")
+            continue
+        got = limits[name]
+        whole = name == "load_test_clients"
+        ok = (type(got) is int or (type(got) is float and not whole)) and \
+            math.isfinite(got) and 0 < got <= _DEPLOY_MAX.get(name, math.inf)
+        if not ok:
+            what = "a whole number" if whole else "a positive number"
+            top = f" of at most {_DEPLOY_MAX[name]}" if name in _DEPLOY_MAX else ""
+            raise ConfigError(shown, f"{where}.{name} must be {what}{top}, not"
+                                     f" {_shown_value(value)[:80]}", *_where(value))
 
 
 def check_parsed(parsed: Parsed, declared: Mapping[str, Mapping[str, str]] | None,

@@ -3,9 +3,9 @@
 The holder keeps one immutable `Served` (model, registry record, request schema). A request
 takes the current `Served` once and uses it to the end, so a swap never changes the model
 under a request in flight; a swap replaces the reference in one assignment. Following
-`NAME@production`, a background thread polls the registry; a new production version is
-loaded aside, and only a fully loaded one replaces the old. Models are loaded only from the
-registry, never from a path a request names.
+`NAME@production` (or `NAME@staging`), a background thread polls the registry; a new version
+of that stage is loaded aside, and only a fully loaded one replaces the old. Models are loaded
+only from the registry, never from a path a request names.
 
 Rules:
 - only versions the registry made are served (`Registry.is_registered`: its record of what
@@ -89,7 +89,8 @@ class ModelHolder:
                  max_rows: int = DEFAULT_MAX_ROWS, poll: float = 1.0) -> None:
         self.registry = registry
         self.name, which = parse_ref(ref)
-        self.pinned = which not in (None, "production")
+        self.pinned = which not in (None, "production", "staging")
+        self.stage = which if which == "staging" else "production"  # the stage followed
         self._schema = schema
         self._max_rows = max_rows
         self.poll = poll
@@ -101,7 +102,7 @@ class ModelHolder:
         else:
             mv, notes = self._production()
             if mv is None:
-                raise RegistryError(f"model '{self.name}' has no production version"
+                raise RegistryError(f"model '{self.name}' has no {self.stage} version"
                                     + (f" ({'; '.join(notes)})" if notes else ""))
         assert mv is not None
         self.current = load(registry, mv, schema=schema, max_rows=max_rows)
@@ -114,19 +115,19 @@ class ModelHolder:
         return self.problem
 
     def _production(self) -> tuple[ModelVersion | None, list[str]]:
-        """The registry's one production version among those it made, and notes on the
-        versions claiming production that it did not make."""
+        """The registry's one version in the followed stage (production or staging) among
+        those it made, and notes on the versions claiming that stage that it did not make."""
         versions = self.registry.versions(self.name)
         ours: list[ModelVersion] = []
         planted: list[ModelVersion] = []
         for v in versions:
             (ours if self.registry.is_registered(v) else planted).append(v)
-        notes = [f"ignored {v.ref}: marked production but not made by this registry's"
+        notes = [f"ignored {v.ref}: marked {self.stage} but not made by this registry's"
                  " register() (copied or planted in)" for v in planted
-                 if v.stage == "production"]
-        prod = [v for v in ours if v.stage == "production"]
+                 if v.stage == self.stage]
+        prod = [v for v in ours if v.stage == self.stage]
         if len(prod) > 1:
-            raise RegistryError(f"'{self.name}' has {len(prod)} production versions"
+            raise RegistryError(f"'{self.name}' has {len(prod)} {self.stage} versions"
                                 f" ({', '.join(v.ref for v in prod)}); promote one of them"
                                 " again (`mlops-nb models promote`) to archive the others")
         return (prod[0] if prod else None), notes
@@ -164,7 +165,7 @@ class ModelHolder:
                 fresh = dataclasses.replace(now, stage="removed")
             self.current = dataclasses.replace(self.current, version=fresh)
             self.available = False
-            self._say([*problems, f"'{self.name}' has no production version ({now.ref} is"
+            self._say([*problems, f"'{self.name}' has no {self.stage} version ({now.ref} is"
                                   f" {fresh.stage}): predictions are refused until one is"
                                   " promoted"])
             return False

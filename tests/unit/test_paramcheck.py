@@ -99,6 +99,26 @@ def test_options_of_mlops_nb(caplog):
         checked(GOOD + "mlops_nb: 4\n")
 
 
+def test_deploy_limits(caplog):
+    good = GOOD + "mlops_nb:\n  deploy:\n    max_p99_ms: 250\n    load_test_seconds: 1.5\n"
+    assert checked(good)["mlops_nb"]["deploy"] == {"max_p99_ms": 250, "load_test_seconds": 1.5}
+    with caplog.at_level(logging.WARNING):
+        checked(GOOD + "mlops_nb:\n  deploy:\n    max_p99: 250\n")
+    assert "params.yaml:12: mlops_nb.deploy.max_p99 is not a limit of deploy (did you mean" \
+           " 'max_p99_ms'?)" in caplog.text
+    for bad in ('"250"', "0", "-1", "true", "[2]", ".nan", ".inf", "'a\\nb'"):
+        with pytest.raises(ConfigError, match=r"^params.yaml:12:17: mlops_nb.deploy.max_p99_ms"
+                                              r" must be a positive number, not"):
+            checked(GOOD + f"mlops_nb:\n  deploy:\n    max_p99_ms: {bad}\n")
+    for bad in ("1.5", "65"):
+        with pytest.raises(ConfigError, match="load_test_clients must be a whole number of at"
+                                              " most 64"):
+            checked(GOOD + f"mlops_nb:\n  deploy:\n    load_test_clients: {bad}\n")
+    with pytest.raises(ConfigError, match=r"^params.yaml:11:11: mlops_nb.deploy must be a"
+                                          r" mapping of limits"):
+        checked(GOOD + "mlops_nb:\n  deploy: 4\n")
+
+
 def test_a_group_that_is_no_mapping_is_named():
     with pytest.raises(ConfigError, match=r"^params.yaml:1:5: 'nb' must be a mapping"):
         checked("nb: 5\n")

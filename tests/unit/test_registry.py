@@ -74,6 +74,22 @@ def test_promote_archives_the_previous_production(reg, data):
     assert history[-1]["by"] == "iris:3"
 
 
+def test_staging_holds_one_version_beside_production(reg, data):
+    for c in (0.1, 1.0, 10.0):
+        reg.register("iris", model(data, c), {"accuracy": c})
+    reg.promote("iris", 1)
+    reg.set_stage("iris", 2, "staging")
+    reg.set_stage("iris", 3, "staging")
+    stages = [(v.version, v.stage) for v in reg.versions("iris")]
+    assert stages == [(1, "production"), (2, "archived"), (3, "staging")]
+    assert reg.get("iris", "staging").version == 3 and reg.get("iris").version == 1
+    assert reg.in_stage("iris", "staging").version == 3
+    reg.promote("iris", 3)  # the gate's path is unchanged: any stage may be promoted
+    assert [v.stage for v in reg.versions("iris")] == ["archived", "archived", "production"]
+    with pytest.raises(RegistryError, match="has no staging version"):
+        reg.get("iris", "staging")
+
+
 def test_unknown_model_version_or_stage_is_a_registry_error(reg, data):
     with pytest.raises(RegistryError, match="no model named 'nope'"):
         reg.get("nope")
@@ -83,7 +99,7 @@ def test_unknown_model_version_or_stage_is_a_registry_error(reg, data):
     with pytest.raises(RegistryError, match="no version 7"):
         reg.get("iris", 7)
     with pytest.raises(RegistryError, match="unknown stage"):
-        reg.set_stage("iris", 1, "staging")
+        reg.set_stage("iris", 1, "qa")
     with pytest.raises(RegistryError, match="invalid model name"):
         reg.versions("../etc")
     assert RegistryError("x").exit_code == 9
