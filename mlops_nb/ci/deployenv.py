@@ -148,9 +148,11 @@ def python_of(lock: Path) -> Path:
         (venv / _DONE).touch()
         try:
             os.rename(venv, target)  # another deploy may have made it meanwhile: keep theirs
-        except OSError:
+        except OSError as exc:
             if not (target / _DONE).is_file():
-                raise
+                raise DeployRefused(f"{target} exists and is no complete environment ({exc}):"
+                                    " remove it") from None
+        _own_folder(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target / "bin" / "python"
