@@ -72,10 +72,14 @@ def _source() -> tuple[Path, bool]:
 
 
 def digest(lock: Path) -> str:
-    source, _ = _source()
+    source, checkout = _source()
     h = hashlib.sha256()
     for part in (lock.read_bytes(), sys.version.encode(), str(source).encode(), b"no-bytecode"):
         h.update(hashlib.sha256(part).digest())
+    if not checkout:  # a copy goes into the environment: a new mlops_nb needs a new one
+        for path in sorted(source.rglob("*.py")):
+            st = path.stat()
+            h.update(f"{path.relative_to(source)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
 
 
