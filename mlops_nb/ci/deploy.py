@@ -10,8 +10,8 @@ NAME:V`, started from that environment on loopback, answers rows of the training
 exactly the predictions the registered model gives in this process (smoke test); (4) a short
 load test meets the p99 latency and throughput floors. Then the stage moves; a service
 following `NAME@staging` or `NAME@production` swaps to it. `production` is reached only from
-`staging` unless forced (UsageError, exit 2, before any check). Every deploy that names a
-version, passed or refused, is a lineage event (`deploy`) with its checks and figures.
+`staging` unless forced (UsageError, exit 2, before any check). Every deploy whose checks ran,
+passed or refused, is a lineage event (`deploy`) with its checks and figures.
 """
 
 from __future__ import annotations
