@@ -10,6 +10,7 @@ production needs staging first (or --force). Each deploy is a lineage event.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -126,6 +127,13 @@ def test_production_is_reached_from_staging_only_unless_forced(root):
     assert f"iris:{version} is in stage candidate: production is reached from staging" \
         in done.stderr
     assert stages(root) == before
+    forced = cli(root, f"iris:{version}", "--to", "production", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    shown = json.loads(forced.stdout)
+    assert shown["moved"] is True and [c["ok"] for c in shown["checks"]] == [True] * 4
+    assert stages(root)[version] == "production"
+    assert [v for v, st in stages(root).items() if st == "production"] == [version]
+    assert events(root)[0]["payload"]["force"] is True
 
 
 def test_served_answers_that_differ_are_refused(root):
