@@ -189,7 +189,7 @@ def deploy(root: Path, ref: str, to: str, *, force: bool = False) -> DeployResul
         _run_checks(root, registry, mv, lim, lock, result)
         if result.failed is None:
             registry.set_stage(mv.name, mv.version, to, reason=f"deploy --to {to}"
-                               + (" --force" if force else ""))
+                               + (" --force" if force else ""), expect=mv.stage)
             result.moved = True
     except MlopsNbError as exc:
         result.checks.append(Check("deploy", False, str(exc)))

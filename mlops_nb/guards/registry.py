@@ -226,14 +226,19 @@ class Registry:
         log.info("registered %s:%d", name, number)
         return self.get(name, number)
 
-    def set_stage(self, name: str, version: int, stage: str, reason: str = "") -> ModelVersion:
+    def set_stage(self, name: str, version: int, stage: str, reason: str = "", *,
+                  expect: str | None = None) -> ModelVersion:
         """Move a version to a stage; `production` (`staging`) archives the version that held
-        it. Which stage may follow which is the caller's rule (ci/deploy.py: production only
-        from staging, unless forced; the gate promotes a candidate straight to production)."""
+        it; `expect`: refused unless the version is still in that stage. Which stage may follow
+        which is the caller's rule (ci/deploy.py: production only from staging, unless forced;
+        the gate promotes a candidate straight to production)."""
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         with self._lock(name):
             target = self.get(name, version)
+            if expect is not None and target.stage != expect:
+                raise RegistryError(f"{target.ref} moved to {target.stage} meanwhile (it was"
+                                    f" {expect}); not moving it to {stage}")
             changes = [(target, stage)]
             if stage in FOLLOWED:
                 changes += [(v, "archived") for v in self.versions(name)

@@ -88,6 +88,9 @@ def test_staging_holds_one_version_beside_production(reg, data):
     assert [v.stage for v in reg.versions("iris")] == ["archived", "archived", "production"]
     with pytest.raises(RegistryError, match="has no staging version"):
         reg.get("iris", "staging")
+    with pytest.raises(RegistryError, match="iris:2 moved to archived meanwhile"):
+        reg.set_stage("iris", 2, "staging", expect="candidate")  # what deploy checked
+    assert reg.get("iris", 2).stage == "archived"
 
 
 def test_unknown_model_version_or_stage_is_a_registry_error(reg, data):
