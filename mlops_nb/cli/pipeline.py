@@ -109,7 +109,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from mlops_nb.pipeline import paramsync
 
     for line in paramsync.advice(paramsync.project_drifts(root, spec.notebooks)):
-        print(line)
+        print(line, file=sys.stderr)  # a note beside the table, which stays one line a step
     from mlops_nb.execute.dvcfiles import problems
 
     broken = problems(root)  # DVC's own files, as a killed `dvc repro` can leave them

@@ -32,8 +32,8 @@ WRITE_CALLS = re.compile(
 # Calls that read a folder given as a path: only a string passed to one of these makes a
 # folder a step's data dependency (any other string counts only when it names a file).
 FOLDER_READERS = frozenset({
-    "listdir", "scandir", "walk", "iterdir", "glob", "iglob", "rglob", "copytree", "Path",
-    "PurePath", "PosixPath", "load_files", "ImageFolder", "DatasetFolder",
+    "listdir", "scandir", "walk", "iterdir", "glob", "iglob", "rglob", "copytree",
+    "load_files", "ImageFolder", "DatasetFolder",
     "image_dataset_from_directory", "text_dataset_from_directory", "flow_from_directory",
     "load_from_disk", "load_dataset", "read_parquet", "ParquetDataset", "dataset",
 })

@@ -184,7 +184,16 @@ class Scanner(ast.NodeVisitor):
         if name in FOLDER_READERS:
             self.folders |= {a.value for a in args
                              if isinstance(a, ast.Constant) and isinstance(a.value, str)}
-        if name and WRITE_CALLS.match(name):
+        receiver = _path_literal(node.func.value) if isinstance(node.func, ast.Attribute) \
+            else None
+        if receiver is not None and (name in ("write_text", "write_bytes", "touch")
+                                     or (name == "open" and _writes(node.args[:1]))):
+            self.written.add(receiver)  # Path('out.txt').write_text(...): a write, not a read
+        elif receiver is not None and name in ("glob", "rglob", "iterdir"):
+            # Path('imgs').glob(...) reads a folder; Path('x') alone is no dependency (a
+            # name that only exists now and then, as a flag file, must not flip the pipeline)
+            self.folders.add(receiver)
+        elif name and WRITE_CALLS.match(name):
             for a in args[:2]:
                 if isinstance(a, ast.Constant) and isinstance(a.value, str):
                     self.written.add(a.value)
@@ -195,6 +204,23 @@ class Scanner(ast.NodeVisitor):
                     and set(mode.value) & set("wax") and isinstance(first, ast.Constant)):
                 self.written.add(str(first.value))
         self.generic_visit(node)
+
+
+def _path_literal(node: ast.AST) -> str | None:
+    """'x' for `Path('x')` / `pathlib.Path('x')`, else None."""
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+            and isinstance(node.args[0].value, str):
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called in ("Path", "PosixPath", "PurePath"):
+            return node.args[0].value
+    return None
+
+
+def _writes(mode_args: list[ast.expr]) -> bool:
+    """A literal open mode that writes ('w', 'a', 'x', with or without 'b' / '+')."""
+    return bool(mode_args) and isinstance(mode_args[0], ast.Constant) \
+        and isinstance(mode_args[0].value, str) and bool(set(mode_args[0].value) & set("wax"))
 
 
 def scan(node: ast.AST, known: dict[str, FuncInfo], imported: set[str],

@@ -159,6 +159,15 @@ def test_experiments_widget_and_compile_on_save(example_project: Path, tmp_path:
                 assert len(ctx.pages) == pages  # no new browser window or tab
                 page.screenshot(path=str(ARTIFACTS / "jupyterlab-pipeline-link.png"))
                 tab.first.locator(".lm-TabBar-tabCloseIcon").click()
+                # JupyterLab may call the opened notebook changed (it fills in what the
+                # executed notebook leaves out) and ask before closing: nothing to keep
+                discard = page.locator(".jp-Dialog .jp-Dialog-button", has_text="Discard")
+                page.wait_for_function(
+                    "() => !!document.querySelector('.jp-Dialog') || ![...document"
+                    ".querySelectorAll('.lm-DockPanel-tabBar .lm-TabBar-tab')]"
+                    ".some(t => t.textContent.includes('load.ipynb'))", timeout=30_000)
+                if discard.count():
+                    discard.first.click()
                 tab.first.wait_for(state="detached", timeout=30_000)
 
                 # edit the `load` step's cell and save through the browser

@@ -16,14 +16,16 @@ from tests.conftest import REPO, tool_env
 pytestmark = pytest.mark.slow
 
 MARK = "<!-- doc-test -->"
-BLOCK = re.compile(re.escape(MARK) + r"\s*\n```(?:bash|sh)\n(.*?)\n```", re.S)
+BLOCK = re.compile(r"(?m)^" + re.escape(MARK) + r"[ \t]*\n```(?:bash|sh)\n(.*?)\n```", re.S)
+LINE = re.compile(r"(?m)^" + re.escape(MARK) + r"[ \t]*$")
 MKDOCS = str(Path(sys.executable).with_name("mkdocs"))
 
 
 def marked_blocks(page: Path) -> list[str]:
     text = page.read_text(encoding="utf-8")
     blocks = BLOCK.findall(text)
-    assert len(blocks) == text.count(MARK), f"{page}: a {MARK} not followed by a bash block"
+    assert len(blocks) == len(LINE.findall(text)), f"{page}: a {MARK} line not followed by a" \
+        " bash block"
     return blocks
 
 
@@ -44,7 +46,7 @@ def test_the_site_builds_strict_and_lists_every_command(tmp_path: Path):
 
 @pytest.mark.parametrize("page", sorted(p.relative_to(REPO).as_posix()
                                          for p in (REPO / "docs").rglob("*.md")
-                                         if MARK in p.read_text(encoding="utf-8")))
+                                         if LINE.search(p.read_text(encoding="utf-8"))))
 def test_marked_command_blocks_run_in_order(page: str, tmp_path: Path):
     script = "set -euo pipefail\n" + "\n".join(marked_blocks(REPO / page)) + "\n"
     res = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,

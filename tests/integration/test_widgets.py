@@ -305,7 +305,7 @@ def test_params_sync_after_dvc_exp_run(tmp_path: Path, monkeypatch: pytest.Monke
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "compiled"], root)
     sh(["dvc", "exp", "run", "-q", "-S", "s.ALPHA=3", "-S", "s.C=2.5"], root)
-    status = cli(["status"], root).stdout
+    status = cli(["status"], root).stderr
     assert "2 parameter(s) differ between params.yaml and the notebooks'" in status
     assert "s.ALPHA: 3 in params.yaml, 2 in notebooks/s.ipynb" in status
     assert "s.C: 2.5 in params.yaml, 1.0 in notebooks/s.ipynb" in status

@@ -485,3 +485,28 @@ def test_a_name_the_step_binds_in_a_branch_is_not_undefined(tmp_path, src):
 def test_a_name_read_before_the_step_binds_it_is_still_undefined(tmp_path, src, name):
     with pytest.raises(NotebookError, match=f"cell 2: line \\d+: undefined name '{name}'"):
         spec_of(tmp_path, [(["step:a"], "x = 1"), (["step:b"], src)])
+
+
+@pytest.mark.parametrize("code", [
+    "pathlib.Path('started').write_text('1')",
+    "Path('out.bin').write_bytes(b'')",
+    "Path('flag').touch()",
+    "with Path('log.txt').open('a') as f:\n    f.write('x')",
+])
+def test_a_file_written_through_a_path_object_is_a_write_not_a_read(code: str):
+    info = analyse_block("import pathlib\nfrom pathlib import Path\n" + code, {}, AliasGroups(),
+                         set())
+    assert len(info.written_literals) == 1
+    assert info.written_literals <= info.literals
+
+
+def test_a_folder_globbed_through_a_path_object_is_read_and_a_flag_file_is_not(tmp_path: Path):
+    (tmp_path / "notebooks" / "imgs").mkdir(parents=True)
+    (tmp_path / "notebooks" / "go").write_text("")
+    from tests.conftest import make_nb
+
+    path = make_nb(tmp_path / "notebooks" / "nb.ipynb", [
+        (["step:a"], "import pathlib\nfiles = sorted(pathlib.Path('imgs').glob('*.png'))\n"
+                     "ready = pathlib.Path('go').exists()")])
+    spec = build_spec([parse_notebook(path, "notebooks/nb.ipynb")], tmp_path)
+    assert spec.step("a").data_deps == ("notebooks/imgs",)
