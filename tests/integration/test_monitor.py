@@ -231,7 +231,7 @@ def test_trigger_dry_run_names_each_trigger_that_holds_and_none_otherwise(root, 
     write_log(tmp_path / "calm", x)
     args = ["trigger", "--dry-run", "--report-dir", str(tmp_path / "report")]
     # other tests of this module retrain on the same project: count, do not expect none
-    before = sh(["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout
+    exps = sh(["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout
     res = mlops([*args, "--log-dir", str(tmp_path / "calm")], root)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "nothing to do: no trigger holds" in res.stdout
@@ -256,7 +256,7 @@ def test_trigger_dry_run_names_each_trigger_that_holds_and_none_otherwise(root, 
     assert holds["drift"]["figures"]["drifted_columns"]
     assert doc["retrain"] is True and doc["outcome"] is None  # a dry run changes nothing
     assert _events(root)[0]["payload"]["triggers"] == doc["triggers"]
-    assert sh(["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout == before
+    assert sh(["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout == exps
 
 
 def test_trigger_on_schedule_retrains_through_dvc_and_the_gate(root, tmp_path):
