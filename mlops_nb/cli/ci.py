@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlops_nb.cli.pipeline import _root
+from mlops_nb.cli.serve import _positive
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,9 +33,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from mlops_nb.artifacts import atomic
     from mlops_nb.ci import celltests
     from mlops_nb.errors import NotebookTestsFailed
-    from mlops_nb.project import find_root
 
-    root = find_root(Path(args.project) if args.project else None)
+    root = _root(args)
     out = Path(args.json).absolute() if args.json else None
     if out is not None and (inside := atomic.boundary(out, root)) is not None:
         atomic.refuse_symlinks(out, root=inside)
@@ -83,9 +85,8 @@ def cmd_ci_run(args: argparse.Namespace) -> int:
     from mlops_nb.ci import report
     from mlops_nb.ci import run as ci_run
     from mlops_nb.errors import CiFailed
-    from mlops_nb.project import find_root
 
-    root = find_root(Path(args.project) if args.project else None)
+    root = _root(args)
     report.check_writable(root)
     result = ci_run.run(root, args.base, args.tests, args.promote)
     md = report.write(result, root)
@@ -116,9 +117,8 @@ def register_ci_init(verbs: argparse._SubParsersAction) -> None:
 
 def cmd_ci_init(args: argparse.Namespace) -> int:
     from mlops_nb.ci import workflows
-    from mlops_nb.project import find_root
 
-    root = find_root(Path(args.project) if args.project else None)
+    root = _root(args)
     for rel in workflows.init(root, args.github, args.gitlab, args.setup, args.force):
         print(f"wrote {rel}")
     print("commit it; the report is posted with GitHub's own token (GitLab: set the masked"
@@ -139,9 +139,9 @@ def register_trigger(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dry-run", action="store_true", help="decide and report; change nothing")
     t.add_argument("--schedule", action="store_true",
                    help="this is a scheduled run (the nightly workflow): retrain")
-    t.add_argument("--since-hours", type=_hours, default=None, metavar="H",
+    t.add_argument("--since-hours", type=_positive(float), default=None, metavar="H",
                    help="only served records of the last H hours")
-    t.add_argument("--min-rows", type=_count, default=30, metavar="N",
+    t.add_argument("--min-rows", type=_positive(int), default=30, metavar="N",
                    help="served records needed for a drift verdict (default 30)")
     t.add_argument("--log-dir", default=None, metavar="DIR",
                    help="the serving log (default .mlops_nb/serving/NAME)")
@@ -152,28 +152,6 @@ def register_trigger(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_trigger)
 
 
-def _hours(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of hours, not {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1 or value > 10**9:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 10^9, not {text!r}")
-    return value
-
-
 def cmd_trigger(args: argparse.Namespace) -> int:
     import json
     import time
@@ -181,9 +159,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from mlops_nb.ci import trigger
     from mlops_nb.errors import RetrainFailed
     from mlops_nb.guards.registry import Registry, default_root, parse_ref
-    from mlops_nb.project import find_root
 
-    root = find_root(Path(args.project) if args.project else None)
+    root = _root(args)
     model = args.model
     if model is None:
         names = Registry(default_root(root)).names()
@@ -240,9 +217,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     import json
 
     from mlops_nb.ci import deploy
-    from mlops_nb.project import find_root
 
-    root = find_root(Path(args.project) if args.project else None)
+    root = _root(args)
     result = deploy.deploy(root, args.model, args.to, force=args.force)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1, default=str))
