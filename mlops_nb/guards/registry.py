@@ -124,6 +124,29 @@ class Registry:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """A shared hold of the model's lock while its version files are read: a stage change
+        writes two of them (the promoted version's, then the archived one's), and a reader
+        between the two would see two production versions, or none."""
+        import fcntl
+
+        folder = self._model_dir(name)
+        fd = None
+        if folder.is_dir():
+            try:
+                fd = atomic.open_lock(folder / ".lock", root=self.root)
+            except PermissionError:  # a registry this user may only read: hold its lock all
+                with contextlib.suppress(FileNotFoundError, PermissionError):  # the same
+                    fd = os.open(folder / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
+
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -150,17 +173,24 @@ class Registry:
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         out = []
         for n in [name] if name else self.names():
-            folder = self._model_dir(n)
-            if not folder.is_dir():
-                continue
-            for v in sorted(folder.glob("v*"), key=lambda p: _vnum(p.name)):
-                if _vnum(v.name) > 0 and (v / "version.json").exists():
-                    out.append(self._read(n, v))
+            with self._reading(n):
+                out += self._scan(n)
         return out
+
+    def _scan(self, name: str) -> list[ModelVersion]:
+        """The versions of one model, read without the lock (its holder calls this)."""
+        folder = self._model_dir(name)
+        if not folder.is_dir():
+            return []
+        return [self._read(name, v) for v in sorted(folder.glob("v*"), key=lambda p: _vnum(p.name))
+                if _vnum(v.name) > 0 and (v / "version.json").exists()]
 
     def get(self, name: str, which: str | int | None = None) -> ModelVersion:
         """A version by number, or 'production', 'staging', 'latest' (None: production)."""
-        versions = self.versions(name)
+        return self._pick(name, self.versions(name), which)
+
+    def _pick(self, name: str, versions: list[ModelVersion],
+              which: str | int | None) -> ModelVersion:
         if not versions:
             raise RegistryError(f"no model named '{name}' in {self.root}")
         if which is None or which in FOLLOWED:
@@ -235,13 +265,14 @@ class Registry:
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         with self._lock(name):
-            target = self.get(name, version)
+            held = self._scan(name)
+            target = self._pick(name, held, version)
             if expect is not None and target.stage != expect:
                 raise RegistryError(f"{target.ref} moved to {target.stage} meanwhile (it was"
                                     f" {expect}); not moving it to {stage}")
             changes = [(target, stage)]
             if stage in FOLLOWED:
-                changes += [(v, "archived") for v in self.versions(name)
+                changes += [(v, "archived") for v in held
                             if v.stage == stage and v.version != version]
             for mv, new in changes:
                 path = mv.path / "version.json"

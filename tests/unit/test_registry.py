@@ -6,6 +6,7 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -212,3 +213,32 @@ def test_cli_models_list_promote_show(reg, data, tmp_path, monkeypatch, capsys):
     assert main(["models", "promote", "iris:9"]) == 9
     assert main(["models", "promote", "iris"]) == 2
     assert "no version 9" in capsys.readouterr().err
+
+
+def test_a_reader_never_sees_a_promotion_half_done(reg, data):
+    """A promotion writes two version files (the new production, then the old one archived);
+    a reader (the service's watcher, `models list`) sees both changes or neither, never two
+    production versions or none."""
+    m = model(data)
+    for _ in range(3):
+        reg.register("iris", m, {"accuracy": 0.9})
+    reg.promote("iris", 1)
+    seen: list[list[int]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        reader = Registry(reg.root)
+        while not done.is_set():
+            seen.append([v.version for v in reader.versions("iris") if v.stage == "production"])
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for i in range(150):
+            reg.promote("iris", 1 + (i + 1) % 3)
+    finally:
+        done.set()
+        thread.join()
+    assert len(seen) > 20
+    torn = [s for s in seen if len(s) != 1]
+    assert not torn, f"{len(torn)} of {len(seen)} reads saw {torn[:3]}"
