@@ -7,8 +7,11 @@ since DVC last ran the pipeline. Schedule: the caller says so (`--schedule`, as 
 workflow does). Drift or skew: `monitor` finds it in the serving log of the production model.
 Online quality needs feedback, which the service does not take yet: reported as not checked.
 When one holds (and not `--dry-run`), the pipeline reruns as a DVC experiment under the
-retraining lock, and its promote step puts the new model through the same gate as any run.
-Every decision is an event in the lineage store.
+retraining lock, and its promote step puts the new model through the same gate as any run; a
+model that passes is registered, not promoted, and deployed to staging through deploy's checks
+(ci/deploy.py: fresh environment, limits, smoke and load tests); production stays a human's or
+the main branch's `deploy --to production`. Every decision is an event in the lineage store,
+with the retraining and the deploy.
 """
 
 from __future__ import annotations
@@ -150,7 +153,25 @@ def run(root: Path, model: str | None, *, dry_run: bool, schedule: bool, log_dir
 
         name = (model or "pipeline").split(":")[0].split("@")[0]
         with retrain_lock(root / STATE) as fd:
-            decision.outcome = retrain(root, name, report_dir, lock_fd=fd).to_dict()
+            decision.outcome = retrain(root, name, report_dir, lock_fd=fd,
+                                       register_only=True).to_dict()
+        decision.outcome["deploy"] = _to_staging(root, decision.outcome)
     decision.event_id = LineageStore(default_path(root)).record_event(
         "trigger", model or "", decision.to_dict())
     return decision
+
+
+def _to_staging(root: Path, outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """Deploy the version the retraining registered to staging; None when it registered
+    none (it failed, or the gate blocked the model)."""
+    from mlops_nb.ci.deploy import deploy
+
+    gate = outcome.get("decision") or {}
+    if not outcome.get("ok") or gate.get("decision") != "registered" or not gate.get("version"):
+        return None
+    ref = f"{gate['name']}:{gate['version']}"
+    try:
+        result = deploy(root, ref, "staging")
+    except MlopsNbError as exc:
+        return {"ref": ref, "to": "staging", "moved": False, "error": str(exc)}
+    return result.to_dict()

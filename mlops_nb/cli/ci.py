@@ -132,8 +132,10 @@ def register_trigger(sub: argparse._SubParsersAction) -> None:
         description="Check each trigger of continuous training and say why it holds or not:"
                     " new data (dvc status), --schedule, drift and skew of the production"
                     " model's served data. When one holds, rerun the pipeline as a DVC"
-                    " experiment (its promote step applies the gate); --dry-run only says what"
-                    " it would do. Each decision is an event in the lineage store.")
+                    " experiment (its promote step applies the gate) and deploy a model that"
+                    " passes to staging (exit 23 when the deploy's checks refuse it); --dry-run"
+                    " only says what it would do. Each decision is an event in the lineage"
+                    " store.")
     t.add_argument("model", nargs="?", default=None,
                    help="the served model (default: the registry's only one, if any)")
     t.add_argument("--dry-run", action="store_true", help="decide and report; change nothing")
@@ -157,7 +159,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     import time
 
     from mlops_nb.ci import trigger
-    from mlops_nb.errors import RetrainFailed
+    from mlops_nb.errors import DeployRefused, RetrainFailed
     from mlops_nb.guards.registry import Registry, default_root, parse_ref
 
     root = _root(args)
@@ -188,6 +190,13 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         gate = out.get("decision") or {}
         print(f"retrained: {out.get('experiment')} ({out.get('seconds')} s); gate:"
               f" {gate.get('decision', 'no decision recorded')}")
+        staged = out.get("deploy")
+        if staged is not None and not staged.get("moved"):
+            raise DeployRefused(f"the retrained {staged['ref']} was not deployed to staging:"
+                                f" {staged.get('error')}")
+        if staged is not None:
+            print(f"deployed {staged['ref']} to staging; production follows with"
+                  f" `mlops-nb deploy {staged['ref']} --to production`")
     return 0
 
 

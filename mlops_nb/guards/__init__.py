@@ -8,9 +8,11 @@
 A blocking data problem raises DataValidationError (exit code 7), which fails the step. A
 model that does not beat production is a normal outcome: the decision is returned and recorded
 (in the lineage store, with its reasons) and the model is not registered; pass
-`fail_if_blocked=True` to raise ModelBlockedError (exit code 8) instead. Both calls record the
-run in the lineage store when they end it. Paths are relative to the working directory, which in
-a step is the source notebook's folder; state goes under the project's `.mlops_nb/`.
+`fail_if_blocked=True` to raise ModelBlockedError (exit code 8) instead. Under `mlops-nb
+trigger` (REGISTER_ONLY_ENV) a passing model is registered and left to the trigger's deploy.
+Both calls record the run in the lineage store when they end it. Paths are relative to the
+working directory, which in a step is the source notebook's folder; state goes under the
+project's `.mlops_nb/`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +32,9 @@ from mlops_nb.guards import gate as gate_mod
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[Any, Any, Any], float]
+# set to "1" by `mlops-nb trigger` for the experiment it runs: a model that passes the gate is
+# registered, not promoted; the trigger then deploys it to staging through deploy's checks
+REGISTER_ONLY_ENV = "MLOPS_NB_GATE_REGISTER_ONLY"
 
 
 def _step_context() -> tuple[Path, str | None]:
@@ -211,6 +217,8 @@ def promote_if_better(model: Any, metrics: dict[str, Any], *, name: str,
 
     root, step = _step_context()
     acting = apply if apply is not None else step is not None
+    if os.environ.get(REGISTER_ONLY_ENV) == "1":  # `mlops-nb trigger`: deploy decides
+        promote = False
     reg = registry.Registry(registry.default_root(root))
     cfg = gate_mod.config_from(gate if gate is not None else list(metrics), min_delta=min_delta,
                                min_relative=min_relative, floors=floors, allow_tie=allow_tie)

@@ -58,11 +58,12 @@ def _decision(root: Path, model: str, after: str) -> dict[str, Any] | None:
     return None
 
 
-def retrain(root: Path, model: str, log_dir: Path, *, lock_fd: int | None = None
-            ) -> Retraining:
+def retrain(root: Path, model: str, log_dir: Path, *, lock_fd: int | None = None,
+            register_only: bool = False) -> Retraining:
     """Run the pipeline again as a DVC experiment; returns how it went. `lock_fd` (the
     retraining lock, monitor.lock) is handed to `dvc exp run`, so the lock lives as long as
-    the experiment does."""
+    the experiment does. `register_only`: the gate registers a passing model and promotes
+    nothing (the trigger deploys it to staging)."""
     from datetime import UTC, datetime
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -71,6 +72,10 @@ def retrain(root: Path, model: str, log_dir: Path, *, lock_fd: int | None = None
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--force", "--name", name]
     out = log_dir / f"{name}.log"
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+    if register_only:
+        from mlops_nb.guards import REGISTER_ONLY_ENV
+
+        env[REGISTER_ONLY_ENV] = "1"
     log.warning("retraining: %s (output in %s)", " ".join(cmd[1:]), out)
     start = time.perf_counter()
     fd = atomic.open_append(out, root=atomic.boundary(out, root), mode=0o644)

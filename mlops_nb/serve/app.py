@@ -186,7 +186,7 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
     async def version() -> dict[str, Any]:
         """The served model version with its data and code hashes."""
         return {**holder.current.describe(), "swap_error": holder.swap_error,
-                "following": "pinned" if holder.pinned else "production",
+                "following": "pinned" if holder.pinned else holder.stage,
                 "service": f"mlops-nb {service_version}"}
 
     @app.get("/metrics")

@@ -96,6 +96,7 @@ def test_a_good_version_reaches_staging_and_a_staging_service_swaps_to_it(root):
             while s.client.get("/version").json()["version"] != second:
                 assert time.monotonic() < deadline, "the service did not swap"
                 time.sleep(0.05)  # polling a condition (the served version)
+            assert s.client.get("/version").json()["following"] == "staging"
             count = len(seen)
             while len(seen) < count + 5:  # the new version answers the client
                 assert time.monotonic() < deadline

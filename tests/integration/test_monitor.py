@@ -259,14 +259,47 @@ def test_trigger_dry_run_names_each_trigger_that_holds_and_none_otherwise(root, 
     assert sh(["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout == exps
 
 
-def test_trigger_on_schedule_retrains_through_dvc_and_the_gate(root, tmp_path):
-    res = mlops(["trigger", "--schedule", "--log-dir", str(tmp_path / "none"),
-                 "--report-dir", str(tmp_path / "report")], root)
+def test_trigger_on_schedule_retrains_through_dvc_and_the_gate_then_deploys_to_staging(
+        root, tmp_path):
+    """The retrained model beats production (here a majority-class model) and is registered,
+    not promoted: the trigger deploys it to staging through deploy's checks, and production
+    keeps its version."""
+    from sklearn.dummy import DummyClassifier
+
+    from mlops_nb.guards.registry import Registry, default_root, reference_of, schema_of
+    from tests.conftest import REPO
+
+    reg = Registry(default_root(root))
+    trained = reg.production("iris")
+    x, y = artifacts.load(root / "outputs/prepare/X_test"), [0] * 3 + [1] * 3
+    weak = reg.register("iris", DummyClassifier().fit(x.head(6), y), {"accuracy": 0.3},
+                        schema=schema_of(trained), reference=reference_of(trained))
+    reg.promote("iris", weak.version)
+    params = root / "params.yaml"
+    before = params.read_text()
+    params.write_text(before + "mlops_nb:\n  deploy:\n    load_test_seconds: 1\n"
+                               "    load_test_clients: 2\n")
+    (root / "requirements.lock").write_bytes((REPO / "requirements.lock").read_bytes())
+    try:
+        res = mlops(["trigger", "--schedule", "--log-dir", str(tmp_path / "none"),
+                     "--report-dir", str(tmp_path / "report")], root)
+        weak_after = reg.get("iris", weak.version).stage
+    finally:
+        params.write_text(before)
+        (root / "requirements.lock").unlink()
+        reg.promote("iris", trained.version)  # the module's other tests serve that one
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert "HOLDS  schedule" in res.stdout and "retrained: retrain-iris-" in res.stdout
-    assert "gate:" in res.stdout
+    assert "gate: registered" in res.stdout
     outcome = _events(root)[0]["payload"]["outcome"]
     assert outcome["ok"] and outcome["experiment"] in sh(
         ["dvc", "exp", "list", "--all-commits", "--name-only"], root).stdout
+    staged = outcome["deploy"]
+    new = outcome["decision"]["version"]
+    assert staged["moved"] and staged["ref"] == f"iris:{new}" and staged["to"] == "staging"
+    assert f"deployed iris:{new} to staging" in res.stdout
+    assert [c["ok"] for c in staged["checks"]] == [True] * 4
+    assert reg.get("iris", new).stage == "staging"
+    assert weak_after == "production"  # production is a human's (or main's) deploy
     bad = mlops(["trigger", "--min-rows", "0"], root)
     assert bad.returncode == 2 and "--min-rows" in bad.stderr
