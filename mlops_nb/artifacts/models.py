@@ -4,10 +4,14 @@ The rule: what a library can write as data is written so, and loads without runn
 so it needs no record of this project's writes (trust.py): xgboost's `Booster` and its
 scikit-learn models (XGBClassifier...) as xgboost's JSON model, a `DMatrix` as its data (a
 CSR matrix, labels, weights, feature names) in an .npz read without pickle, LightGBM's
-`Booster` as its text model. The libraries stay optional: nothing here imports one unless an
-object of it is being saved or a file of its format loaded. Anything else (a LightGBM
-scikit-learn model, whose fitted state has no public format) goes on to pickle, with the
-trust rule of every pickle.
+`Booster` as its text model, and its scikit-learn models (LGBMClassifier...) as JSON: the
+constructor's parameters, the booster's text model, the classes and the feature count, from
+which the model is rebuilt around the booster (LightGBM has no public format for the
+scikit-learn side: the rebuilt attributes are the ones its predict reads, and the round trip
+is tested on every LightGBM model kind). The libraries stay optional: nothing here imports one
+unless an object of it is being saved or a file of its format loaded. Anything else (a
+LightGBM model with a callable objective or a class-weight mapping, which JSON cannot hold
+faithfully) goes on to pickle, with the trust rule of every pickle.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("xgboost-json", "xgboost-dmatrix", "lightgbm-text")
+FORMATS = ("xgboost-json", "xgboost-dmatrix", "lightgbm-text", "lightgbm-sklearn")
 # the xgboost scikit-learn classes a file may name (never an import path read from disk)
 XGB_SKLEARN = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier",
                "XGBRFRegressor")
+LGB_SKLEARN = ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")
 
 
 def encode(obj: Any, folder: Path) -> tuple[str, str, bytes, dict[str, Any]] | None:
@@ -48,7 +53,68 @@ def encode(obj: Any, folder: Path) -> tuple[str, str, bytes, dict[str, Any]] | N
 
         if type(obj) is lgb.Booster:
             return "lightgbm-text", "data.txt", obj.model_to_string().encode("utf-8"), {}
+        if name in LGB_SKLEARN and getattr(lgb, name) is type(obj):
+            data = _lgb_sklearn_bytes(obj)
+            if data is not None:
+                return "lightgbm-sklearn", "data.json", data, {"class": name}
     return None
+
+
+def _lgb_sklearn_bytes(model: Any) -> bytes | None:
+    """A fitted LightGBM scikit-learn model as JSON; None when JSON cannot hold it (not
+    fitted, a callable parameter, a class-weight mapping, classes of no plain dtype)."""
+    import json
+
+    import numpy as np
+
+    if not getattr(model, "fitted_", False):
+        return None
+    params = model.get_params()
+    if isinstance(params.get("class_weight"), dict):
+        return None
+    doc: dict[str, Any] = {
+        "params": params, "booster": model.booster_.model_to_string(),
+        "n_features": int(model.n_features_in_), "objective": model._objective,
+        "with_feature_names": bool(getattr(model, "_fitted_with_feature_names", False)),
+        "best_iteration": int(model.best_iteration_ or 0)}
+    if hasattr(model, "classes_"):
+        classes = np.asarray(model.classes_)
+        if classes.dtype.kind not in "biufU":
+            return None
+        doc["classes"] = classes.tolist()
+        doc["classes_dtype"] = classes.dtype.str
+    try:
+        return json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # a callable objective or metric, a NaN parameter
+        return None
+
+
+def _lgb_sklearn_model(data: bytes, cls: str) -> Any:
+    import json
+    from collections import defaultdict
+
+    import lightgbm as lgb
+    import numpy as np
+    from sklearn.preprocessing import LabelEncoder
+
+    doc = json.loads(data)
+    model = getattr(lgb, cls)(**doc["params"])
+    model._Booster = lgb.Booster(model_str=doc["booster"])
+    model._n_features = model._n_features_in = int(doc["n_features"])
+    model._objective = doc["objective"]
+    model._fitted_with_feature_names = bool(doc["with_feature_names"])
+    model._best_iteration = int(doc["best_iteration"])
+    model._best_score = defaultdict(dict)
+    model._evals_result = {}
+    if "classes" in doc:
+        classes = np.asarray(doc["classes"], dtype=np.dtype(doc["classes_dtype"]))
+        model._classes = classes
+        model._n_classes = len(classes)
+        model._le = LabelEncoder().fit(classes)
+        model._class_map = dict(zip(model._le.classes_, model._le.transform(classes),
+                                    strict=True))
+    model.fitted_ = True
+    return model
 
 
 def _dmatrix_bytes(dm: Any) -> bytes:
@@ -103,4 +169,9 @@ def decode(fmt: str, data: bytes, meta: dict[str, Any]) -> Any:
         import lightgbm as lgb
 
         return lgb.Booster(model_str=data.decode("utf-8"))
+    if fmt == "lightgbm-sklearn":
+        cls = meta.get("class")
+        if cls not in LGB_SKLEARN:
+            raise ValueError(f"unknown LightGBM model class {cls!r}")
+        return _lgb_sklearn_model(data, cls)
     raise ValueError(f"unknown format {fmt!r}")

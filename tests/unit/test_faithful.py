@@ -158,6 +158,63 @@ def test_xgboost_and_lightgbm_objects_round_trip_without_pickle(tmp_path):
                           lgb_booster.predict(X))
 
 
+def test_lightgbm_scikit_learn_models_round_trip_without_pickle(tmp_path):
+    """LGBMClassifier (string classes, a DataFrame's feature names), LGBMRegressor and
+    LGBMRanker load from a folder this project never wrote, predicting exactly as before;
+    one with a callable objective (which JSON cannot hold) goes to pickle and its trust rule."""
+    import json as jsonlib
+    import shutil
+
+    import lightgbm as lgb
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from mlops_nb import artifacts
+    from mlops_nb.errors import ArtifactError
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(80, 3)), columns=["a", "b c", "d'e"])
+    labels = np.array(["cat", "dog", "emu"])[(X["a"] > 0).to_numpy().astype(int)
+                                             + (X["b c"] > 1).to_numpy()]
+    fitted = {
+        "clf": lgb.LGBMClassifier(n_estimators=4, num_leaves=4, verbose=-1).fit(X, labels),
+        "reg": lgb.LGBMRegressor(n_estimators=4, verbose=-1).fit(X.to_numpy(), X["a"] * 2),
+        "rank": lgb.LGBMRanker(n_estimators=3, verbose=-1, min_child_samples=2).fit(
+            X, (X["a"] > 0).astype(int), group=[40, 40]),
+    }
+    project = tmp_path / "proj"
+    for name, model in fitted.items():
+        folder = project / "outputs/s" / name
+        artifacts.save(model, folder, project=project)
+        assert jsonlib.loads((folder / "meta.json").read_text())["format"] == "lightgbm-sklearn"
+        elsewhere = tmp_path / "elsewhere/outputs/s" / name
+        shutil.copytree(folder, elsewhere)
+        back = artifacts.load(elsewhere, project=tmp_path / "elsewhere")
+        assert type(back) is type(model)
+        data = X if name != "reg" else X.to_numpy()
+        assert np.array_equal(back.predict(data), model.predict(data))
+        assert back.get_params() == model.get_params()
+    back = artifacts.load(project / "outputs/s/clf", project=project)
+    assert np.array_equal(back.predict_proba(X), fitted["clf"].predict_proba(X))
+    assert list(back.classes_) == ["cat", "dog", "emu"]
+    assert list(back.feature_names_in_) == list(fitted["clf"].feature_names_in_)
+
+    def objective(y_true, y_pred):
+        return y_pred - y_true, np.ones_like(y_pred)
+
+    custom = lgb.LGBMRegressor(n_estimators=2, objective=objective, verbose=-1).fit(
+        X.to_numpy(), X["a"])
+    folder = project / "outputs/s/custom"
+    artifacts.save(custom, folder, project=project)
+    assert jsonlib.loads((folder / "meta.json").read_text())["format"] in ("pickle",
+                                                                           "cloudpickle")
+    data = folder / jsonlib.loads((folder / "meta.json").read_text())["file"]
+    data.write_bytes(data.read_bytes() + b" ")  # a pickle this user's runs did not write
+    with pytest.raises(ArtifactError):
+        artifacts.load(folder, project=project)
+
+
 def test_outputs_of_other_types_never_import_the_model_libraries(tmp_path):
     import subprocess
     import sys
