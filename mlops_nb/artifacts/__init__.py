@@ -4,7 +4,8 @@ Each output is a folder `<name>/` holding `data.<ext>` and `meta.json` (format, 
 sha256 of the data). Formats by type: pandas -> an uncompressed Arrow IPC file (frames.py;
 Parquet outputs of older versions still load), numpy -> .npy, exact JSON values -> JSON,
 scikit-learn estimators -> skops (no code runs on load), xgboost and LightGBM models and
-xgboost's DMatrix -> the library's own format (models.py), anything else -> pickle
+xgboost's DMatrix, PyTorch tensors and state_dicts -> the library's own format or an npz
+(models.py), anything else -> pickle
 (cloudpickle for lambdas and closures). A folder appears under its final name only once it is
 complete (written aside, then renamed), and a load checks the bytes against the recorded hash,
 so a partial or tampered output is never taken for a finished one. The hash in meta.json
@@ -94,9 +95,20 @@ def _unless_no_space(exc: BaseException) -> None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
 
 
+def models_torch(obj: Any) -> bool:
+    """A PyTorch tensor or state_dict (never imports torch: a step that made one did)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    if isinstance(obj, torch.Tensor):
+        return True
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
 def _write_data(obj: Any, folder: Path) -> dict[str, Any]:
     mod = type(obj).__module__
-    if mod.split(".", 1)[0] in ("xgboost", "lightgbm"):
+    if mod.split(".", 1)[0] in ("xgboost", "lightgbm") or models_torch(obj):
         from mlops_nb.artifacts import models
 
         try:
@@ -336,7 +348,7 @@ def load(folder: Path, *, project: Path | None = None, allow_pickle: bool = Fals
 
         meta, content = _checked(folder)
         return frames.read_parquet(pa.BufferReader(pa.py_buffer(content)), meta)
-    if fmt.startswith(("xgboost-", "lightgbm-")):  # data in the library's own format
+    if fmt.startswith(("xgboost-", "lightgbm-", "torch-")):  # in the library's own format
         from mlops_nb.artifacts import models
 
         data = read_checked(folder, meta)

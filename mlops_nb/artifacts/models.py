@@ -12,6 +12,13 @@ is tested on every LightGBM model kind). The libraries stay optional: nothing he
 unless an object of it is being saved or a file of its format loaded. Anything else (a
 LightGBM model with a callable objective or a class-weight mapping, which JSON cannot hold
 faithfully) goes on to pickle, with the trust rule of every pickle.
+
+PyTorch tensors and state_dicts (a dict of names to tensors, as `module.state_dict()` gives)
+go to an .npz read without pickle: each tensor's bytes as a numpy array (bfloat16 as its
+16-bit pattern), with an index of names, dtypes and `requires_grad`, and the state_dict's
+`_metadata` (the modules' versions `load_state_dict` reads) when it is plain JSON. PyTorch's
+own `torch.save` is a pickle, which `torch.load(weights_only=True)` restricts but still runs:
+this format runs nothing. Sparse, quantized or other tensor kinds go to pickle.
 """
 
 from __future__ import annotations
@@ -20,7 +27,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("xgboost-json", "xgboost-dmatrix", "lightgbm-text", "lightgbm-sklearn")
+FORMATS = ("xgboost-json", "xgboost-dmatrix", "lightgbm-text", "lightgbm-sklearn",
+           "torch-npz")
+# torch dtypes numpy holds as they are (bfloat16 is kept as its int16 bit pattern)
+TORCH_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8",
+                "bool", "complex64", "complex128")
 # the xgboost scikit-learn classes a file may name (never an import path read from disk)
 XGB_SKLEARN = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier",
                "XGBRFRegressor")
@@ -48,6 +59,9 @@ def encode(obj: Any, folder: Path) -> tuple[str, str, bytes, dict[str, Any]] | N
                 path.unlink(missing_ok=True)
         if isinstance(obj, xgb.DMatrix):
             return "xgboost-dmatrix", "data.npz", _dmatrix_bytes(obj), {}
+    if top == "torch" or isinstance(obj, dict):
+        data = _torch_bytes(obj)
+        return None if data is None else ("torch-npz", "data.npz", data, {})
     if top == "lightgbm":
         import lightgbm as lgb
 
@@ -58,6 +72,75 @@ def encode(obj: Any, folder: Path) -> tuple[str, str, bytes, dict[str, Any]] | N
             if data is not None:
                 return "lightgbm-sklearn", "data.json", data, {"class": name}
     return None
+
+
+def _torch_bytes(obj: Any) -> bytes | None:
+    """A tensor or a dict of names to tensors as .npz bytes; None for what it cannot hold."""
+    import json
+    from collections import OrderedDict
+
+    import numpy as np
+    import torch
+
+    tensor = isinstance(obj, torch.Tensor)
+    items = [("", obj)] if tensor else list(obj.items())
+    index: list[dict[str, Any]] = []
+    arrays: dict[str, Any] = {}
+    for i, (key, value) in enumerate(items):
+        if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.layout != \
+                torch.strided or value.is_quantized:
+            return None
+        dtype = str(value.dtype).removeprefix("torch.")
+        t = value.detach().cpu().contiguous()
+        if dtype == "bfloat16":
+            t = t.view(torch.int16)
+        elif dtype not in TORCH_DTYPES:
+            return None
+        arrays[f"t{i}"] = t.numpy()
+        index.append({"key": key, "dtype": dtype, "requires_grad": bool(value.requires_grad),
+                      "parameter": type(value) is torch.nn.Parameter})
+    doc: dict[str, Any] = {"kind": "tensor" if tensor else "state_dict", "tensors": index,
+                           "ordered": isinstance(obj, OrderedDict)}
+    metadata = getattr(obj, "_metadata", None)
+    if metadata is not None:
+        try:
+            doc["metadata"] = json.loads(json.dumps(metadata, allow_nan=False))
+        except (TypeError, ValueError):
+            return None
+    arrays["index"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def _torch_object(data: bytes) -> Any:
+    import json
+    from collections import OrderedDict
+
+    import numpy as np
+    import torch
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        doc = json.loads(bytes(npz["index"]).decode("utf-8"))
+        tensors = []
+        for i, entry in enumerate(doc["tensors"]):
+            dtype = entry["dtype"]
+            if dtype != "bfloat16" and dtype not in TORCH_DTYPES:
+                raise ValueError(f"unknown tensor dtype {dtype!r}")
+            t = torch.from_numpy(np.array(npz[f"t{i}"]))
+            if dtype == "bfloat16":
+                t = t.view(torch.bfloat16)
+            if entry["parameter"]:
+                t = torch.nn.Parameter(t, requires_grad=bool(entry["requires_grad"]))
+            else:
+                t.requires_grad_(bool(entry["requires_grad"]))
+            tensors.append((str(entry["key"]), t))
+    if doc["kind"] == "tensor":
+        return tensors[0][1]
+    out: dict[str, Any] = OrderedDict(tensors) if doc["ordered"] else dict(tensors)
+    if "metadata" in doc and isinstance(out, OrderedDict):
+        out._metadata = OrderedDict(doc["metadata"])  # type: ignore[attr-defined]
+    return out
 
 
 def _lgb_sklearn_bytes(model: Any) -> bytes | None:
@@ -169,6 +252,8 @@ def decode(fmt: str, data: bytes, meta: dict[str, Any]) -> Any:
         import lightgbm as lgb
 
         return lgb.Booster(model_str=data.decode("utf-8"))
+    if fmt == "torch-npz":
+        return _torch_object(data)
     if fmt == "lightgbm-sklearn":
         cls = meta.get("class")
         if cls not in LGB_SKLEARN:
