@@ -8,25 +8,21 @@ keeps notebook order where the edges allow, so generated files are stable.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_nb.errors import NotebookError
 from mlops_nb.notebook import analysis, namecheck, sections
 from mlops_nb.notebook.aliasing import AliasGroups
-from mlops_nb.notebook.magics import strip_magics
 from mlops_nb.notebook.randomness import seeds_global_random
 from mlops_nb.notebook.tags import Cell, ParsedNotebook
-from mlops_nb.pipeline import randomchain
+from mlops_nb.pipeline import draft, randomchain
 from mlops_nb.pipeline.order import toposort
+from mlops_nb.pipeline.testcells import TestSpec, spec_of_test
 
 log = logging.getLogger(__name__)
-
-# Folders whose files are never a step's data dependency (generated or tool state).
-NOT_DATA = ("outputs", "steps", ".git", ".dvc", ".mlops_nb", ".venv", ".ipynb_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -78,20 +74,6 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
-class TestSpec:
-    """A `test` cell: run by `mlops-nb test` against the last run's outputs, never in a step.
-    Its inputs are what it reads of the steps up to the one it tests, in notebook order (so
-    they become those steps' outputs), as a top-to-bottom run would have them there."""
-
-    notebook: str
-    step: str
-    cell: Cell
-    inputs: tuple[tuple[str, str], ...]  # (variable, producing step)
-    params: tuple[str, ...]
-    copied_defs: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
 class PipelineSpec:
     notebooks: tuple[NotebookSpec, ...]
     steps: tuple[StepSpec, ...]
@@ -118,73 +100,6 @@ class PipelineSpec:
                 "after": [u for u in step.upstream if u not in producers]}
 
 
-def _block(cells: tuple[Cell, ...]) -> str:
-    return "\n".join(c.source for c in cells)
-
-
-def _analyse(nb: ParsedNotebook, cells: tuple[Cell, ...], funcs: dict, aliases: AliasGroups,
-             imported: set[str]) -> analysis.BlockInfo:
-    merged = analysis.BlockInfo()
-    for cell in cells:  # cell by cell, so a syntax error names its cell
-        try:
-            info = analysis.analyse_block(cell.source, funcs, aliases, imported)
-        except analysis.TooDeep as exc:
-            raise NotebookError(nb.path, str(exc.msg), cell.index) from None
-        except SyntaxError as exc:
-            raise NotebookError(
-                nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}", cell.index
-            ) from None
-        merged.inputs |= info.inputs - merged.writes
-        merged.writes |= info.writes
-        merged.mutated |= info.mutated
-        merged.code_defs = (merged.code_defs - info.writes) | info.code_defs
-        merged.literals |= info.literals
-        merged.written_literals |= info.written_literals
-        merged.folder_literals |= info.folder_literals
-        for n in info.writes:
-            merged.def_sources.pop(n, None)
-        merged.def_sources.update(info.def_sources)
-    return merged
-
-
-def _params(nb: ParsedNotebook) -> tuple[tuple[str, str], ...]:
-    out: dict[str, str] = {}
-    for cell in nb.parameters:
-        try:
-            pairs = sections.literal_names(cell.source)
-        except analysis.TooDeep as exc:
-            raise NotebookError(nb.path, str(exc.msg), cell.index) from None
-        except SyntaxError as exc:
-            raise NotebookError(nb.path, f"Python syntax error on line {exc.lineno}: {exc.msg}",
-                                cell.index) from None
-        except ValueError as exc:
-            raise NotebookError(nb.path, str(exc), cell.index) from None
-        src = strip_magics(cell.source)
-        for name, node in pairs:
-            seg = ast.get_source_segment(src, node)
-            out[name] = seg if seg is not None else repr(ast.literal_eval(node))
-    return tuple(out.items())
-
-
-@dataclass
-class _Draft:
-    name: str
-    nb: ParsedNotebook
-    cells: tuple[Cell, ...]
-    info: analysis.BlockInfo
-    inputs: dict[str, str]
-    outputs: set[str]
-    params: set[str]
-    upstream: set[str]
-    data_deps: set[str]
-    metrics: list[str]
-    copied: dict[str, str]
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)
-    late: set[str] = field(default_factory=set)
-    rebind: set[str] = field(default_factory=set)
-    writes: set[str] = field(default_factory=set)
-
-
 def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
     """Turn parsed notebooks into a validated pipeline spec."""
     owner: dict[str, tuple[str, int]] = {}
@@ -206,20 +121,20 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             raise NotebookError(nb.path, f"its parameter group '{nb.stem}' is also that of"
                                          f" {groups[nb.stem]}; rename one of the notebooks")
         groups[nb.stem] = nb.path
-    drafts: dict[str, _Draft] = {}
+    drafts: dict[str, draft.Draft] = {}
     tests: list[TestSpec] = []
     nb_specs = []
     writers: dict[str, str] = {}  # project-relative path -> step writing it
     params_by_nb: dict[str, tuple[tuple[str, str], ...]] = {}
-    seeded: dict[str, list[_Draft]] = {}  # notebooks that seed a global generator: steps
+    seeded: dict[str, list[draft.Draft]] = {}  # notebooks that seed a global generator: steps
     for nb in notebooks:
-        params = params_by_nb[nb.path] = _params(nb)
+        params = params_by_nb[nb.path] = draft.parameters(nb)
         param_names = {p for p, _ in params}
         funcs: dict = {}
         aliases = AliasGroups()
         aliases.immutable |= {p for p, lit in params if sections.immutable_literal(lit)}
         imported: set[str] = set()
-        pre = _analyse(nb, nb.imports + nb.functions, funcs, aliases, imported)
+        pre = draft.analyse(nb, nb.imports + nb.functions, funcs, aliases, imported)
         lenient = namecheck.dynamic(nb.imports + nb.functions + tuple(
             c for decl in nb.steps for c in decl.cells))
         later = {n: ("", c.index) for c in reversed(nb.exploration)
@@ -229,10 +144,10 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                 for n in namecheck.bound_names(c.source):
                     later[n] = (decl.name, c.index)
         global_params = pre.inputs & param_names
-        nb_specs.append(NotebookSpec(nb.path, nb.stem, _block(nb.imports), _block(nb.functions),
-                                     params, nb.kernelspec))
+        nb_specs.append(NotebookSpec(nb.path, nb.stem, draft.block(nb.imports),
+                                     draft.block(nb.functions), params, nb.kernelspec))
         nb_dir = (root / nb.path).parent
-        order: list[_Draft] = []
+        order: list[draft.Draft] = []
         if seeds_global_random([c.source for c in sorted(
                 nb.imports + nb.functions + tuple(c for s in nb.steps for c in s.cells),
                 key=lambda c: c.index)]):
@@ -242,8 +157,8 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
         for decl in nb.steps:
             holds = {k: set(v) for k, v in aliases.holds.items()}
             lambdas = set(aliases.lambdas)
-            info = _analyse(nb, decl.cells, funcs, aliases, imported)
-            d = _Draft(decl.name, nb, decl.cells, info, {}, set(), set(global_params),
+            info = draft.analyse(nb, decl.cells, funcs, aliases, imported)
+            d = draft.Draft(decl.name, nb, decl.cells, info, {}, set(), set(global_params),
                        set(), set(), [], {})
             needed = set(info.inputs)
             for var in info.inputs & set(holds):  # code it holds reads its globals when called
@@ -296,7 +211,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                 d.upstream.add(prev)
             folders = info.folder_literals | pre.folder_literals
             for lit in sorted(info.literals | pre.literals):
-                rel = _project_file(root, nb_dir, lit, lit in folders)
+                rel = draft.project_file(root, nb_dir, lit, lit in folders)
                 if rel is None:
                     continue
                 if lit in info.written_literals:
@@ -329,7 +244,7 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
                         mcell.index)
                 if m not in producer.metrics:
                     producer.metrics.append(m)
-        tests += [_test(nb, t.step, t.cell, order, funcs, aliases, imported, param_names)
+        tests += [spec_of_test(nb, t.step, t.cell, order, funcs, aliases, imported, param_names)
                   for t in nb.tests]
 
     # files one step writes by literal path and another reads: an edge, not a dependency
@@ -350,12 +265,12 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
             notebook=d.nb.path,
             cells=d.cells,
             inputs=tuple(sorted(d.inputs.items())),
-            outputs=tuple(sorted(_artifacts(d))),
+            outputs=tuple(sorted(draft.artifacts(d))),
             params=tuple(p for p, _ in params_by_nb[d.nb.path] if p in d.params),
             upstream=tuple(sorted(d.upstream)),
             data_deps=tuple(sorted(d.data_deps)),
             metrics=tuple(d.metrics),
-            bundles=_bundles(d),
+            bundles=draft.bundles(d),
             late_defs=tuple(sorted(d.late & {k for k, v in d.copied.items() if v})),
             rebind=tuple(sorted(d.rebind & set(d.inputs))),
             writes=tuple(sorted(d.writes)),
@@ -368,61 +283,3 @@ def build_spec(notebooks: list[ParsedNotebook], root: Path) -> PipelineSpec:
     return PipelineSpec(tuple(nb_specs), steps, tuple(tests))
 
 
-def _test(nb: ParsedNotebook, step: str, cell: Cell, order: list[_Draft], funcs: dict,
-          aliases: AliasGroups, imported: set[str], param_names: set[str]) -> TestSpec:
-    """What a test cell reads, from which step: the last one up to `step` that binds it."""
-    upto = order[:next(i for i, o in enumerate(order) if o.name == step) + 1]
-    info = _analyse(nb, (cell,), funcs, aliases, imported)
-    inputs: dict[str, str] = {}
-    copied: dict[str, str] = {}
-    for var in sorted(info.inputs - param_names):
-        producer = next((o for o in reversed(upto) if var in o.info.writes), None)
-        if producer is None:
-            continue  # the imports or functions cell, a builtin, or a NameError at test time
-        if var in producer.info.code_defs:
-            copied[var] = producer.info.def_sources.get(var, "")
-        else:
-            producer.outputs.add(var)
-            inputs[var] = producer.name
-    return TestSpec(nb.path, step, cell, tuple(sorted(inputs.items())),
-                    tuple(p for p in sorted(info.inputs & param_names)),
-                    tuple(sorted((k, v) for k, v in copied.items() if v)))
-
-
-def _bundles(d: _Draft) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Groups of two or more outputs that may share objects at the end of the step."""
-    seen: dict[str, tuple[str, ...]] = {}
-    for var in sorted(d.outputs):
-        members = tuple(sorted(d.groups.get(var, frozenset({var})) & d.outputs))
-        if len(members) > 1:
-            seen["+".join(members)] = members
-    return tuple(sorted(seen.items()))
-
-
-def _artifacts(d: _Draft) -> set[str]:
-    names = set(d.outputs)
-    for name, members in _bundles(d):
-        names -= set(members)
-        names.add(name)
-    return names
-
-
-def _project_file(root: Path, nb_dir: Path, lit: str, folder: bool) -> str | None:
-    """The project file a string literal names, if any; a folder only when the literal was
-    passed to a call that reads folders (`folder`) or is written as one (`"data/"`, not the
-    notebook's own folder): a string is not a path unless it names one, so
-    `f"accuracy {x:.3f}."` or a "." is no dependency on the notebook's folder."""
-    if not (folder or any(ch in lit for ch in "./")) or lit.startswith(
-            ("http:", "https:", "s3:", "gs:")):
-        return None
-    try:
-        p = (nb_dir / lit).resolve()
-        rel = p.relative_to(root.resolve())
-    except (ValueError, OSError):
-        return None
-    if not rel.parts or rel.parts[0] in NOT_DATA:
-        return None
-    folder = folder or (lit.endswith("/") and p != nb_dir.resolve())
-    if p.exists() and not (p.is_file() or (folder and p.is_dir())):
-        return None
-    return rel.as_posix()
