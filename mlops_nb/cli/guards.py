@@ -249,8 +249,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _report_flags(s)
     s.set_defaults(func=cmd_drift)
 
-    s = sub.add_parser("models", help="the model registry: list, show, promote")
-    msub = s.add_subparsers(dest="action", required=True, metavar="{list,show,promote}",
+    s = sub.add_parser("models", help="the model registry: list, show, promote, rollback")
+    msub = s.add_subparsers(dest="action", required=True,
+                            metavar="{list,show,promote,rollback}",
                             help="what to do with the registry")
     m = msub.add_parser("list", help="registered versions, of every model or of NAME")
     m.add_argument("ref", nargs="?", metavar="NAME", help="only this model's versions")
@@ -268,6 +269,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m.add_argument("--reason", help="why, kept in the version's history")
     m.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     m.set_defaults(func=cmd_models)
+    from mlops_nb.cli.alerting import add_rollback
+
+    add_rollback(msub)
 
     s = sub.add_parser("lineage", help="which data, code and params made MODEL_VERSION")
     s.add_argument("model", help="NAME:VERSION or NAME@production")

@@ -8,7 +8,7 @@ Exit codes: those of cli.py; `monitor` exits 14 when served data drifted past th
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from mlops_nb.cli import alerting
     from mlops_nb.cli.guards import _drift_config
     from mlops_nb.errors import DriftDetected
     from mlops_nb.guards.registry import parse_ref
     from mlops_nb.monitor.check import monitor
 
     root = _root(args)
+    webhook = alerting.webhook()  # a refused webhook file stops here, before any check
     model = _model(args, root)
     name = parse_ref(model)[0]
     log_dir = Path(args.log_dir) if args.log_dir else root / ".mlops_nb" / "serving" / name
@@ -168,13 +170,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                          retrain=args.retrain)
     except DriftDetected:
         report = json.loads((report_dir / "monitor.json").read_text(encoding="utf-8"))
-        _show_monitor(report, args.json)
+        _show_monitor(report, args.json, alerting.after_monitor(args, root, name, report,
+                                                                webhook))
         raise
-    _show_monitor(report, args.json)
+    _show_monitor(report, args.json, alerting.after_monitor(args, root, name, report, webhook))
     return 0
 
 
-def _show_monitor(report: dict, as_json: bool) -> None:  # type: ignore[type-arg]
+def _show_monitor(report: dict, as_json: bool,  # type: ignore[type-arg]
+                  more: Sequence[str] = ()) -> None:
     import json
 
     if as_json:
@@ -209,6 +213,8 @@ def _show_monitor(report: dict, as_json: bool) -> None:  # type: ignore[type-arg
               f" ({r['seconds']} s), gate: {decision}; log {r['log']}")
     for f in report.get("report_files", []):
         print(f"  report: {f}")
+    for line in more:  # alerts and rollback (cli/alerting.py)
+        print(line)
 
 
 def register_more(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -239,6 +245,9 @@ def register_more(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     s.add_argument("--retrain", action="store_true",
                    help="on drift, start a retraining run (dvc exp run) through the gate;"
                         " one at a time per project")
+    s.add_argument("--rollback", action="store_true",
+                   help="roll the production version back when its online quality is below"
+                        " its floor (see `models rollback`); never twice without a human")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     _drift_flags(s)
     s.set_defaults(func=cmd_monitor)
