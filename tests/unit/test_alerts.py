@@ -279,3 +279,16 @@ def test_monitor_breaches_of_a_report():
     assert "a: 9 above 7" in breaches[1].summary
     with pytest.raises(ValueError, match="not one of"):
         alerts.update(Path("/nonexistent"), "iris", ["skew"], [drift()], webhook=None)
+
+
+def test_error_texts_are_redacted_in_every_form_of_the_url():
+    from urllib.parse import quote
+
+    url = "https://user:pw123@hooks.example.com" + SECRET_PATH + "?token=abc123secret"
+    hook = Webhook(url, "$" + ENV_URL)
+    text = hook.redact(f"POST {url} failed; path {SECRET_PATH}; query token=abc123secret;"
+                       f" quoted {quote(url, safe='')}; bare {url.split('://')[1]}")
+    for part in (SECRET_PATH, "abc123secret", "T0SECRET", "pw123", quote(SECRET_PATH, safe="")):
+        assert part not in text, part
+    assert "hooks.example.com" in repr(hook) or "redacted" in repr(hook)
+    assert SECRET_PATH not in repr(hook) and SECRET_PATH not in str(hook)
