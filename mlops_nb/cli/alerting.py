@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,35 @@ def add_rollback(msub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def after_monitor(args: argparse.Namespace, root: Path, name: str, report: dict[str, Any],
-                  webhook: Any) -> list[str]:
-    """Alerts for the report's drift and skew, then, with --rollback, the rollback policy;
-    their outcome goes into `report` (alerts, rollback), their lines are returned."""
+                  webhook: Any, quality: Mapping[int, Any] | None = None) -> list[str]:
+    """Alerts for the report's drift and skew (and online quality, given `quality`: version
+    -> rollback.VersionQuality), with --rollback the rollback policy first; their outcome
+    goes into `report` (alerts, rollback), their lines are returned.
+
+    A rollback made in the run that opens the quality incident is told in that incident's one
+    notification; otherwise it sends its own."""
+    import dataclasses
+
+    from mlops_nb.guards.registry import Registry, default_root
     from mlops_nb.monitor import alerts
+    from mlops_nb.monitor import rollback as rb
 
     lines = []
     checked, breaches = alerts.monitor_breaches(report)
+    if quality:  # judged on the production version before any rollback
+        more_checked, more = rb.quality_breaches(Registry(default_root(root)), name, quality)
+        checked, breaches = checked + more_checked, breaches + more
+    done = None
+    if getattr(args, "rollback", False):
+        decision, done = rb.automatic(root, name, quality or {}, webhook=webhook,
+                                      announce=False)
+        report["rollback"] = {"decision": decision.reason, "rolled_back": done is not None,
+                              **(rb.facts_of(done) if done else {})}
+        lines.append(f"  rollback: {done.text if done else decision.reason}")
+        if done is not None:
+            breaches = [dataclasses.replace(b, summary=f"{b.summary}; {done.text}",
+                                            figures={**b.figures, "rollback": rb.facts_of(done)})
+                        if b.check == "quality" else b for b in breaches]
     outcome = alerts.update(root, name, checked, breaches, webhook=webhook)
     report["alerts"] = outcome.to_dict()
     sent = ("no webhook set: recorded only" if webhook is None else
@@ -80,15 +103,6 @@ def after_monitor(args: argparse.Namespace, root: Path, name: str, report: dict[
                      f" ({inc['runs']} runs; no new notification)")
     lines += [f"  alert: {inc['check']} incident resolved" for inc in outcome.resolved]
     _say_delivery(outcome)
-    if getattr(args, "rollback", False):
-        from mlops_nb.monitor.rollback import automatic
-
-        # the online quality per version comes from the feedback join; none is measured yet
-        decision, done = automatic(root, name, {}, webhook=webhook)
-        report["rollback"] = {"decision": decision.reason, "rolled_back": done is not None,
-                              **({"from": done.from_version, "to": done.to_version}
-                                 if done else {})}
-        lines.append(f"  rollback: {done.text if done else decision.reason}")
-        if done is not None:
-            _say_delivery(done.alert)
+    if done is not None and not any(i["check"] == "quality" for i in outcome.opened):
+        _say_delivery(rb.announce_rollback(root, done, webhook).alert)
     return lines

@@ -188,10 +188,28 @@ def decide(registry: Registry, name: str, quality: Mapping[int, VersionQuality])
                     cur.version, prev.version, figures)
 
 
+def quality_breaches(registry: Registry, name: str, quality: Mapping[int, VersionQuality]
+                     ) -> tuple[list[str], list[alerts.Breach]]:
+    """For alerts.update: the "quality" check of the production version, judged only with
+    enough labelled records, breached when it is below its floor."""
+    cur = registry.production(name)
+    q = quality.get(cur.version) if cur is not None else None
+    if cur is None or q is None or not q.enough:
+        return [], []
+    if not q.below_floor:
+        return ["quality"], []
+    _, detail = _above(q.metrics, q.floors, q.lower_is_better)
+    return ["quality"], [alerts.Breach(
+        name, "quality", f"online quality of {cur.ref} below its floor: {detail}"
+                         f" ({q.labelled} labelled records)", cur.version,
+        {"labelled": q.labelled, "metrics": dict(q.metrics), "floors": dict(q.floors)})]
+
+
 def rollback(root: Path, name: str, *, to: int | str | None = None, reason: str = "",
              automatic: bool = False, webhook: Webhook | None = None, retry: Retry = DEFAULT_RETRY,
-             figures: Mapping[str, Any] | None = None) -> Rolled:
-    """Put the previous production version of `name` (or version `to`) back in production."""
+             figures: Mapping[str, Any] | None = None, announce: bool = True) -> Rolled:
+    """Put the previous production version of `name` (or version `to`) back in production;
+    `announce=False`: the caller sends the notification (`announce_rollback`)."""
     if len(reason) > MAX_REASON:
         raise UsageError(f"--reason is {len(reason)} characters; keep it under {MAX_REASON}")
     reg = Registry(default_root(root))
@@ -224,13 +242,28 @@ def rollback(root: Path, name: str, *, to: int | str | None = None, reason: str 
     facts = {"from": cur.version, "to": target.version, "reason": why, "automatic": automatic,
              "figures": dict(figures or {})}
     event_id = LineageStore(default_path(root)).record_event("rollback", name, facts)
-    said = f"rolled back {cur.ref} -> {target.ref} because {why}"
-    outcome = alerts.notify(root, name, "rollback", said, facts, webhook=webhook, retry=retry)
-    return Rolled(name, cur.version, target.version, why, automatic, event_id, outcome)
+    rolled = Rolled(name, cur.version, target.version, why, automatic, event_id,
+                    alerts.Outcome(webhook=webhook is not None))
+    return announce_rollback(root, rolled, webhook, retry) if announce else rolled
+
+
+def facts_of(rolled: Rolled) -> dict[str, Any]:
+    return {"from": rolled.from_version, "to": rolled.to_version, "reason": rolled.reason,
+            "automatic": rolled.automatic}
+
+
+def announce_rollback(root: Path, rolled: Rolled, webhook: Webhook | None,
+                      retry: Retry = DEFAULT_RETRY) -> Rolled:
+    """Send the rollback's own notification; returns `rolled` with its delivery outcome."""
+    import dataclasses
+
+    outcome = alerts.notify(root, rolled.name, "rollback", rolled.text, facts_of(rolled),
+                            webhook=webhook, retry=retry)
+    return dataclasses.replace(rolled, alert=outcome)
 
 
 def automatic(root: Path, name: str, quality: Mapping[int, VersionQuality], *,
-              webhook: Webhook | None, retry: Retry = DEFAULT_RETRY
+              webhook: Webhook | None, retry: Retry = DEFAULT_RETRY, announce: bool = True
               ) -> tuple[Decision, Rolled | None]:
     """`monitor --rollback`: decide, and roll back when the policy says so."""
     decision = decide(Registry(default_root(root)), name, quality)
@@ -238,4 +271,4 @@ def automatic(root: Path, name: str, quality: Mapping[int, VersionQuality], *,
         return decision, None
     return decision, rollback(root, name, to=decision.target, reason=decision.reason,
                               automatic=True, webhook=webhook, retry=retry,
-                              figures=decision.figures)
+                              figures=decision.figures, announce=announce)

@@ -232,3 +232,69 @@ def test_a_refused_rollback_target_raises_registry_error(root):
     damage(root, 3)
     with pytest.raises(RegistryError, match="iris:3"):
         rb.rollback(root, "iris", to=3)
+
+
+# --- monitor's wiring, as the online-quality part will call it -----------------------------
+
+OK_REPORT = {"status": "ok", "model": "iris:2", "drift_detected": False,
+             "skew": {"anomalies": []}}
+
+
+def test_monitor_rollback_on_online_quality_sends_one_alert_telling_the_rollback(root):
+    from argparse import Namespace
+
+    from mlops_nb.cli.alerting import after_monitor
+
+    bad = {2: q(2, below=True, accuracy=0.6), 1: q(1)}
+    with receiving() as rec:
+        hook = Webhook(rec.url, "t")
+        lines = after_monitor(Namespace(rollback=True), root, "iris", dict(OK_REPORT), hook, bad)
+        assert stages(root) == {1: "production", 2: "archived", 3: "candidate"}
+        (body,) = rec.bodies()  # one notification: the incident, telling the rollback
+        assert (body["mlops_nb"]["event"], body["mlops_nb"]["check"]) == ("opened", "quality")
+        assert "below its floor: accuracy 0.6 vs floor 0.8" in body["text"]
+        assert "rolled back iris:2 -&gt; iris:1 because" in body["text"]
+        assert body["mlops_nb"]["figures"]["rollback"]["to"] == 1
+        assert any("rollback: rolled back iris:2 -> iris:1" in line for line in lines)
+        # the next run: version 1 holds its floor: resolved, and no rollback
+        report = dict(OK_REPORT, model="iris:1")
+        lines = after_monitor(Namespace(rollback=True), root, "iris", report, hook,
+                              {1: q(1), 2: q(2, below=True)})
+        assert [b["mlops_nb"]["event"] for b in rec.bodies()] == ["opened", "resolved"]
+        assert report["rollback"]["rolled_back"] is False
+    store = LineageStore(default_path(root))
+    (event,) = store.events("rollback")
+    assert event["payload"]["automatic"] and event["payload"]["figures"]["labelled"] == 500
+    assert [e["payload"]["event"] for e in reversed(store.events("alert"))] == ["opened",
+                                                                                "resolved"]
+    assert reg_of(root).get("iris", 1).info["history"][-1]["reason"].startswith(rb.AUTO)
+
+
+def test_a_rollback_while_the_quality_incident_is_open_sends_its_own_notice(root):
+    from argparse import Namespace
+
+    from mlops_nb.cli.alerting import after_monitor
+
+    bad = {2: q(2, below=True, accuracy=0.6), 1: q(1)}
+    with receiving() as rec:
+        hook = Webhook(rec.url, "t")
+        after_monitor(Namespace(rollback=False), root, "iris", dict(OK_REPORT), hook, bad)
+        assert stages(root)[2] == "production"
+        after_monitor(Namespace(rollback=True), root, "iris", dict(OK_REPORT), hook, bad)
+    assert [b["mlops_nb"]["event"] for b in rec.bodies()] == ["opened", "rollback"]
+    assert stages(root)[1] == "production"
+
+
+def test_too_few_labelled_records_say_so_and_do_not_alert(root):
+    from argparse import Namespace
+
+    from mlops_nb.cli.alerting import after_monitor
+
+    few = {2: q(2, labelled=7, enough=False, below=True, accuracy=0.1), 1: q(1)}
+    with receiving() as rec:
+        report = dict(OK_REPORT)
+        lines = after_monitor(Namespace(rollback=True), root, "iris", report,
+                              Webhook(rec.url, "t"), few)
+    assert rec.got == [] and report["alerts"]["opened"] == []
+    assert "7 labelled record(s), too few for a verdict" in "\n".join(lines)
+    assert stages(root)[2] == "production"
