@@ -66,7 +66,7 @@ def add_rollback(msub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def after_monitor(args: argparse.Namespace, root: Path, name: str, report: dict[str, Any],
                   webhook: Any, quality: Mapping[int, Any] | None = None) -> list[str]:
     """Alerts for the report's drift and skew (and online quality, given `quality`: version
-    -> rollback.VersionQuality), with --rollback the rollback policy first; their outcome
+    -> rollback.QualityInput), with --rollback the rollback policy first; their outcome
     goes into `report` (alerts, rollback), their lines are returned.
 
     A rollback made in the run that opens the quality incident is told in that incident's one

@@ -7,7 +7,7 @@ the current one, the reason in both histories), the move is a `rollback` event i
 store and an alert goes out. A running `serve NAME` follows the production stage and swaps.
 
 `decide` is the policy of `mlops-nb monitor --rollback`, over the online quality of each
-version (`VersionQuality`, computed from feedback elsewhere). It rolls back only when:
+version (`QualityInput`, computed from feedback elsewhere). It rolls back only when:
 - the production version has enough labelled records and is below its floor;
 - it did not come to production by an automatic rollback (no flapping: after one, the next
   waits for a human, `models promote` or `models rollback`; the stage history says how each
@@ -38,7 +38,7 @@ MAX_REASON = 2000
 
 
 @dataclass(frozen=True)
-class VersionQuality:
+class QualityInput:
     """The online quality of one version, as the feedback join measured it."""
 
     version: int
@@ -48,6 +48,32 @@ class VersionQuality:
     metrics: Mapping[str, float] = field(default_factory=dict)  # online values
     floors: Mapping[str, float] = field(default_factory=dict)  # metric -> its floor
     lower_is_better: frozenset[str] = frozenset()  # e.g. rmse, mae: the floor is a ceiling
+
+
+ERROR_METRICS = frozenset({"rmse", "mae", "mse"})  # as monitor/qmetrics.py: lower is better
+
+
+def from_online(versions: Mapping[int, Any], lower_is_better: frozenset[str] = ERROR_METRICS
+                ) -> dict[int, QualityInput]:
+    """The policy's input from online quality's per-version verdicts (objects with `labelled`,
+    `enough`, `below_floor` and `metrics`: name -> an object with `value`, `floor` (the
+    absolute floor of params.yaml) and `allowed` (the worst value the allowed drop from the
+    offline value permits)). A metric's floor is its absolute floor, else its allowed value."""
+    out = {}
+    for version, q in versions.items():
+        metrics, floors = {}, {}
+        for name, m in (getattr(q, "metrics", None) or {}).items():
+            value = getattr(m, "value", m)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[str(name)] = float(value)
+            floor = getattr(m, "floor", None)
+            floor = floor if floor is not None else getattr(m, "allowed", None)
+            if isinstance(floor, (int, float)) and not isinstance(floor, bool):
+                floors[str(name)] = float(floor)
+        out[int(version)] = QualityInput(int(version), int(q.labelled), bool(q.enough),
+                                         bool(q.below_floor), metrics, floors,
+                                         frozenset(lower_is_better))
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,22 +146,26 @@ def problem_of(reg: Registry, mv: ModelVersion) -> str | None:
 
 def _above(values: Mapping[str, Any], floors: Mapping[str, float],
            lower: frozenset[str]) -> tuple[bool, str]:
+    """Every floored metric `values` has is better than its floor (at least one is there)."""
     if not floors:
         return False, "no floor is set"
-    shown = []
+    shown, missing = [], []
     for metric, floor in floors.items():
         value = values.get(metric)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
-            return False, f"it has no {metric}"
+            missing.append(metric)
+            continue
         good = value < floor if metric in lower else value > floor
         shown.append(f"{metric} {value:.4g} vs floor {floor:.4g}")
         if not good:
             return False, "; ".join(shown)
-    return True, "; ".join(shown)
+    if not shown:
+        return False, f"it has none of the metrics with a floor ({', '.join(missing)})"
+    return True, "; ".join(shown + [f"no {m}" for m in missing])
 
 
-def decide(registry: Registry, name: str, quality: Mapping[int, VersionQuality]) -> Decision:
+def decide(registry: Registry, name: str, quality: Mapping[int, QualityInput]) -> Decision:
     """Whether `monitor --rollback` rolls `name` back now, and to which version (see module)."""
     cur = registry.production(name)
     if cur is None:
@@ -188,7 +218,7 @@ def decide(registry: Registry, name: str, quality: Mapping[int, VersionQuality])
                     cur.version, prev.version, figures)
 
 
-def quality_breaches(registry: Registry, name: str, quality: Mapping[int, VersionQuality]
+def quality_breaches(registry: Registry, name: str, quality: Mapping[int, QualityInput]
                      ) -> tuple[list[str], list[alerts.Breach]]:
     """For alerts.update: the "quality" check of the production version, judged only with
     enough labelled records, breached when it is below its floor."""
@@ -262,7 +292,7 @@ def announce_rollback(root: Path, rolled: Rolled, webhook: Webhook | None,
     return dataclasses.replace(rolled, alert=outcome)
 
 
-def automatic(root: Path, name: str, quality: Mapping[int, VersionQuality], *,
+def automatic(root: Path, name: str, quality: Mapping[int, QualityInput], *,
               webhook: Webhook | None, retry: Retry = DEFAULT_RETRY, announce: bool = True
               ) -> tuple[Decision, Rolled | None]:
     """`monitor --rollback`: decide, and roll back when the policy says so."""

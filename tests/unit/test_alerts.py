@@ -292,3 +292,23 @@ def test_error_texts_are_redacted_in_every_form_of_the_url():
         assert part not in text, part
     assert "hooks.example.com" in repr(hook) or "redacted" in repr(hook)
     assert SECRET_PATH not in repr(hook) and SECRET_PATH not in str(hook)
+
+
+def test_runs_at_once_open_one_incident_and_send_one_notification(root):
+    import threading
+
+    with receiving() as rec:
+        hook = Webhook(rec.url, "t")
+        start = threading.Barrier(4)
+
+        def run() -> None:
+            start.wait()
+            alerts.update(root, "iris", ["drift"], [drift()], webhook=hook, retry=FAST)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(rec.got) == 1 and alerts.open_incidents(root)[0]["runs"] == 4
+    assert len(alert_events(root)) == 1

@@ -14,7 +14,7 @@ from mlops_nb.errors import RegistryError
 from mlops_nb.guards.lineage import LineageStore, default_path
 from mlops_nb.guards.registry import Registry, default_root
 from mlops_nb.monitor import rollback as rb
-from mlops_nb.monitor.rollback import VersionQuality, decide
+from mlops_nb.monitor.rollback import QualityInput, decide
 from mlops_nb.monitor.webhook import ENV_URL, Retry, Webhook
 from tests.receiver import iris_project, receiving
 
@@ -45,8 +45,8 @@ def stages(root: Path) -> dict[int, str]:
 
 
 def q(version: int, *, labelled: int = 500, enough: bool = True, below: bool = False,
-      accuracy: float = 0.9, floors: dict | None = None) -> VersionQuality:
-    return VersionQuality(version, labelled, enough, below, {"accuracy": accuracy},
+      accuracy: float = 0.9, floors: dict | None = None) -> QualityInput:
+    return QualityInput(version, labelled, enough, below, {"accuracy": accuracy},
                           FLOOR if floors is None else floors)
 
 
@@ -88,7 +88,7 @@ def test_decide_uses_the_previous_versions_offline_metrics_without_its_feedback(
     ({2: q(2)}, "holds its floor online"),
     ({2: q(2, below=True), 1: q(1, below=True, accuracy=0.7)}, "and so is iris:1 online"),
     ({2: q(2, below=True, floors={})}, "no floor is set"),
-    ({2: q(2, below=True, floors={"f1": 0.5})}, "it has no f1"),
+    ({2: q(2, below=True, floors={"f1": 0.5})}, "it has none of the metrics with a floor (f1)"),
 ])
 def test_decide_does_not_roll_back(root, quality, says):
     d = decide(reg_of(root), "iris", quality)
@@ -97,8 +97,8 @@ def test_decide_does_not_roll_back(root, quality, says):
 
 
 def test_decide_with_lower_is_better_metrics(root):
-    def rmse(version: int, value: float, below: bool) -> VersionQuality:
-        return VersionQuality(version, 100, True, below, {"rmse": value}, {"rmse": 1.0},
+    def rmse(version: int, value: float, below: bool) -> QualityInput:
+        return QualityInput(version, 100, True, below, {"rmse": value}, {"rmse": 1.0},
                               frozenset({"rmse"}))
 
     assert decide(reg_of(root), "iris", {2: rmse(2, 2.0, True), 1: rmse(1, 0.5, False)}
@@ -298,3 +298,22 @@ def test_too_few_labelled_records_say_so_and_do_not_alert(root):
     assert rec.got == [] and report["alerts"]["opened"] == []
     assert "7 labelled record(s), too few for a verdict" in "\n".join(lines)
     assert stages(root)[2] == "production"
+
+
+def test_from_online_reads_the_online_quality_verdicts(root):
+    from types import SimpleNamespace as NS
+
+    def metric(value, floor=None, allowed=None):
+        return NS(value=value, floor=floor, allowed=allowed)
+
+    online = {2: NS(labelled=400, enough=True, below_floor=True,
+                    metrics={"accuracy": metric(0.6, floor=0.8), "f1": metric(0.5, allowed=0.7),
+                             "rmse": metric(None)}),
+              1: NS(labelled=3, enough=False, below_floor=False, metrics={})}
+    quality = rb.from_online(online)
+    assert quality[2] == rb.QualityInput(2, 400, True, True, {"accuracy": 0.6, "f1": 0.5},
+                                         {"accuracy": 0.8, "f1": 0.7}, rb.ERROR_METRICS)
+    assert (quality[1].enough, quality[1].floors) == (False, {})
+    # v1's offline metrics have accuracy (0.9 > 0.8), not f1: judged on what it has
+    d = decide(reg_of(root), "iris", rb.from_online({2: online[2]}))
+    assert d.rollback and "accuracy 0.9 vs floor 0.8; no f1" in d.reason
