@@ -312,3 +312,13 @@ def test_runs_at_once_open_one_incident_and_send_one_notification(root):
             t.join()
     assert len(rec.got) == 1 and alerts.open_incidents(root)[0]["runs"] == 4
     assert len(alert_events(root)) == 1
+
+
+def test_an_https_webhook_that_fails_its_tls_handshake_is_retried_and_redacted():
+    with receiving() as rec:  # a plain-HTTP server: the TLS handshake fails
+        url = rec.url.replace("http://", "https://")
+        result = Webhook(url, "t").post({"text": "x"}, Retry(total=0.3, timeout=0.2,
+                                                             first_delay=0.05))
+    assert not result.ok and result.status is None and result.attempts >= 2
+    assert "SSL" in result.error and SECRET_PATH not in result.error
+    assert rec.got == []  # nothing was sent in clear

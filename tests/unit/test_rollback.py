@@ -183,6 +183,8 @@ def test_no_previous_version_is_a_clear_error(tmp_path, capsys):
     assert "iris:1 is the production version already" in capsys.readouterr().err
     assert main(["-C", str(root), "models", "rollback", "iris", "--to", "7"]) == 9
     assert "has no version 7" in capsys.readouterr().err
+    assert main(["-C", str(root), "models", "rollback", "iris", "--to", "1\n'; rm -rf /"]) == 9
+    assert "unknown version" in capsys.readouterr().err
     assert main(["-C", str(root), "models", "rollback", "iris:1"]) == 2
     assert main(["-C", str(root), "models", "rollback", "nosuch"]) == 9
     assert stages(root) == {1: "production", 2: "candidate"}
