@@ -319,3 +319,16 @@ def test_from_online_reads_the_online_quality_verdicts(root):
     # v1's offline metrics have accuracy (0.9 > 0.8), not f1: judged on what it has
     d = decide(reg_of(root), "iris", rb.from_online({2: online[2]}))
     assert d.rollback and "accuracy 0.9 vs floor 0.8; no f1" in d.reason
+
+
+def test_a_refused_webhook_file_stops_a_rollback_before_anything_moves(root, tmp_path,
+                                                                       monkeypatch, capsys):
+    hook = tmp_path / "hook"
+    hook.write_text("https://hooks.example.com/services/SECRET")
+    hook.chmod(0o640)
+    monkeypatch.setenv("MLOPS_NB_ALERT_WEBHOOK_FILE", str(hook))
+    assert main(["-C", str(root), "models", "rollback", "iris"]) == 3
+    err = capsys.readouterr().err
+    assert "chmod 600" in err and "SECRET" not in err
+    assert stages(root) == {1: "archived", 2: "production", 3: "candidate"}
+    assert LineageStore(default_path(root)).events() == []
