@@ -115,35 +115,45 @@ def test_connection_refused_is_retried_and_reported_without_the_url(root):
     assert "ConnectionRefusedError" in result.error and SECRET_PATH not in result.error
 
 
+def written(root: Path) -> str:
+    """Every file under .mlops_nb and every lineage event, as text."""
+    text = ""
+    for path in (root / ".mlops_nb").rglob("*"):
+        if path.is_file():
+            text += path.read_bytes().decode("utf-8", "replace")
+    con = sqlite3.connect(default_path(root))
+    text += json.dumps(con.execute("SELECT * FROM events").fetchall())
+    con.close()
+    return text
+
+
 def test_the_url_never_appears_in_output_logs_state_or_lineage(tmp_path, monkeypatch, capsys,
                                                                 caplog):
     root = iris_project(tmp_path / "p")
     caplog.set_level("DEBUG")
+    seen = []  # what was on disk after each run: undelivered notifications are kept there
     with receiving() as rec:
         monkeypatch.setenv(ENV_URL, rec.url)
         secret = SECRET_PATH.rsplit("/", 1)[1]
         write_serving_log(root, iris_rows(shift=4.0))
         rec.answers = [500, 500, 404]  # failures say the most: the error path must not leak
         assert main(["-C", str(root), "-v", "monitor", "iris", "--json"]) == 14
+        seen.append(written(root))
         first = capsys.readouterr()
         assert '"unsent": 2' in first.out
         rec.answers = [500, 500, 404]
         assert main(["-C", str(root), "-v", "monitor", "iris"]) == 14
+        seen.append(written(root))
         write_serving_log(root, iris_rows())
         assert main(["-C", str(root), "-v", "monitor", "iris", "--rollback"]) == 0
+        seen.append(written(root))
         out, err = capsys.readouterr()
         out, err = first.out + out, first.err + err
     assert [b["mlops_nb"]["event"] for b in rec.bodies()].count("opened") >= 2
     assert "still open since" in out
     assert "alert webhook: 2 notification(s) not delivered (HTTP 404" in err
     assert "incident resolved" in out and "no online quality yet" in out
-    everything = out + err + caplog.text
-    for path in (root / ".mlops_nb").rglob("*"):
-        if path.is_file():
-            everything += path.read_bytes().decode("utf-8", "replace")
-    con = sqlite3.connect(default_path(root))
-    everything += json.dumps(con.execute("SELECT * FROM events").fetchall())
-    con.close()
+    everything = out + err + caplog.text + "".join(seen)
     for part in (rec.url, SECRET_PATH, secret, "T0SECRET", "B0SECRET"):
         assert part not in everything, part
     assert "webhook" in repr(Webhook(rec.url, "t")).lower() and secret not in repr(
