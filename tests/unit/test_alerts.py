@@ -78,12 +78,14 @@ def test_retry_with_backoff_when_the_receiver_answers_500_then_200(root):
     assert first_wait >= 0.1 and second_wait >= 0.2  # exponential: 0.1 s, then 0.2 s
 
 
-def test_a_4xx_is_not_retried(root):
+@pytest.mark.parametrize("status", [404, 302])  # a redirect is never followed
+def test_a_4xx_or_a_redirect_is_not_retried(root, status):
     with receiving() as rec:
-        rec.answers = [404]
+        rec.answers = [status]
         out = alerts.update(root, "iris", ["drift"], [drift()], webhook=Webhook(rec.url, "t"),
                             retry=FAST)
-    assert len(rec.got) == 1 and out.unsent == 1 and "HTTP 404" in out.error
+    assert len(rec.got) == 1 and out.unsent == 1 and f"HTTP {status}" in out.error
+    assert "not retried" in out.error
 
 
 def test_a_webhook_that_stays_down_keeps_the_notification_for_the_next_run(root, caplog):
