@@ -9,13 +9,16 @@ Rules:
   not show it (repr, errors), and every error text is redacted before it leaves this module;
 - a delivery retries connection errors, 5xx and 429 with exponential backoff, within a bounded
   total time, each attempt with its own timeout; any other answer (4xx; 3xx: redirects are
-  never followed, they would take the payload elsewhere) is final.
+  never followed, they would take the payload elsewhere) is final;
+- an https webhook is reached through `$HTTPS_PROXY` (an http:// proxy, CONNECT) when set,
+  unless `$NO_PROXY` names its host: the proxy sees the host and port, never the path.
 
 It uses the standard library's http.client, which logs nothing (httpx logs each request's URL).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ipaddress
 import json
@@ -27,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from mlops_nb.errors import ConfigError
 
@@ -108,15 +111,31 @@ class Webhook:
             sleep(wait)
             delay *= retry.factor
 
-    def _attempt(self, body: bytes, timeout: float) -> tuple[int | None, str, float | None]:
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """A connection to the webhook; an https one through $HTTPS_PROXY when set (a CONNECT
+        tunnel: the proxy sees the host and port, never the path), unless $NO_PROXY names the
+        host or it is a loopback address."""
         parts = urlsplit(self._url)
         host, port = parts.hostname or "", parts.port
-        conn: http.client.HTTPConnection
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                               context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        if parts.scheme != "https":
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        context = ssl.create_default_context()
+        proxy = _https_proxy(host)
+        if proxy is None:
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        conn = http.client.HTTPSConnection(proxy.hostname or "", proxy.port or 80,
+                                           timeout=timeout, context=context)
+        headers = {}
+        if proxy.username:
+            login = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
+                login.encode("utf-8")).decode("ascii")
+        conn.set_tunnel(host, port or 443, headers=headers)
+        return conn
+
+    def _attempt(self, body: bytes, timeout: float) -> tuple[int | None, str, float | None]:
+        parts = urlsplit(self._url)
+        conn = self._connection(timeout)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             conn.request("POST", target, body=body, headers={
@@ -132,6 +151,29 @@ class Webhook:
         text = "".join(c if c.isprintable() else " " for c in
                        answer.decode("utf-8", "replace")[:200]).strip()
         return status, f"HTTP {status}" + (f": {text}" if text else ""), retry_after
+
+
+def _https_proxy(host: str) -> SplitResult | None:
+    """The http:// proxy $HTTPS_PROXY names for `host`, or None (unset, bypassed, loopback)."""
+    from urllib.request import getproxies_environment
+
+    proxies = getproxies_environment()
+    url = proxies.get("https", "")
+    if not url or _loopback(host) or _bypassed(host.lower(), proxies.get("no", "")):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return parts if parts.scheme == "http" and parts.hostname else None
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """$NO_PROXY's rule: `*`, the host itself, or a domain it is in (`.example.com`)."""
+    for entry in no_proxy.split(","):
+        name = entry.strip().lower().lstrip(".")
+        if name.count(":") == 1:  # host:port
+            name = name.split(":")[0]
+        if name == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
 
 
 def _seconds(value: str | None) -> float | None:

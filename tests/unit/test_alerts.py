@@ -334,3 +334,59 @@ def test_an_https_webhook_that_fails_its_tls_handshake_is_retried_and_redacted()
     assert not result.ok and result.status is None and result.attempts >= 2
     assert "SSL" in result.error and SECRET_PATH not in result.error
     assert rec.got == []  # nothing was sent in clear
+
+
+@pytest.fixture
+def proxy():
+    """A real HTTP proxy on 127.0.0.1 that records each request head and refuses the tunnel."""
+    import socketserver
+    import threading
+
+    heads: list[str] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.rfile.readline(65536)
+                if not line:
+                    break
+                head += line
+            heads.append(head.decode("latin-1"))
+            self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], heads
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_https_webhook_goes_through_https_proxy_which_sees_host_and_port_only(
+        proxy, monkeypatch):
+    import base64
+
+    port, heads = proxy
+    for var in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://me:pa%40ss@127.0.0.1:{port}")
+    hook = Webhook("https://hooks.example.com" + SECRET_PATH, "t")
+    result = hook.post({"text": "x"}, Retry(total=0.3, timeout=0.5, first_delay=0.05))
+    assert not result.ok and "Tunnel connection failed: 403" in result.error
+    assert heads and heads[0].startswith("CONNECT hooks.example.com:443 HTTP/1.")
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'me:pa@ss').decode()}" in heads[0]
+    assert not any(SECRET_PATH in h or "T0SECRET" in h for h in heads)
+    assert "pa@ss" not in result.error and "pa%40ss" not in result.error
+    # $NO_PROXY naming the host's domain, or a loopback webhook: never through the proxy
+    monkeypatch.setenv("NO_PROXY", "localhost,.example.com")
+    from mlops_nb.monitor import webhook as webhook_mod
+
+    assert webhook_mod._https_proxy("hooks.example.com") is None
+    assert webhook_mod._https_proxy("127.0.0.1") is None
+    monkeypatch.setenv("NO_PROXY", "other.org")
+    assert webhook_mod._https_proxy("hooks.example.com") is not None
