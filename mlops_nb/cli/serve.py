@@ -1,7 +1,8 @@
-"""CLI commands of serving and monitoring: `serve`, `predict`, `monitor`.
+"""CLI commands of serving and monitoring: `serve`, `predict`, `feedback`, `monitor`.
 
 Registered by cli.build_parser; each parses, calls one library function and renders.
-Exit codes: those of cli.py; `monitor` exits 14 when served data drifted past the threshold,
+Exit codes: those of cli.py; `feedback` exits 7 when a label is bad (nothing stored);
+`monitor` exits 14 when served data drifted past the threshold,
 15 with `--retrain` while another retraining of the project runs.
 """
 
@@ -146,6 +147,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from mlops_nb.artifacts import atomic
+    from mlops_nb.guards.registry import Registry, default_root, parse_ref
+    from mlops_nb.serve.feedfile import submit_file
+
+    root = _root(args)
+    name = parse_ref(_model(args, root))[0]
+    log_dir = Path(args.log_dir) if args.log_dir else root / ".mlops_nb" / "serving" / name
+    if not args.log_dir:
+        atomic.refuse_symlinks(log_dir, root=root)  # a planted link takes the labels
+    stored = submit_file(Registry(default_root(root)), name, Path(args.file), log_dir,
+                         max_bytes=args.log_max_bytes, max_files=args.log_max_files)
+    print(f"{name}: stored {stored} label(s) from {args.file} in {log_dir}")
+    return 0
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     import json
     import time
@@ -206,6 +223,10 @@ def _show_monitor(report: dict, as_json: bool,  # type: ignore[type-arg]
     if pred:
         print(f"  predictions: {pred['method']} {float(pred['statistic'] or 0):.4g}"
               f" drifted={pred['drifted']}")
+    if report.get("quality"):
+        from mlops_nb.monitor.qreport import lines
+
+        print("\n".join(lines(report["quality"])))
     r = report.get("retraining")
     if r:
         decision = (r.get("decision") or {}).get("decision", "unknown")
@@ -231,8 +252,23 @@ def register_more(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     s.add_argument("--schema", help="data schema YAML (default: the one stored with the model)")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("monitor", help="drift and skew of served data vs the training data;"
-                                       " exit 14 on drift, 15 while a retraining runs")
+    s = sub.add_parser("feedback", help="store the true labels of served predictions from a"
+                                        " CSV or Parquet file (columns request, index,"
+                                        " label); exit 7 naming each bad row, nothing"
+                                        " stored")
+    s.add_argument("file", help="a .csv or .parquet file of labels")
+    s.add_argument("--model", help="NAME; default: the registry's only model")
+    s.add_argument("--log-dir", help="serving log folder the labels join (default"
+                                     " .mlops_nb/serving/NAME)")
+    s.add_argument("--log-max-bytes", type=_positive(int), default=64 * 2**20,
+                   help="rotate the feedback file at this size (64 MiB)")
+    s.add_argument("--log-max-files", type=_positive(int), default=20,
+                   help="feedback files kept (20)")
+    s.set_defaults(func=cmd_feedback)
+
+    s = sub.add_parser("monitor", help="drift and skew of served data vs the training data,"
+                                       " and online quality from labels; exit 14 on drift,"
+                                       " 15 while a retraining runs")
     s.add_argument("model", nargs="?",
                    help="NAME (production), NAME@production or NAME:VERSION; default: the"
                         " registry's only model")

@@ -7,9 +7,10 @@ data (values outside the training range, unseen categories: training-serving ske
 of each column's mean in training standard deviations, and the drift of the predicted classes
 against the model's predictions on its training data. Bad log lines are skipped and counted
 (servelog); served records with other columns than the training reference are an error
-naming them, never a pass on the columns they share. Reports go to `monitor.json` and
-`monitor.html`. Data-set drift raises DriftDetected (its own exit code), after retraining
-when asked.
+naming them, never a pass on the columns they share. The online quality of every version
+with labels (monitor/quality.py) goes in the report too (`quality`). Reports go to
+`monitor.json` and `monitor.html`. Data-set drift raises DriftDetected (its own exit code),
+after retraining when asked.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from mlops_nb.guards.registry import Registry, parse_ref, reference_of, schema_o
 from mlops_nb.guards.validation import check as validate
 from mlops_nb.guards.validation import drift as drift_mod
 from mlops_nb.guards.validation import report as report_mod
-from mlops_nb.monitor import servelog
+from mlops_nb.monitor import qreport, servelog
+from mlops_nb.monitor.quality import online_quality
 from mlops_nb.project import STATE
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,9 @@ def _monitor(root: Path, ref: str, log_dir: Path, report_dir: Path,
                             "bad_lines": served.bad.to_dict(),
                             "skipped_files": list(served.skipped_files),
                             "versions_in_log": {str(k): v for k, v in
-                                                sorted(served.versions.items())}}
+                                                sorted(served.versions.items())},
+                            "quality": online_quality(root, mv.name, log_dir=log_dir,
+                                                      since=since, registry=reg).to_dict()}
     if rows < min_rows:
         report = {**base, "status": "insufficient", "drift_detected": False,
                   "message": f"{rows} served record(s) of {mv.ref}, fewer than {min_rows}:"
@@ -231,6 +235,8 @@ def to_html(report: dict[str, Any], data: dict[str, Any] | None) -> str:
                      f" its training data: {e(pred['method'])} {_num(pred['statistic'])}"
                      f" (threshold {_num(pred['threshold'])}), drifted:"
                      f" {e(str(pred['drifted']))}</p>")
+    if report.get("quality"):
+        parts.append(qreport.to_html(report["quality"]))
     if data is not None:  # the data-validation report, as the guards render it
         body = report_mod.to_html(data).split("</style>", 1)[-1]
         parts.append("<h2>Data (drift and schema)</h2>" + body)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS = "mlops_nb"  # params.yaml's section for mlops_nb's own settings (not parameters)
 OPTIONS = {"ploomber_jobs": "a whole number of at least 1",  # option -> what it must be
-           "deploy": "a mapping of deploy's limits"}
+           "deploy": "a mapping of deploy's limits",
+           "quality": "a mapping of online-quality thresholds (monitor/quality.py)"}
 # `mlops_nb: {deploy: {...}}`: the limits `mlops-nb deploy` checks (ci/deploy.py), defaults
 DEPLOY_LIMITS: dict[str, float] = {
     "max_memory_mb": 2048, "max_load_seconds": 60, "max_p99_ms": 2000,

@@ -1,4 +1,5 @@
-"""The REST service of one registered model: POST /predict, GET /health, /version, /metrics.
+"""The REST service of one registered model: POST /predict and /feedback, GET /health,
+/version, /metrics.
 
 `create_app` builds the ASGI app from a ModelHolder (the served model, hot-swapped on
 promotion), a RequestLog (the serving log monitoring reads) and the limits. Bad requests are
@@ -7,6 +8,12 @@ the client's: a body that breaks the request schema, or records the model cannot
 Parsing and validating a body and predicting run in the thread pool, so the event loop keeps
 accepting (and /health answering) while a large body is checked or a model works.
 A classifier's class probabilities come with `?proba=true` or `"proba": true` in the body.
+
+Every /predict answer carries its request id (`request`, and the X-Request-Id header): the
+client's own X-Request-Id when it is 1 to 128 printable characters, else a new one. A record's
+index is its place in `records` (and `predictions`). POST /feedback takes the true labels of
+earlier predictions by request id and index (serve/feedback.py); it runs on a thread of its
+own, so labels never hold the threads /predict uses.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from mlops_nb.serve.feedback import FeedbackInvalid, FeedbackStore
+from mlops_nb.serve.feedlog import valid_id
 from mlops_nb.serve.guard import LOOPBACK_HOSTS, Guard
 from mlops_nb.serve.holder import ModelHolder, Served
 from mlops_nb.serve.metrics import CONTENT_TYPE, Metrics
@@ -106,11 +115,36 @@ def _wants_proba(request: Request) -> bool:
                                                       " false", "bool_parsing")])
 
 
+def request_id(given: str | None) -> str:
+    """The client's X-Request-Id when it is one a label can name, else a new unique id."""
+    return given if given is not None and valid_id(given) else uuid.uuid4().hex
+
+
+FEEDBACK_BODY = {
+    "type": "object", "required": ["labels"], "additionalProperties": False,
+    "properties": {"labels": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["request", "label"], "additionalProperties": False,
+        "properties": {
+            "request": {"type": "string", "minLength": 1, "maxLength": 128,
+                        "description": "the request id /predict answered with"},
+            "index": {"type": "integer", "minimum": 0, "default": 0,
+                      "description": "the record's place in that request's records"},
+            "label": {"description": "the true value: one of a classifier's classes, or"
+                                     " a number for a regressor"}}}}}}
+
+
 def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metrics | None = None,
                max_body: int = 2**20, token: str | None = None,
-               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Any:
+               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
+               feedback: FeedbackStore | None = None) -> Any:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     metrics = metrics or Metrics()
     service_version = _package_version()
+    # feedback waits on the feedback lock and the serving log: on a thread of its own,
+    # never on the pool that /predict parses and predicts in
+    labels_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-feedback")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -121,6 +155,7 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
             yield
         finally:
             holder.stop()
+            labels_thread.shutdown(wait=True, cancel_futures=True)
             if reqlog is not None:
                 reqlog.stop()
 
@@ -165,13 +200,37 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         mv = served.version
         metrics.records.inc(len(records))
         metrics.count_predictions(mv.name, mv.version, predictions, classes_of(served))
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        rid = request_id(request.headers.get("x-request-id"))
         if reqlog is not None:
             entry = {"ts": time.time(), "request": rid, "model": mv.name, "version": mv.version}
             if not reqlog.submit(entry, records, predictions):
                 metrics.log_dropped.inc(len(records))
-        return {"model": mv.name, "version": mv.version, "request": rid,
-                "predictions": predictions, **extra}
+        return JSONResponse({"model": mv.name, "version": mv.version, "request": rid,
+                             "predictions": predictions, **extra},
+                            headers={"x-request-id": rid})
+
+    @app.post("/feedback", openapi_extra={
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": FEEDBACK_BODY}}}},
+        responses={422: {"description": "a bad entry (unknown request id, wrong label type,"
+                                        " a label already stored): nothing was stored"},
+                   413: {"description": "request body too large"},
+                   503: {"description": "no serving log to check labels against"}})
+    async def feedback_labels(request: Request) -> Any:
+        """Store the true labels of earlier predictions: {"labels": [{"request": ID,
+        "index": N, "label": VALUE}, ...]}; all of them, or none (422 naming each bad
+        entry)."""
+        if feedback is None:
+            return JSONResponse({"detail": "this service keeps no serving log, so it cannot"
+                                           " take feedback"}, status_code=503)
+        body = await request.body()
+        loop = asyncio.get_running_loop()
+        try:
+            stored = await loop.run_in_executor(labels_thread, feedback.submit_body, body)
+        except FeedbackInvalid as exc:
+            return JSONResponse({"detail": "invalid feedback: nothing was stored",
+                                 "errors": [e.to_dict() for e in exc.errors]}, status_code=422)
+        return {"model": holder.name, "stored": stored}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

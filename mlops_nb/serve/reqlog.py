@@ -53,17 +53,40 @@ class RequestLog:
         self._file: Any = None
         self._path = folder / f"requests-{os.getpid()}.jsonl"
         self._on_drop = on_drop
+        # requests queued and requests written (or dropped): feedback waits on these until
+        # what was served before it is on disk (wait_written)
+        self._settled = threading.Condition()
+        self._submitted = self._done = 0
 
     def submit(self, entry: dict[str, Any], records: list[dict[str, Any]],
                predictions: list[Any]) -> bool:
         """Queue a request's records for writing; never waits (a full queue drops them,
         counted). `entry` holds the request's own fields (ts, request, model, version)."""
+        with self._settled:
+            self._submitted += 1
         try:
             self._queue.put_nowait((entry, records, predictions))
         except queue.Full:
+            with self._settled:
+                self._submitted -= 1
             self.dropped += len(records)
             return False
         return True
+
+    def wait_written(self, timeout: float) -> bool:
+        """Wait until every request queued before this call is written (or dropped); False
+        if that took longer than `timeout` seconds. Requests queued meanwhile are not
+        waited for, so a steady load never holds a caller."""
+        with self._settled:
+            target = self._submitted
+            if self._thread is None:
+                return self._done >= target
+            return self._settled.wait_for(lambda: self._done >= target, timeout)
+
+    def _settle(self, n: int) -> None:
+        with self._settled:
+            self._done += n
+            self._settled.notify_all()
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -118,6 +141,8 @@ class RequestLog:
                 except Exception:
                     self._drop(sum(len(entry[1]) for entry in batch))
                     raise
+                finally:
+                    self._settle(len(batch))
             except Exception as exc:  # noqa: BLE001 - a full disk must not stop serving
                 log.error("request log %s: %s", self._path, exc)
             finally:

@@ -140,19 +140,26 @@ def build(settings: ServeSettings, token: str | None) -> Any:
     from mlops_nb.guards.registry import Registry, default_root
     from mlops_nb.guards.validation import schema as schema_mod
     from mlops_nb.serve.app import create_app
+    from mlops_nb.serve.feedback import FeedbackStore, registry_target
     from mlops_nb.serve.holder import ModelHolder
     from mlops_nb.serve.metrics import Metrics
     from mlops_nb.serve.reqlog import RequestLog
 
     root = Path(settings.root)
     schema = schema_mod.load(Path(settings.schema)) if settings.schema else None
-    holder = ModelHolder(Registry(default_root(root)), settings.ref, schema=schema,
+    registry = Registry(default_root(root))
+    holder = ModelHolder(registry, settings.ref, schema=schema,
                          max_rows=settings.max_rows, poll=settings.poll)
     metrics = Metrics()
-    reqlog = RequestLog(log_dir(settings), max_bytes=settings.log_max_bytes,
+    folder = log_dir(settings)
+    reqlog = RequestLog(folder, max_bytes=settings.log_max_bytes,
                         max_files=settings.log_max_files, on_drop=metrics.log_dropped.inc)
+    labels = FeedbackStore(folder, holder.name,
+                           registry_target(registry, holder.name, lambda: holder.current),
+                           max_bytes=settings.log_max_bytes,
+                           max_files=settings.log_max_files, reqlog=reqlog)
     return create_app(holder, reqlog=reqlog, metrics=metrics, max_body=settings.max_body,
-                      token=token, allowed_hosts=hosts(settings))
+                      token=token, allowed_hosts=hosts(settings), feedback=labels)
 
 
 def _where(settings: ServeSettings) -> str:
