@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from mlops_nb.errors import MlopsNbError
 from mlops_nb.serve.feedback import FeedbackInvalid, FeedbackStore
 from mlops_nb.serve.feedlog import valid_id
 from mlops_nb.serve.guard import LOOPBACK_HOSTS, Guard
@@ -230,6 +231,11 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         except FeedbackInvalid as exc:
             return JSONResponse({"detail": "invalid feedback: nothing was stored",
                                  "errors": [e.to_dict() for e in exc.errors]}, status_code=422)
+        except (MlopsNbError, OSError) as exc:  # a full disk, a planted link: not stored
+            log.error("feedback not stored: %s", exc)
+            return JSONResponse({"detail": "the labels could not be stored (see the"
+                                           " service's log); nothing was stored"},
+                                status_code=503)
         return {"model": holder.name, "stored": stored}
 
     @app.get("/health")
