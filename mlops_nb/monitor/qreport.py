@@ -41,7 +41,8 @@ def lines(q: dict[str, Any]) -> list[str]:
 
 def plot(q: dict[str, Any]) -> bytes | None:
     """One panel per metric: its value per window, a line per version, the interval as
-    error bars, the floors dashed. None when there is nothing to draw."""
+    error bars, the floor dashed, each version's allowed drop from offline dotted. None
+    when there is nothing to draw."""
     names = list(dict.fromkeys(n for v in q["versions"].values() for n in v["metrics"]))
     if not names:
         return None
@@ -65,7 +66,11 @@ def plot(q: dict[str, Any]) -> bytes | None:
                     for _, m in pts],
                    [max(0.0, (m["high"] if m["high"] is not None else m["value"]) - m["value"])
                     for _, m in pts]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"version {version}")
+            drawn = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
+                                label=f"version {version}")
+            allowed = v["metrics"].get(name, {}).get("allowed")
+            if allowed is not None:  # the worst value the version's offline one allows
+                ax.axhline(allowed, linestyle=":", color=drawn.lines[0].get_color())
         floor = q["thresholds"]["floors"].get(name)
         if floor is not None:
             ax.axhline(floor, linestyle="--", color="#cf222e", label="floor")

@@ -230,9 +230,11 @@ def evaluate(model: str, labels: list[dict[str, Any]], versions: Mapping[int, Ma
     return OnlineQuality(model, status, len(labels), th, out, {}, notes)
 
 
-def online_quality(root: Path, name: str, *, log_dir: Path, since: float | None = None,
-                   th: Thresholds | None = None, registry: Any = None) -> OnlineQuality:
-    """Online quality of every version of model `name` with labels in `log_dir` (those of
+def online_quality(root: Path, name: str, *, log_dir: Path | None = None,
+                   since: float | None = None, th: Thresholds | None = None,
+                   registry: Any = None) -> OnlineQuality:
+    """Online quality of every version of model `name` with labels in `log_dir` (default:
+    the project's serving log folder of the model, `.mlops_nb/serving/NAME`; labels of
     predictions made after `since`, a UNIX time, if given). `th`: params.yaml's thresholds
     by default. The rollback policy reads `versions[V].below_floor`, `.enough`,
     `.labelled`, `.metrics` and `.offline_below_floor`."""
@@ -245,7 +247,8 @@ def online_quality(root: Path, name: str, *, log_dir: Path, since: float | None 
 
         path = root / PARAMS
         th = thresholds(params_mod.read(path, PARAMS) if path.exists() else None)
-    labels, skipped = feedlog.read(log_dir, since=since)
+    folder = log_dir if log_dir is not None else root / ".mlops_nb" / "serving" / name
+    labels, skipped = feedlog.read(folder, since=since)
     reg = registry or Registry(default_root(root))
     versions: dict[int, dict[str, Any]] = {}
     for mv in reg.versions(name) if labels else []:
