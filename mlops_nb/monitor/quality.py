@@ -187,6 +187,15 @@ def _kind(classes: Any, rows: list[dict[str, Any]]) -> str:
     return "regressor" if numeric and fractional else "classifier"
 
 
+def offline_below_floor(offline: Mapping[str, Any], th: Thresholds) -> bool:
+    """True when one of a version's offline metrics (the registry's `metrics`) is already
+    worse than its absolute floor: for a version without labels, what the rollback policy
+    can judge it by."""
+    return any(isinstance(offline.get(n), int | float) and not isinstance(offline.get(n), bool)
+               and qmetrics.worse(n, float(offline[n]), f)
+               for n, f in th.floors.items() if n in offline)
+
+
 def evaluate(model: str, labels: list[dict[str, Any]], versions: Mapping[int, Mapping[str, Any]],
              th: Thresholds) -> OnlineQuality:
     """Online quality of `labels` (feedlog records). `versions`: per version number,
@@ -217,10 +226,7 @@ def evaluate(model: str, labels: list[dict[str, Any]], versions: Mapping[int, Ma
         enough = len(rows) >= th.min_labelled
         metrics = {n: _metric(n, y, p, offline.get(n), th, enough) for n in names}
         breached = [n for n, m in metrics.items() if m.status == "breached"]
-        off_below = any(isinstance(offline.get(n), int | float) and
-                        not isinstance(offline.get(n), bool) and
-                        qmetrics.worse(n, float(offline[n]), f)
-                        for n, f in th.floors.items() if n in offline)
+        off_below = offline_below_floor(offline, th)
         out[version] = VersionQuality(
             version, info.get("stage"), kind, len(rows), enough, bool(breached), breached,
             metrics, _windows(rows, names, th), offline, off_below)

@@ -220,7 +220,8 @@ class RequestIndex:
         hits = [(key, ids[rid]) for key, ids in self.by_file.items() if rid in ids]
         if not hits:
             return "unknown request id (not in the serving log: never served here, or" \
-                   " rotated out of it)"
+                   " rotated out of it; with several workers, one made a moment ago may" \
+                   " not be written yet: send it again)"
         if len(hits) > 1 or hits[0][1] == _AMBIGUOUS:
             return "ambiguous request id: several served requests carry it (the client" \
                    " reused its X-Request-Id); labels need a unique id"

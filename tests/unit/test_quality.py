@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 
 from mlops_nb.errors import ConfigError
 from mlops_nb.monitor import qmetrics, qreport
-from mlops_nb.monitor.quality import Thresholds, evaluate, thresholds
+from mlops_nb.monitor.quality import Thresholds, evaluate, offline_below_floor, thresholds
 from mlops_nb.serve import feedlog
 from mlops_nb.serve.feedback import Target, check_entry, parse_body
 from mlops_nb.serve.reqlog import RequestLog
@@ -117,6 +117,9 @@ def test_error_metrics_floors_are_ceilings_and_drops_are_rises():
     q = evaluate("house", labels(1, y, p), {1: info},
                  Thresholds(min_labelled=10, floors={"mae": 1.5}))
     assert q.versions[1].offline_below_floor  # the offline mae is past the ceiling already
+    assert offline_below_floor({"accuracy": 0.7}, Thresholds(floors={"accuracy": 0.8}))
+    assert not offline_below_floor({"accuracy": 0.9, "rmse": True},
+                                   Thresholds(floors={"accuracy": 0.8, "rmse": 1.0}))
 
 
 def test_windows_split_by_prediction_time_and_unknown_versions_are_noted():
