@@ -236,6 +236,7 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
             return JSONResponse({"detail": "the labels could not be stored (see the"
                                            " service's log); nothing was stored"},
                                 status_code=503)
+        metrics.labels.inc(stored)
         return {"model": holder.name, "stored": stored}
 
     @app.get("/health")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import math
 import os
 import stat
@@ -34,6 +35,8 @@ from typing import Any
 
 from mlops_nb.artifacts import atomic
 from mlops_nb.serve.reqlog import private_dirs
+
+log = logging.getLogger(__name__)
 
 ACTIVE = "feedback.jsonl"
 PATTERN = "feedback*.jsonl"
@@ -246,6 +249,9 @@ def append(folder: Path, text: str, *, max_bytes: int, max_files: int) -> None:
         rotated = folder / f"feedback-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns()}.jsonl"
         os.replace(path, rotated)
         for old in files(folder, PATTERN)[:-max(1, max_files)]:
+            # the log is bounded: its oldest labels go, said in the service's log
+            log.warning("feedback log: removed %s, the oldest of more than %d files"
+                        " (--log-max-files)", old.name, max_files)
             old.unlink(missing_ok=True)
 
 

@@ -17,7 +17,7 @@ import collections
 import os
 from typing import Any
 
-PATHS = ("/predict", "/health", "/version", "/metrics", "/docs", "/openapi.json")
+PATHS = ("/predict", "/feedback", "/health", "/version", "/metrics", "/docs", "/openapi.json")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_CLASSES = 100  # class labels of a classifier's predictions; the rest count as "other"
@@ -45,6 +45,8 @@ class Metrics:
         self.values = Histogram("mlops_nb_prediction_value", "predicted values of a"
                                 " regressor, by model version", ["model", "version"],
                                 buckets=VALUE_BUCKETS, registry=r)
+        self.labels = Counter("mlops_nb_feedback_labels", "true labels stored through"
+                              " /feedback", registry=r)
         self.log_dropped = Counter("mlops_nb_log_dropped_records",
                                    "served records not logged (the log queue was full, or"
                                    " the log could not be written)", registry=r)

@@ -78,6 +78,9 @@ def test_labels_are_stored_joined_to_their_predictions(root, server):
         *((batch["request"], i, p, p) for i, p in enumerate(batch["predictions"])),
         (one["request"], 0, one["predictions"][0], one["predictions"][0])]
     assert all(x["version"] == batch["version"] and x["served"] <= x["ts"] for x in new)
+    metrics = server.client.get("/metrics").text
+    assert 'mlops_nb_requests_total{path="/feedback",status="200"}' in metrics
+    assert "mlops_nb_feedback_labels_total" in metrics
     folder = root / ".mlops_nb/serving/iris"
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
     assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o600"}
