@@ -101,7 +101,7 @@ def thresholds(params: Mapping[str, Any] | None, shown: str = "params.yaml") -> 
                                  f" ({', '.join(DEFAULTS)})")
     unknown = [k for k in section if k not in DEFAULTS]
     if unknown:
-        raise ConfigError(shown, f"{where}.{str(unknown[0])[:60]} is not a threshold of"
+        raise ConfigError(shown, f"{where}: {str(unknown[0])[:60]!r} is not a threshold of"
                                  f" online quality (thresholds: {', '.join(DEFAULTS)})")
     got = {**DEFAULTS, **section}
 
@@ -121,7 +121,7 @@ def thresholds(params: Mapping[str, Any] | None, shown: str = "params.yaml") -> 
     every = (*qmetrics.CLASSIFIER, *qmetrics.REGRESSOR)
     for name, v in floors.items():
         if name not in every:
-            raise ConfigError(shown, f"{where}.floors.{str(name)[:60]} is not a metric of"
+            raise ConfigError(shown, f"{where}.floors: {str(name)[:60]!r} is not a metric of"
                                      f" online quality ({', '.join(every)})")
         number(f"floors.{name}", v, -math.inf, math.inf)
     return Thresholds(

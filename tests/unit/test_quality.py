@@ -146,9 +146,10 @@ def test_thresholds_from_params_yaml_are_checked():
                       ({"max_drop": "5%"}, "max_drop must be a number"),
                       ({"max_drop": True}, "max_drop must be a number"),
                       ({"confidence": 1.0}, "confidence must be a number from 0.5"),
-                      ({"floors": {"acuracy": 0.8}}, "floors.acuracy is not a metric"),
+                      ({"floors": {"acuracy": 0.8}}, "floors: 'acuracy' is not a metric"),
+                      ({"floors": {'a"\nb': 0.8}}, "floors: 'a\"\\\\nb' is not a metric"),
                       ({"floors": [0.8]}, "floors must map metric names"),
-                      ({"min_labeled": 5}, "min_labeled is not a threshold"),
+                      ({"min_labeled": 5}, "'min_labeled' is not a threshold"),
                       ({"floors": {"accuracy": float("nan")}}, "floors.accuracy must be")]:
         with pytest.raises(ConfigError, match=says):
             thresholds({"mlops_nb": {"quality": bad}})
