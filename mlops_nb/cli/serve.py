@@ -187,11 +187,23 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                          retrain=args.retrain)
     except DriftDetected:
         report = json.loads((report_dir / "monitor.json").read_text(encoding="utf-8"))
-        _show_monitor(report, args.json, alerting.after_monitor(args, root, name, report,
-                                                                webhook))
+        _show_monitor(report, args.json, alerting.after_monitor(
+            args, root, name, report, webhook, _quality(report)))
         raise
-    _show_monitor(report, args.json, alerting.after_monitor(args, root, name, report, webhook))
+    _show_monitor(report, args.json, alerting.after_monitor(args, root, name, report, webhook,
+                                                            _quality(report)))
     return 0
+
+
+def _quality(report: dict) -> Any:  # type: ignore[type-arg]
+    """The online quality of the report as the rollback policy's input (version ->
+    QualityInput), or None without labels."""
+    from mlops_nb.monitor import rollback
+    from mlops_nb.monitor.quality import from_report
+
+    if not report.get("quality"):
+        return None
+    return rollback.from_online(from_report(report["quality"]).versions) or None
 
 
 def _show_monitor(report: dict, as_json: bool,  # type: ignore[type-arg]

@@ -91,6 +91,17 @@ class OnlineQuality:
         return out
 
 
+def from_report(data: Mapping[str, Any]) -> OnlineQuality:
+    """An OnlineQuality back from its `to_dict()` (the `quality` of monitor.json)."""
+    th = Thresholds(**data["thresholds"])
+    versions = {}
+    for key, v in data["versions"].items():
+        metrics = {n: MetricQuality(**m) for n, m in v["metrics"].items()}
+        versions[int(key)] = VersionQuality(**{**v, "metrics": metrics})
+    return OnlineQuality(data["model"], data["status"], data["labels"], th, versions,
+                         dict(data.get("skipped") or {}), list(data.get("notes") or []))
+
+
 def thresholds(params: Mapping[str, Any] | None, shown: str = "params.yaml") -> Thresholds:
     """The thresholds of `mlops_nb: quality:` in params.yaml's data (defaults for what is
     not set); ConfigError naming the key for a wrong value."""

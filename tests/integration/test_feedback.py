@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from mlops_nb import artifacts
+from mlops_nb.guards.lineage import LineageStore, default_path
 from mlops_nb.guards.registry import Registry, default_root, reference_of, schema_of
 from tests.conftest import sh
 from tests.integration.serving import raw_post, serving, trained_example
+from tests.receiver import receiving
 
 pytestmark = pytest.mark.slow
 
@@ -274,20 +276,25 @@ def test_bulk_labels_from_csv_and_parquet(root, server, tmp_path):
     assert "Traceback" not in res.stderr
 
 
-def quality_of(root: Path, tmp_path: Path, **params) -> tuple[dict, str]:
-    """monitor's online quality with these thresholds in params.yaml, and what it printed."""
+def quality_of(root: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+               **params) -> tuple[dict, str]:
+    """monitor's report with these quality thresholds in params.yaml, and what it printed."""
     text = (root / "params.yaml").read_text()
     (root / "params.yaml").write_text(text + "mlops_nb:\n  quality: " + json.dumps(params)
                                       + "\n")
     try:
-        res = mlops(["monitor", "--report-dir", str(tmp_path / "report")], root)
+        # the same few test rows served again and again are no sample for drift: only
+        # online quality is judged here (drift has its own tests, test_monitor.py)
+        res = sh([sys.executable, "-m", "mlops_nb", "monitor", "--min-rows", "100000",
+                  "--report-dir", str(tmp_path / "report"), *args], root, check=False,
+                 **(env or {}))
     finally:
         (root / "params.yaml").write_text(text)
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads((tmp_path / "report/monitor.json").read_text())
     page = (tmp_path / "report/monitor.html").read_text()
     assert "Online quality" in page and "data:image/png;base64," in page
-    return report["quality"], res.stdout
+    return report, res.stdout
 
 
 def test_monitor_gives_online_quality_per_version_against_offline(root, server, tmp_path):
@@ -313,7 +320,8 @@ def test_monitor_gives_online_quality_per_version_against_offline(root, server, 
         wrong = (out["predictions"][0] + 1) % 3
         assert send(server, [{"request": out["request"], "label": wrong}]).status_code == 200
 
-    q, out = quality_of(root, tmp_path, min_labelled=10, floors={"accuracy": 0.5})
+    report, out = quality_of(root, tmp_path, min_labelled=10, floors={"accuracy": 0.5})
+    q = report["quality"]
     assert q["status"] == "breached"
     one, two = q["versions"]["1"], q["versions"][str(v2.version)]
     assert one["labelled"] >= 12 and one["enough"] and not one["below_floor"]
@@ -330,7 +338,63 @@ def test_monitor_gives_online_quality_per_version_against_offline(root, server, 
 
     assert "online quality: BREACHED" in out and "BREACHED" in out.split("version 2")[1]
 
-    q, out = quality_of(root, tmp_path, min_labelled=1000, floors={"accuracy": 0.5})
+    report, out = quality_of(root, tmp_path, "--rollback", min_labelled=1000,
+                             floors={"accuracy": 0.5})
+    q = report["quality"]
     assert q["status"] == "insufficient"
     assert not any(v["below_floor"] or v["breached"] for v in q["versions"].values())
     assert "fewer than 1000: no verdict" in out and "BREACHED" not in out
+    assert "too few for a verdict: no rollback" in out  # too few labels: nothing moves
+    assert reg.production("iris").version == v2.version
+
+
+def test_monitor_rollback_brings_the_better_version_back_under_load(root, server, tmp_path):
+    """The issue's loop end to end: version 2 clearly worse online than version 1 (the test
+    above, which this one reuses when it ran first on this server); `monitor --rollback`
+    puts version 1 back, the service swaps with no failed request from concurrent clients,
+    the webhook gets exactly one alert, the lineage store the rollback and its figures."""
+    reg = Registry(default_root(root))
+    if reg.production("iris").version == 1:  # run alone: make version 2 and its labels
+        test_monitor_gives_online_quality_per_version_against_offline(root, server, tmp_path)
+    bad = reg.production("iris").version
+    assert bad != 1
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            while not stop.is_set():
+                r = c.post("/predict", json={"records": records(root, 2)})
+                seen.append((r.status_code, r.json().get("version", -1)))
+
+    clients = [threading.Thread(target=load) for _ in range(2)]
+    with receiving() as rec:
+        for c in clients:
+            c.start()
+        try:
+            report, out = quality_of(root, tmp_path, "--rollback",
+                                     env={"MLOPS_NB_ALERT_WEBHOOK": rec.url},
+                                     min_labelled=10, floors={"accuracy": 0.5})
+            assert f"rollback: rolled back iris:{bad} -> iris:1" in out, out
+            deadline = time.monotonic() + 60
+            while server.client.get("/version").json()["version"] != 1:
+                assert time.monotonic() < deadline, "the service never swapped back"
+                time.sleep(0.05)  # polling a state, not synchronising on time
+            after = len(seen)
+            while len(seen) < after + 5:  # version 1 answers the load
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for c in clients:
+                c.join()
+    assert seen and all(code == 200 for code, _ in seen), [x for x in seen if x[0] != 200]
+    assert seen[-1][1] == 1
+    assert reg.production("iris").version == 1
+    (alert,) = rec.bodies()  # one notification: the incident, telling the rollback
+    assert f"iris:{bad} -&gt; iris:1" in alert["text"] or f"iris:{bad} -> iris:1" in alert[
+        "text"], alert
+    (event,) = LineageStore(default_path(root)).events("rollback")
+    assert (event["payload"]["from"], event["payload"]["to"]) == (bad, 1)
+    assert rec.url not in out

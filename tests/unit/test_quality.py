@@ -13,8 +13,14 @@ import pytest
 from sklearn import metrics as skm
 
 from mlops_nb.errors import ConfigError
-from mlops_nb.monitor import qmetrics, qreport
-from mlops_nb.monitor.quality import Thresholds, evaluate, offline_below_floor, thresholds
+from mlops_nb.monitor import qmetrics, qreport, rollback
+from mlops_nb.monitor.quality import (
+    Thresholds,
+    evaluate,
+    from_report,
+    offline_below_floor,
+    thresholds,
+)
 from mlops_nb.serve import feedlog
 from mlops_nb.serve.feedback import Target, check_entry, parse_body
 from mlops_nb.serve.reqlog import RequestLog
@@ -86,7 +92,10 @@ def test_a_version_below_its_offline_accuracy_or_floor_is_breached():
     assert set(two.metrics) == {"accuracy", "f1", "f1_macro"}
     d = q.to_dict()
     assert d["versions"]["2"]["below_floor"] and d["thresholds"]["floors"] == {"accuracy": 0.6}
-    json.dumps(d)  # the report is plain JSON
+    assert from_report(json.loads(json.dumps(d))) == q  # plain JSON, and back
+    policy = rollback.from_online(from_report(d).versions)  # what monitor --rollback judges
+    assert policy[2].below_floor and policy[2].enough and not policy[1].below_floor
+    assert policy[2].floors["accuracy"] == 0.6 and policy[2].metrics["accuracy"] < 0.6
     assert any("BREACHED" in line for line in qreport.lines(d))
 
 
