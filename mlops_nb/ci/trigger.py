@@ -5,7 +5,8 @@ reported whether or not it holds, with its figures. New data: `dvc status` names
 input (a `.dvc` file's data, or a file a stage reads that is not code or parameters) changed
 since DVC last ran the pipeline. Schedule: the caller says so (`--schedule`, as the nightly
 workflow does). Drift or skew: `monitor` finds it in the serving log of the production model.
-Online quality needs feedback, which the service does not take yet: reported as not checked.
+Online quality: the production version's metrics on labelled served records (feedback) fall
+below the floors or the allowed drop of params.yaml, with enough labels (monitor/quality.py).
 When one holds (and not `--dry-run`), the pipeline reruns as a DVC experiment under the
 retraining lock, and its promote step puts the new model through the same gate as any run; a
 model that passes is registered, not promoted, and deployed to staging through deploy's checks
@@ -133,9 +134,48 @@ def decide(root: Path, model: str | None, *, schedule: bool, log_dir: Path, repo
                 Trigger("schedule", schedule, "the scheduled run" if schedule else
                         "not a scheduled run (--schedule)")]
     triggers += drift_and_skew(root, model, log_dir, report_dir, min_rows, since)
-    triggers.append(Trigger("online-quality", False, "not checked: the service takes no"
-                            " ground-truth feedback yet"))
+    triggers.append(online_quality(root, model, log_dir, since))
     return Decision(model, triggers, dry_run=True)
+
+
+def online_quality(root: Path, model: str | None, log_dir: Path, since: float | None
+                   ) -> Trigger:
+    """The production version's quality on labelled served records (POST /feedback,
+    `mlops-nb feedback`) below its floor or its allowed drop, with enough labels
+    (monitor/quality.py and the `mlops_nb: quality:` thresholds of params.yaml)."""
+    from mlops_nb.guards.registry import Registry, default_root, parse_ref
+    from mlops_nb.monitor.quality import online_quality as measure
+
+    if model is None:
+        return Trigger("online-quality", False, "not checked: no registered model")
+    name = parse_ref(model)[0]
+    try:
+        production = Registry(default_root(root)).production(name)
+        quality = measure(root, name, log_dir=log_dir, since=since)
+    except MlopsNbError as exc:
+        return Trigger("online-quality", False, f"not checked: {exc}")
+    if production is None:
+        return Trigger("online-quality", False, f"not checked: '{name}' has no production"
+                                                " version")
+    mine = quality.versions.get(production.version)
+    if mine is None:
+        return Trigger("online-quality", False, f"not checked: no labelled served records of"
+                                                f" {production.ref}")
+    figures = {"version": production.version, "labelled": mine.labelled,
+               "min_labelled": quality.thresholds.min_labelled,
+               "metrics": {k: m.value for k, m in mine.metrics.items()}}
+    if not mine.enough:
+        return Trigger("online-quality", False, f"no verdict: {mine.labelled} labelled records"
+                       f" of {production.ref}, fewer than {quality.thresholds.min_labelled}",
+                       figures)
+    if mine.below_floor:
+        shown = ", ".join(f"{k} {mine.metrics[k].value:.4g}" for k in mine.breached
+                          if mine.metrics[k].value is not None)
+        return Trigger("online-quality", True, f"{production.ref} on {mine.labelled} labelled"
+                       f" records: {shown or ', '.join(mine.breached)} below its floor or"
+                       " allowed drop", {**figures, "breached": list(mine.breached)})
+    return Trigger("online-quality", False, f"{production.ref} holds its quality on"
+                   f" {mine.labelled} labelled records", figures)
 
 
 def run(root: Path, model: str | None, *, dry_run: bool, schedule: bool, log_dir: Path,

@@ -128,10 +128,12 @@ def cmd_ci_init(args: argparse.Namespace) -> int:
 
 def register_trigger(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
-        "trigger", help="decide whether to retrain (new data, schedule, drift, skew) and do it",
+        "trigger", help="decide whether to retrain (new data, schedule, drift, skew, online"
+                   " quality) and do it",
         description="Check each trigger of continuous training and say why it holds or not:"
                     " new data (dvc status), --schedule, drift and skew of the production"
-                    " model's served data. When one holds, rerun the pipeline as a DVC"
+                    " model's served data, its online quality on labelled records. When one"
+                    " holds, rerun the pipeline as a DVC"
                     " experiment (its promote step applies the gate) and deploy a model that"
                     " passes to staging (exit 23 when the deploy's checks refuse it); --dry-run"
                     " only says what it would do. Each decision is an event in the lineage"

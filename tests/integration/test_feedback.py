@@ -297,6 +297,21 @@ def quality_of(root: Path, tmp_path: Path, *args: str, env: dict[str, str] | Non
     return report, res.stdout
 
 
+def trigger_of(root: Path, tmp_path: Path, **params) -> dict:
+    """The online-quality trigger of `trigger --dry-run` with these quality thresholds."""
+    text = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(text + "mlops_nb:\n  quality: " + json.dumps(params)
+                                      + "\n")
+    try:
+        res = sh([sys.executable, "-m", "mlops_nb", "trigger", "--dry-run", "--json",
+                  "--min-rows", "100000", "--report-dir", str(tmp_path / "trigger")], root,
+                 check=False)
+    finally:
+        (root / "params.yaml").write_text(text)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return next(t for t in json.loads(res.stdout)["triggers"] if t["kind"] == "online-quality")
+
+
 def test_monitor_gives_online_quality_per_version_against_offline(root, server, tmp_path):
     """Version 1's predictions are confirmed, then version 2 (promoted) is wrong every time:
     version 2 breaches its offline accuracy and the floor, version 1 holds; with a minimum
@@ -337,6 +352,14 @@ def test_monitor_gives_online_quality_per_version_against_offline(root, server, 
     assert two["windows"] and two["windows"][-1]["labelled"] == 12
 
     assert "online quality: BREACHED" in out and "BREACHED" in out.split("version 2")[1]
+
+    # `mlops-nb trigger`'s online-quality trigger reads the same verdict (issue 22)
+    online = trigger_of(root, tmp_path, min_labelled=10, floors={"accuracy": 0.5})
+    assert online["holds"] and online["figures"]["version"] == v2.version, online
+    assert online["figures"]["labelled"] == 12 and "accuracy" in online["figures"]["breached"]
+    assert f"iris:{v2.version} on 12 labelled records" in online["reason"]
+    online = trigger_of(root, tmp_path, min_labelled=1000)
+    assert not online["holds"] and "fewer than 1000" in online["reason"], online
 
     report, out = quality_of(root, tmp_path, "--rollback", min_labelled=1000,
                              floors={"accuracy": 0.5})
