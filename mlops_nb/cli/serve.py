@@ -171,7 +171,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from mlops_nb.cli.guards import _drift_config
     from mlops_nb.errors import DriftDetected
     from mlops_nb.guards.registry import parse_ref
-    from mlops_nb.monitor.check import monitor
+    from mlops_nb.monitor.check import monitor, rewrite
 
     root = _root(args)
     webhook = alerting.webhook()  # a refused webhook file stops here, before any check
@@ -187,11 +187,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                          retrain=args.retrain)
     except DriftDetected:
         report = json.loads((report_dir / "monitor.json").read_text(encoding="utf-8"))
-        _show_monitor(report, args.json, alerting.after_monitor(
-            args, root, name, report, webhook, _quality(report)))
+        lines = alerting.after_monitor(args, root, name, report, webhook, _quality(report))
+        rewrite(report, root)
+        _show_monitor(report, args.json, lines)
         raise
-    _show_monitor(report, args.json, alerting.after_monitor(args, root, name, report, webhook,
-                                                            _quality(report)))
+    lines = alerting.after_monitor(args, root, name, report, webhook, _quality(report))
+    rewrite(report, root)
+    _show_monitor(report, args.json, lines)
     return 0
 
 

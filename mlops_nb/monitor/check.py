@@ -178,6 +178,15 @@ def _registry_root(root: Path) -> Path:
     return default_root(root)
 
 
+def rewrite(report: dict[str, Any], root: Path) -> None:
+    """Write the report's files again with what followed the checks (the alerts and the
+    rollback that `mlops-nb monitor` adds to it), so monitor.json tells the whole run."""
+    files = report.get("report_files")
+    if files:
+        folder = Path(files[0]).parent
+        _write(report, report.get("data"), folder, atomic.boundary(folder, root))
+
+
 def _write(report: dict[str, Any], data: dict[str, Any] | None, folder: Path,
            root: Path | None = None) -> tuple[Path, Path]:
     js, ht = folder / "monitor.json", folder / "monitor.html"
@@ -237,7 +246,26 @@ def to_html(report: dict[str, Any], data: dict[str, Any] | None) -> str:
                      f" {e(str(pred['drifted']))}</p>")
     if report.get("quality"):
         parts.append(qreport.to_html(report["quality"]))
+    parts += _outcome_html(report)
     if data is not None:  # the data-validation report, as the guards render it
         body = report_mod.to_html(data).split("</style>", 1)[-1]
         parts.append("<h2>Data (drift and schema)</h2>" + body)
     return "\n".join(parts) + "\n"
+
+
+def _outcome_html(report: dict[str, Any]) -> list[str]:
+    """The rollback and the alert incidents of the run, when `mlops-nb monitor` made them."""
+    e = html.escape
+    parts = []
+    rb = report.get("rollback")
+    if rb:
+        parts.append(f"<h2>Rollback</h2><p>{'rolled back' if rb.get('rolled_back') else 'none'}"
+                     f": {e(str(rb.get('decision', '')))}</p>")
+    alerts = report.get("alerts")
+    if alerts:
+        rows = [(kind, inc) for kind in ("opened", "ongoing", "resolved")
+                for inc in alerts.get(kind) or []]
+        parts.append("<h2>Alerts</h2>" + ("<ul>" + "".join(
+            f"<li>{e(str(inc.get('check', '?')))}: {kind}</li>" for kind, inc in rows)
+            + "</ul>" if rows else "<p>no incident</p>"))
+    return parts

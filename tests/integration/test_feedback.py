@@ -421,3 +421,12 @@ def test_monitor_rollback_brings_the_better_version_back_under_load(root, server
     (event,) = LineageStore(default_path(root)).events("rollback")
     assert (event["payload"]["from"], event["payload"]["to"]) == (bad, 1)
     assert rec.url not in out
+    # the report on disk tells the whole run: the rollback and the incident it opened
+    assert report["rollback"]["rolled_back"] and report["rollback"]["to"] == 1, report
+    incidents = {i["check"]: kind for kind in ("opened", "ongoing")
+                 for i in report["alerts"][kind]}
+    assert "quality" in incidents, report["alerts"]
+    page = (tmp_path / "report/monitor.html").read_text()
+    assert "<h2>Rollback</h2><p>rolled back" in page
+    assert f"quality: {incidents['quality']}" in page
+    assert rec.url not in (tmp_path / "report/monitor.json").read_text() + page
