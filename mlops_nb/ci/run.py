@@ -5,6 +5,10 @@ run and a local one do the same: compile --check, the project's tests, `dvc pull
 remote is configured, `dvc repro` (data validation and the gate run inside the pipeline),
 the notebook's test cells, then a report against the base commit. A step that fails stops
 those that need it and the run exits non-zero; the report is written in every case.
+
+With `deploy` (the main branch), the gate registers into the project's own registry without
+promoting, and each version it registered goes through `deploy --to staging`, then
+`deploy --to production`, each a check of the run (ci/deploy.py's checks and lineage events).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from pathlib import Path
 
 from mlops_nb.ci import celltests, report, workspace
-from mlops_nb.ci.result import FAILED, OK, Check, CiResult
+from mlops_nb.ci.result import FAILED, OK, SKIPPED, Check, CiResult
 
 log = logging.getLogger(__name__)
 _TAIL = 40  # lines of a failed command's output kept in the report
@@ -45,16 +49,49 @@ def _run(check: Check, cmd: list[str], cwd: Path, env: dict[str, str],
 
 
 def run(root: Path, base_ref: str = "main", tests: str | None = None,
-        promote: bool = False) -> CiResult:
+        promote: bool = False, deploy: bool = False) -> CiResult:
     """Run the CI steps on HEAD in a temporary worktree; `tests` is the project's test
     command (None: `python -m pytest -q` when a tests/ folder exists; "" skips)."""
     dvc = _dvc()
-    with workspace.worktree(root, dvc, promote) as ws:
+    with workspace.worktree(root, dvc, promote or deploy, register_only=deploy) as ws:
         base = workspace.resolve(root, base_ref)
         result = CiResult(ws.commit, base, base_ref, ws.dirty)
+        before = _versions(root) if deploy else set()
         _steps(result, ws, dvc, tests)
+        if deploy and not result.failed:
+            _deploy(result, root, sorted(_versions(root) - before))
         report.collect(result, ws, dvc)
         return result
+
+
+def _versions(root: Path) -> set[tuple[str, int]]:
+    from mlops_nb.guards.registry import Registry, default_root
+
+    return {(v.name, v.version) for v in Registry(default_root(root)).versions()}
+
+
+def _deploy(result: CiResult, root: Path, new: list[tuple[str, int]]) -> None:
+    """Each version the run's gate registered: to staging, then to production."""
+    from mlops_nb.ci.deploy import deploy
+    from mlops_nb.errors import MlopsNbError
+
+    if not new:
+        result.checks.append(Check("deploy", SKIPPED, detail="the gate registered no new"
+                                   " version"))
+        return
+    for name, version in new:
+        for ref, to in ((f"{name}:{version}", "staging"), (f"{name}@staging", "production")):
+            check = Check(f"deploy {name}:{version} to {to}")
+            result.checks.append(check)
+            start = time.monotonic()
+            try:
+                done = deploy(root, ref, to)
+            except MlopsNbError as exc:
+                check.outcome, check.detail = FAILED, str(exc).splitlines()[0][:300]
+                check.seconds = time.monotonic() - start
+                break
+            check.outcome, check.seconds = OK, time.monotonic() - start
+            check.detail = ", ".join(c.name for c in done.checks)
 
 
 def _steps(result: CiResult, ws: workspace.Workspace, dvc: str, tests: str | None) -> None:

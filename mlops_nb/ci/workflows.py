@@ -36,10 +36,13 @@ def default_setup(root: Path) -> str:
 
 # after the set-up, the project's .venv (when it made one) comes first on PATH
 _VENV_PATH = 'if [ -d .venv/bin ]; then echo "$PWD/.venv/bin" >> "$GITHUB_PATH"; fi'
-_RUN = ('promote=""\n'
+# nightly: the continuous-training triggers; the default branch: the gate, then deploy to
+# staging and production; a pull request: the checks and a report, nothing promoted
+_RUN = ('if [ "$EVENT" = schedule ]; then mlops-nb trigger --schedule; exit; fi\n'
+        'deploy=""\n'
         'if [ "$EVENT" = push ] && [ "$REF" = "refs/heads/$DEFAULT_BRANCH" ]; then'
-        ' promote=--promote; fi\n'
-        'mlops-nb ci run --base "origin/${BASE:-$DEFAULT_BRANCH}" $promote')
+        ' deploy=--deploy; fi\n'
+        'mlops-nb ci run --base "origin/${BASE:-$DEFAULT_BRANCH}" $deploy')
 _COMMENT = ('gh pr comment "$PR" --body-file ci-report/report.md --edit-last'
             ' || gh pr comment "$PR" --body-file ci-report/report.md')
 
@@ -81,10 +84,11 @@ def github(setup: str) -> dict[str, Any]:
 _GITLAB_RUN = [
     'base="${CI_MERGE_REQUEST_TARGET_BRANCH_NAME:-$CI_DEFAULT_BRANCH}"',
     'git fetch --quiet origin "$base"',
-    'promote=""',
+    'deploy=""',
     'if [ "$CI_COMMIT_BRANCH" = "$CI_DEFAULT_BRANCH" ] && [ "$CI_PIPELINE_SOURCE" = push ];'
-    ' then promote=--promote; fi',
-    'mlops-nb ci run --base "origin/$base" $promote',
+    ' then deploy=--deploy; fi',
+    'if [ "$CI_PIPELINE_SOURCE" = schedule ]; then mlops-nb trigger --schedule;'
+    ' else mlops-nb ci run --base "origin/$base" $deploy; fi',
 ]
 _GITLAB_COMMENT = [
     'if [ -n "${MLOPS_NB_GITLAB_TOKEN:-}" ] && [ -n "${CI_MERGE_REQUEST_IID:-}" ]'

@@ -53,8 +53,10 @@ def _dvc_cache(root: Path, dvc: str) -> Path:
 
 
 @contextlib.contextmanager
-def worktree(root: Path, dvc: str, promote: bool) -> Iterator[Workspace]:
-    """A worktree of HEAD; with `promote`, the project's own registry and lineage store."""
+def worktree(root: Path, dvc: str, promote: bool, register_only: bool = False
+             ) -> Iterator[Workspace]:
+    """A worktree of HEAD; with `promote`, the project's own registry and lineage store;
+    `register_only`: the gate registers a passing model and promotes nothing (deploy does)."""
     commit = resolve(root, "HEAD")
     if commit is None:
         raise UsageError(f"{root} has no commit yet: commit the project first (git add -A &&"
@@ -73,6 +75,10 @@ def worktree(root: Path, dvc: str, promote: bool) -> Iterator[Workspace]:
         if promote:
             env["MLOPS_NB_REGISTRY"] = str(_registry(root))
             env["MLOPS_NB_LINEAGE"] = str(_lineage(root))
+            if register_only:
+                from mlops_nb.guards import REGISTER_ONLY_ENV
+
+                env[REGISTER_ONLY_ENV] = "1"
         else:
             registry = scratch / "registry"
             if _registry(root).is_dir():

@@ -77,6 +77,10 @@ def register_ci(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--promote", action="store_true",
                    help="let the pipeline's gate register and promote into the project's own"
                         " registry (the main branch); by default it decides against a copy")
+    r.add_argument("--deploy", action="store_true",
+                   help="as --promote, but the gate only registers: each new version then goes"
+                        " through `deploy --to staging` and `deploy --to production`, each a"
+                        " check of the run (the generated workflows' main branch)")
     r.set_defaults(func=cmd_ci_run)
     register_ci_init(verbs)
 
@@ -88,7 +92,7 @@ def cmd_ci_run(args: argparse.Namespace) -> int:
 
     root = _root(args)
     report.check_writable(root)
-    result = ci_run.run(root, args.base, args.tests, args.promote)
+    result = ci_run.run(root, args.base, args.tests, args.promote, args.deploy)
     md = report.write(result, root)
     for c in result.checks:
         print(f"{c.outcome:>7}  {c.name} ({c.seconds:.1f} s){': ' + c.detail if c.detail else ''}")

@@ -217,3 +217,40 @@ def test_hostile_names_and_limits_change_nothing(root):
     with pytest.raises(UsageError, match="--to must be one of"):
         deploy.deploy(root, f"iris:{version}", "archived")
     assert stages(root) == {**before, version: "candidate"} and len(events(root)) == count
+
+
+def test_ci_run_deploy_takes_each_new_version_through_staging_to_production(root):
+    """`ci run --deploy` (the workflows' main branch): the gate only registered the version
+    (MLOPS_NB_GATE_REGISTER_ONLY in the worktree), then deploy to staging and to production
+    are checks of the run; a version whose checks fail stops there, failing the run."""
+    from mlops_nb.ci import run as ci_run
+    from mlops_nb.ci import workspace
+    from mlops_nb.ci.result import FAILED, OK, CiResult
+    from mlops_nb.guards import REGISTER_ONLY_ENV
+
+    with workspace.worktree(root, ci_run._dvc(), True, register_only=True) as ws:
+        assert ws.env[REGISTER_ONLY_ENV] == "1"
+    with workspace.worktree(root, ci_run._dvc(), True) as ws:
+        assert REGISTER_ONLY_ENV not in ws.env
+    new = new_version(root)
+    result = CiResult("c", None, "main", False)
+    ci_run._deploy(result, root, [("iris", new)])
+    assert [(c.name, c.outcome) for c in result.checks] == [
+        (f"deploy iris:{new} to staging", OK), (f"deploy iris:{new} to production", OK)]
+    assert stages(root)[new] == "production"
+
+    from sklearn.dummy import DummyClassifier
+
+    x = reference_of(registry(root).get("iris", 1))
+    y = registry(root).load_model("iris", 1).predict(x)
+    # answers drawn again at every predict(): the smoke test refuses it, nothing moves
+    bad = new_version(root, DummyClassifier(strategy="stratified").fit(x, y))
+    result = CiResult("c", None, "main", False)
+    ci_run._deploy(result, root, [("iris", bad)])
+    assert [(c.name, c.outcome) for c in result.checks] == [
+        (f"deploy iris:{bad} to staging", FAILED)]
+    assert "smoke test" in result.checks[0].detail
+    assert stages(root)[bad] == "candidate" and stages(root)[new] == "production"
+    result = CiResult("c", None, "main", False)
+    ci_run._deploy(result, root, [])
+    assert result.checks[0].detail == "the gate registered no new version"

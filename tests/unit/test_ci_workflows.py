@@ -96,7 +96,10 @@ def test_both_workflows_pass_their_schemas(tmp_path: Path, setup: str | None,
     # what a repository controls reaches scripts through the environment only
     ours = [s for s in _scripts(gh_doc) + _scripts(gl_doc) if s != want]
     assert ours and not any("${{" in s for s in ours)
-    assert any("mlops-nb ci run" in s for s in _scripts(gh_doc))
+    for doc in (gh_doc, gl_doc):  # checks on a PR, deploy on main, triggers nightly
+        text = "\n".join(_scripts(doc))
+        assert "mlops-nb ci run" in text and "--deploy" in text, text
+        assert "mlops-nb trigger --schedule" in text and "schedule" in text
 
 
 def test_existing_files_and_symlinks_are_never_overwritten(tmp_path: Path):
