@@ -74,10 +74,11 @@ def register_ci(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--tests", default=None, metavar="COMMAND",
                    help="the project's test command (default: python -m pytest -q when tests/"
                         " exists; '' skips)")
-    r.add_argument("--promote", action="store_true",
+    how = r.add_mutually_exclusive_group()
+    how.add_argument("--promote", action="store_true",
                    help="let the pipeline's gate register and promote into the project's own"
                         " registry (the main branch); by default it decides against a copy")
-    r.add_argument("--deploy", action="store_true",
+    how.add_argument("--deploy", action="store_true",
                    help="as --promote, but the gate only registers: each new version then goes"
                         " through `deploy --to staging` and `deploy --to production`, each a"
                         " check of the run (the generated workflows' main branch)")
