@@ -78,7 +78,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body, poll=args.poll, log_dir=args.log_dir,
         log_max_bytes=args.log_max_bytes, log_max_files=args.log_max_files,
         allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
-        header_timeout=args.header_timeout, max_connections=args.max_connections)
+        header_timeout=args.header_timeout, max_connections=args.max_connections,
+        shadow=args.shadow, shadow_queue=args.shadow_queue)
+    if args.shadow:  # before any loading: a wrong --shadow is a usage error
+        from mlops_nb.serve.shadow import check_ref
+
+        check_ref(settings.ref, args.shadow)
     serve(settings, token=token, announce=lambda line: print(line, flush=True))
     return 0
 
@@ -126,6 +131,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--log-max-bytes", type=pos_int, default=64 * 2**20,
                    help="rotate a log file at this size (64 MiB)")
     s.add_argument("--log-max-files", type=pos_int, default=20, help="log files kept (20)")
+    s.add_argument("--shadow", metavar="REF",
+                   help="also predict every request with this version of the same model, off"
+                        " the request path, and log it beside the answer: NAME@staging"
+                        " (followed; NAME alone means it) or NAME:VERSION")
+    s.add_argument("--shadow-queue", type=pos_int, default=1000,
+                   help="requests waiting for the shadow; more are dropped, counted (1000)")
     s.set_defaults(func=cmd_serve)
     register_more(sub)
 

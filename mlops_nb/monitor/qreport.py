@@ -15,13 +15,20 @@ def _num(v: Any) -> str:
     return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
+def _shadow(v: dict[str, Any]) -> str:
+    """How a version's shadow predictions are marked (serve --shadow)."""
+    n = v.get("shadow") or 0
+    return "" if not n else ", shadow" if n == v["labelled"] else f", {n} of them shadow"
+
+
 def lines(q: dict[str, Any]) -> list[str]:
     """What `mlops-nb monitor` prints about online quality."""
     th = q["thresholds"]
     out = [f"online quality: {q['status'].upper()} ({q['labels']} label(s); at least"
            f" {th['min_labelled']} per version for a verdict)"]
     for version, v in q["versions"].items():
-        head = f"  version {version} ({v['stage']}, {v['kind']}): {v['labelled']} labelled"
+        head = f"  version {version} ({v['stage']}, {v['kind']}{_shadow(v)}):" \
+               f" {v['labelled']} labelled"
         if not v["enough"]:
             head += f", fewer than {th['min_labelled']}: no verdict"
         out.append(head)
@@ -67,7 +74,7 @@ def plot(q: dict[str, Any]) -> bytes | None:
                    [max(0.0, (m["high"] if m["high"] is not None else m["value"]) - m["value"])
                     for _, m in pts]]
             drawn = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
-                                label=f"version {version}")
+                                label=f"version {version}{_shadow(v)}")
             allowed = v["metrics"].get(name, {}).get("allowed")
             if allowed is not None:  # the worst value the version's offline one allows
                 ax.axhline(allowed, linestyle=":", color=drawn.lines[0].get_color())
@@ -100,7 +107,7 @@ def to_html(q: dict[str, Any]) -> str:
         for version, v in q["versions"].items():
             for m in v["metrics"].values():
                 parts.append(
-                    f"<tr><td>{e(str(version))} ({e(str(v['stage']))})</td>"
+                    f"<tr><td>{e(str(version))} ({e(str(v['stage']))}{e(_shadow(v))})</td>"
                     f"<td>{e(m['name'])}</td><td>{_num(m['value'])}</td>"
                     f"<td>{_num(m['low'])} to {_num(m['high'])} ({e(m['interval'])})</td>"
                     f"<td>{m['labelled']}</td><td>{_num(m['offline'])}</td>"

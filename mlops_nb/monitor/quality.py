@@ -13,7 +13,9 @@ Rules (thresholds from params.yaml, `mlops_nb: quality:`, see `thresholds`):
   error metric, rmse/mae/mse, the entry is a ceiling), or worse than the version's offline
   value by more than `max_drop` (relative: 0.05 allows 5 % below the offline accuracy, 5 %
   above the offline RMSE); the verdict is on the value itself, its interval is reported;
-- a version's `below_floor` is True when it has enough labels and a metric is breached.
+- a version's `below_floor` is True when it has enough labels and a metric is breached;
+- a shadow version's labels (serve --shadow: the label of a request joined to the shadow's
+  prediction of it) count for that version like served ones; `shadow` says how many.
 
 `online_quality` is the one call (monitor and the rollback policy use it); `evaluate` is its
 pure part.
@@ -72,6 +74,7 @@ class VersionQuality:
     windows: list[dict[str, Any]]  # {start, end, labelled, metrics: {name: {value, low, high}}}
     offline: dict[str, Any]
     offline_below_floor: bool  # an offline metric is already worse than its absolute floor
+    shadow: int = 0  # of the labelled records, those of its shadow predictions (serve --shadow)
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,8 @@ def evaluate(model: str, labels: list[dict[str, Any]], versions: Mapping[int, Ma
         off_below = offline_below_floor(offline, th)
         out[version] = VersionQuality(
             version, info.get("stage"), kind, len(rows), enough, bool(breached), breached,
-            metrics, _windows(rows, names, th), offline, off_below)
+            metrics, _windows(rows, names, th), offline, off_below,
+            sum(1 for r in rows if r.get("shadow") is True))
     status = "no_feedback" if not out else \
         "breached" if any(q.below_floor for q in out.values()) else \
         "held" if any(q.enough for q in out.values()) else "insufficient"

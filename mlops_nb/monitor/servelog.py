@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.serve.reqlog import log_files
+from mlops_nb.serve.shadow import PREFIX as SHADOW_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,8 @@ def read(folder: Path, *, version: int | None = None, since: float | None = None
             if raw is None:
                 bad.add(path, lineno, f"longer than {MAX_LINE_BYTES:,} bytes")
                 continue
-            if not raw.strip():
-                continue
+            if not raw.strip() or raw.startswith(SHADOW_PREFIX):
+                continue  # a shadow version's predictions (serve --shadow): not served
             try:
                 rec = parse(raw, kinds)
             except BadLine as exc:

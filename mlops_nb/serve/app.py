@@ -37,6 +37,7 @@ from mlops_nb.serve.holder import ModelHolder, Served
 from mlops_nb.serve.metrics import CONTENT_TYPE, Metrics
 from mlops_nb.serve.reqlog import RequestLog
 from mlops_nb.serve.schema import RequestError, RequestInvalid
+from mlops_nb.serve.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ FEEDBACK_BODY = {
 def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metrics | None = None,
                max_body: int = 2**20, token: str | None = None,
                allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
-               feedback: FeedbackStore | None = None) -> Any:
+               feedback: FeedbackStore | None = None, shadow: Shadow | None = None) -> Any:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -152,10 +153,14 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         if reqlog is not None:
             reqlog.start()
         holder.start()
+        if shadow is not None:
+            shadow.start()
         try:
             yield
         finally:
             holder.stop()
+            if shadow is not None:  # before the log stops: what it predicts is logged
+                shadow.stop()
             labels_thread.shutdown(wait=True, cancel_futures=True)
             if reqlog is not None:
                 reqlog.stop()
@@ -206,6 +211,8 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
             entry = {"ts": time.time(), "request": rid, "model": mv.name, "version": mv.version}
             if not reqlog.submit(entry, records, predictions):
                 metrics.log_dropped.inc(len(records))
+            if shadow is not None:  # after the answer is made; never waits (serve/shadow.py)
+                shadow.submit(rid, entry["ts"], records, mv.version)
         return JSONResponse({"model": mv.name, "version": mv.version, "request": rid,
                              "predictions": predictions, **extra},
                             headers={"x-request-id": rid})
@@ -246,14 +253,16 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         served = holder.current
         ok = holder.problem is None and holder.available
         return {"status": "ok" if ok else "degraded", "model": served.version.ref,
-                "reason": holder.problem, "swap_error": holder.problem}
+                "reason": holder.problem, "swap_error": holder.problem,
+                **({"shadow": shadow.describe()} if shadow is not None else {})}
 
     @app.get("/version")
     async def version() -> dict[str, Any]:
         """The served model version with its data and code hashes."""
         return {**holder.current.describe(), "swap_error": holder.swap_error,
                 "following": "pinned" if holder.pinned else holder.stage,
-                "service": f"mlops-nb {service_version}"}
+                "service": f"mlops-nb {service_version}",
+                **({"shadow": shadow.describe()} if shadow is not None else {})}
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_nb.serve import feedlog
+from mlops_nb.serve import feedlog, shadow
 from mlops_nb.serve.reqlog import RequestLog
 
 log = logging.getLogger(__name__)
@@ -200,11 +200,16 @@ class RequestIndex:
 
         self.tail = feedlog.Tail(folder, PATTERN)
         self.by_file: dict[feedlog.FileKey, dict[str, int]] = {}
+        self.shadows: dict[feedlog.FileKey, dict[str, int]] = {}  # serve --shadow lines
 
     def refresh(self) -> None:
         for key, offset, raw in self.tail.new_lines():
             match = _REQUEST.match(raw) if raw is not None else None
             if match is None:
+                sid = shadow.request_of(raw) if raw is not None else None
+                if sid is not None:
+                    ids = self.shadows.setdefault(key, {})
+                    ids[sid] = _AMBIGUOUS if sid in ids else offset
                 continue
             try:
                 rid = json.loads(b'"' + match.group(1) + b'"')
@@ -214,6 +219,19 @@ class RequestIndex:
             ids[rid] = _AMBIGUOUS if rid in ids else offset
         for key in self.tail.gone:
             self.by_file.pop(key, None)
+            self.shadows.pop(key, None)
+
+    def find_shadow(self, rid: str) -> dict[str, Any] | None:
+        """The shadow line of request `rid` (serve --shadow), if there is one usable."""
+        hits = [(key, ids[rid]) for key, ids in self.shadows.items() if rid in ids]
+        if len(hits) != 1 or hits[0][1] == _AMBIGUOUS:
+            return None
+        raw = self.tail.read_at(*hits[0])
+        try:
+            rec = json.loads(raw) if raw is not None else None
+        except (ValueError, RecursionError):
+            return None
+        return rec if isinstance(rec, dict) and rec.get("request") == rid else None
 
     def find(self, rid: str) -> dict[str, Any] | str:
         """The logged request `rid` ({ts, model, version, prediction}), or why not."""
@@ -247,8 +265,10 @@ class FeedbackStore:
 
     def __init__(self, folder: Path, name: str, target: Callable[[int], Target], *,
                  max_bytes: int = 64 * 2**20, max_files: int = 20,
-                 reqlog: RequestLog | None = None) -> None:
+                 reqlog: RequestLog | None = None,
+                 settle: Callable[[float], bool] | None = None) -> None:
         self.folder = folder
+        self.settle = settle  # waits for the shadow's predictions (serve --shadow)
         self.name = name
         self._target = target
         self._targets: dict[int, Target] = {}
@@ -299,22 +319,27 @@ class FeedbackStore:
             errors += bad
             if ok is not None:
                 checked.append((i, *ok))
+        if self.settle is not None:
+            self.settle(5.0)
         if self.reqlog is not None:
             self.reqlog.wait_written(timeout=5.0)
         with self._lock, feedlog.locked(self.folder):
             self._requests.refresh()
             self._refresh_stored()
-            lines = self._join(checked, errors, source, text_labels)
+            twins: list[str] = []
+            lines = self._join(checked, errors, source, text_labels, twins)
             if errors:
                 raise FeedbackInvalid(_cap(sorted(errors, key=_order)))
-            feedlog.append(self.folder, "".join(lines), max_bytes=self.max_bytes,
+            feedlog.append(self.folder, "".join(lines + twins), max_bytes=self.max_bytes,
                            max_files=self.max_files)
             self._refresh_stored()
         log.info("%s: stored %d label(s) (%s)", self.name, len(lines), source)
         return len(lines)
 
     def _join(self, checked: list[tuple[int, str, int, Any]], errors: list[FeedbackError],
-              source: str, text_labels: bool) -> list[str]:
+              source: str, text_labels: bool, twins: list[str]) -> list[str]:
+        """The lines of the good entries; `twins` gets each label's line for the shadow
+        version's prediction of the same record (serve --shadow), when there is one."""
         now = time.time()
         seen: dict[tuple[str, int], int] = {}
         found: dict[str, dict[str, Any] | str] = {}
@@ -353,10 +378,14 @@ class FeedbackStore:
                                             "duplicate"))
                 continue
             seen[key] = i
-            lines.append(feedlog.line({
-                "ts": now, "request": rid, "index": index, "model": rec.get("model"),
-                "version": rec["version"], "served": rec["ts"],
-                "prediction": rec["prediction"][index], "label": label, "source": source}))
+            entry = {"ts": now, "request": rid, "index": index, "model": rec.get("model"),
+                     "version": rec["version"], "served": rec["ts"],
+                     "prediction": rec["prediction"][index], "label": label, "source": source}
+            lines.append(feedlog.line(entry))
+            twin = self._requests.find_shadow(rid)
+            fields = shadow.label_line(twin, index, rec["version"]) if twin else None
+            if fields is not None:
+                twins.append(feedlog.line({**entry, **fields}))
         return lines
 
 

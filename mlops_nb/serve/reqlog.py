@@ -13,7 +13,8 @@ written (a full disk) are dropped and counted like those of a full queue (`on_dr
 /metrics counter). The log holds request data: files are 0600 in folders of mode 0700.
 
 One line per request, columnar: {"ts", "request", "model", "version", "rows", "x": {column:
-[values]}, "prediction": [values]}.
+[values]}, "prediction": [values]}; with `serve --shadow`, a shadow line per request too
+(serve/shadow.py: it starts {"shadow":true, and has no "x").
 """
 
 from __future__ import annotations
@@ -211,7 +212,11 @@ def private_dirs(folder: Path) -> None:
 
 
 def line(entry: dict[str, Any], records: list[dict[str, Any]], predictions: list[Any]) -> str:
-    """One request as a JSON line, its records as columns."""
+    """One request as a JSON line, its records as columns (a shadow prediction's line,
+    serve/shadow.py, has no `x`: the records are in the served line of its request)."""
+    if entry.get("shadow") is True:
+        return json.dumps({**entry, "rows": len(records), "prediction": predictions},
+                          separators=(",", ":"), default=str) + "\n"
     columns: dict[str, list[Any]] = {name: [] for name in (records[0] if records else {})}
     for rec in records:
         for name, value in rec.items():

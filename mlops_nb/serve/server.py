@@ -52,6 +52,8 @@ class ServeSettings:
     header_timeout: float = 10.0  # seconds for a request head to arrive
     keep_alive: float = 5.0  # seconds an idle connection is kept between requests
     max_connections: int | None = None  # None: below the descriptor limit (connection_limit)
+    shadow: str | None = None  # a second version predicting off the request path (shadow.py)
+    shadow_queue: int = 1000  # requests waiting for the shadow; more are dropped, counted
 
 
 def is_loopback(host: str) -> bool:
@@ -154,12 +156,21 @@ def build(settings: ServeSettings, token: str | None) -> Any:
     folder = log_dir(settings)
     reqlog = RequestLog(folder, max_bytes=settings.log_max_bytes,
                         max_files=settings.log_max_files, on_drop=metrics.log_dropped.inc)
+    shadow = None
+    if settings.shadow:
+        from mlops_nb.serve.shadow import Shadow, check_ref
+
+        shadow = Shadow(registry, check_ref(settings.ref, settings.shadow), reqlog,
+                        metrics_registry=metrics.registry, queue_size=settings.shadow_queue,
+                        max_rows=settings.max_rows, poll=settings.poll)
     labels = FeedbackStore(folder, holder.name,
                            registry_target(registry, holder.name, lambda: holder.current),
                            max_bytes=settings.log_max_bytes,
-                           max_files=settings.log_max_files, reqlog=reqlog)
+                           max_files=settings.log_max_files, reqlog=reqlog,
+                           settle=shadow.wait_settled if shadow else None)
     return create_app(holder, reqlog=reqlog, metrics=metrics, max_body=settings.max_body,
-                      token=token, allowed_hosts=hosts(settings), feedback=labels)
+                      token=token, allowed_hosts=hosts(settings), feedback=labels,
+                      shadow=shadow)
 
 
 def _where(settings: ServeSettings) -> str:
