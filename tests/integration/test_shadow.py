@@ -165,6 +165,26 @@ def test_labels_give_the_shadow_version_its_online_quality(root, server, tmp_pat
     assert "(staging, shadow)" in (tmp_path / "report/monitor.html").read_text()
 
 
+def test_bulk_labels_are_joined_to_the_shadow_predictions_too(root, server, tmp_path):
+    import pandas as pd
+
+    recs, truth = iris(3)
+    out = predict(server, recs)
+    assert wait_for(lambda: out["request"] in shadow_lines(root))
+    shadowed = shadow_lines(root)[out["request"]]
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"request": [out["request"]] * 3, "index": [0, 1, 2],
+                  "label": truth}).to_csv(csv, index=False)
+    res = sh([sys.executable, "-m", "mlops_nb", "feedback", str(csv)], root)
+    assert "stored 3 label(s)" in res.stdout
+    folder = root / ".mlops_nb/serving/iris"
+    mine = [json.loads(x) for p in folder.glob("feedback*.jsonl")
+            for x in p.read_text().splitlines() if out["request"] in x]
+    twins = sorted((x["index"], x["prediction"], x["label"]) for x in mine if x.get("shadow"))
+    assert twins == [(i, shadowed["prediction"][i], truth[i]) for i in range(3)]
+    assert {x["version"] for x in mine} == {1, shadowed["version"]} and len(mine) == 6
+
+
 def test_a_failing_shadow_never_changes_an_answer_and_health_says_why(root, server):
     """No staging version, then a damaged one, then one that raises on every record: the
     answers and their status stay those of version 1 alone, /health stays ok and says the
