@@ -3,7 +3,8 @@ path, and its predictions go to the serving log beside the real ones.
 
 `mlops-nb serve NAME@production --shadow NAME@staging` answers every /predict with the served
 version as always; after the answer is computed, the request's records are handed to a
-bounded queue (`put_nowait`) and one shadow thread predicts them with the shadow version (a
+bounded queue (`put_nowait`) and one shadow thread predicts them (what has queued up meanwhile
+in one call, up to MAX_BATCH requests) with the shadow version (a
 second ModelHolder: it follows the staging stage as the served one follows production, or
 stays on a pinned `NAME:VERSION`). Its predictions are written to the same serving log
 (serve/reqlog.py: bounded, rotated) as one line per request marked shadow:
@@ -43,6 +44,7 @@ from mlops_nb.serve.reqlog import RequestLog
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = 1000  # requests waiting for the shadow
+MAX_BATCH = 64  # queued requests the shadow predicts in one call
 PREFIX = b'{"shadow":true,'  # how every shadow line of the serving log starts
 _LINE = re.compile(rb'\{"shadow":true,"ts":[-+0-9.eE]+,"request":"((?:[^"\\\n]|\\.)*)",')
 OUTCOMES = ("predicted", "queue_full", "failed", "unavailable", "same_version", "log_full")
@@ -231,47 +233,63 @@ class Shadow:
                 self._load()
                 tried = time.monotonic()
             try:
-                item = self._queue.get(timeout=self.poll)
+                first = self._queue.get(timeout=self.poll)
             except queue.Empty:
                 if self._stop.is_set():
                     return
                 continue
-            try:
+            batch = [first] if first is not None else []
+            while len(batch) < MAX_BATCH:  # what waits is predicted in one call
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
                 if item is not None:
-                    self._shadow(*item)
+                    batch.append(item)
+            try:
+                if batch:
+                    self._shadow(batch)
             except Exception as exc:  # noqa: BLE001 - the shadow thread outlives every error
                 log.error("shadow %s: %s", self.ref, exc)
             finally:
                 with self._settled:
-                    self._done += 1
+                    self._done += len(batch) + (first is None)
                     self._settled.notify_all()
 
-    def _shadow(self, rid: str, ts: float, records: list[dict[str, Any]],
-                served_version: int) -> None:
+    def _shadow(self, batch: list[_Item]) -> None:
+        rows = sum(len(item[2]) for item in batch)
         with self.busy:
             h = self.holder
             if h is None or not h.available:
-                self._count("unavailable", len(records))
+                self._count("unavailable", rows)
                 return
             served = h.current
             mv = served.version
-            if mv.version == served_version:
-                self._count("same_version", len(records))
+            same = [item for item in batch if item[3] == mv.version]
+            if same:
+                self._count("same_version", sum(len(item[2]) for item in same))
+                batch = [item for item in batch if item[3] != mv.version]
+                rows = sum(len(item[2]) for item in batch)
+            if not batch:
                 return
             try:
-                predictions = predict(served, records)
+                predictions = predict(served, [r for item in batch for r in item[2]])
             except Exception as exc:  # noqa: BLE001 - a shadow that raises changes nothing
                 text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 why = public(f"shadow {mv.ref} failed to predict ({text})", self.registry)
                 if why != self._predict_problem:
                     log.error("%s", why)
                 self._predict_problem = why
-                self._count("failed", len(records))
+                self._count("failed", rows)
                 return
             self._predict_problem = None
-        entry = {"shadow": True, "ts": ts, "request": rid, "model": mv.name,
-                 "version": mv.version, "served_version": served_version}
-        if self.reqlog.submit(entry, records, predictions):
-            self._count("predicted", len(records))
-        else:
-            self._count("log_full", len(records))
+        at = 0
+        for rid, ts, records, served_version in batch:
+            entry = {"shadow": True, "ts": ts, "request": rid, "model": mv.name,
+                     "version": mv.version, "served_version": served_version}
+            mine = predictions[at:at + len(records)]
+            at += len(records)
+            if self.reqlog.submit(entry, records, mine):
+                self._count("predicted", len(records))
+            else:
+                self._count("log_full", len(records))

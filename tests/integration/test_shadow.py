@@ -236,8 +236,8 @@ def test_a_failing_shadow_never_changes_an_answer_and_health_says_why(root, serv
 
 def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(root, tmp_path):
     """A real server whose shadow is held busy (its own lock) with room for 2 requests: 12
-    requests are all answered at once; the shadow predicts those it had room for and counts
-    the rest as dropped, in /metrics too."""
+    requests are all answered at once; the shadow predicts those it had room for (in one
+    call) and counts the rest as dropped, in /metrics too."""
     import uvicorn
 
     from mlops_nb.serve.app import create_app
@@ -267,7 +267,9 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(root, tmp_path):
                     r = c.post("/predict", json={"records": recs})
                     assert r.status_code == 200 and r.json()["version"] == 1
                 dropped = shadow.counts["queue_full"]
-                assert dropped in (18, 20), shadow.counts  # 9 or 10 requests of 2 records
+                # the shadow took 1 to 3 requests before it blocked, the queue 2 more: of
+                # 12 requests of 2 records, 7 to 9 dropped
+                assert 14 <= dropped <= 18 and dropped % 2 == 0, shadow.counts
             assert shadow.wait_settled(30)
             assert shadow.counts["predicted"] + dropped == 24 and shadow.counts["failed"] == 0
             text = c.get("/metrics").text
