@@ -317,3 +317,28 @@ def test_the_cli_refuses_a_shadow_of_another_model_before_loading(root):
     res = serve_cli(root, "iris", "--shadow", "wine@staging", "--port", str(free_port()))
     assert res.returncode == 2, res.stderr
     assert "the shadow must be a version of the served model 'iris'" in res.stderr
+
+
+def test_a_request_answered_by_the_shadowed_version_itself_is_not_shadowed(root, tmp_path):
+    """`--shadow iris:1` while version 1 serves (e.g. after a promotion): the same
+    predictions would count twice in online quality, so that request gets no shadow line."""
+    from mlops_nb.serve.reqlog import RequestLog
+    from mlops_nb.serve.shadow import Shadow
+
+    reqlog = RequestLog(tmp_path / "log")
+    reqlog.start()
+    shadow = Shadow(Registry(default_root(root)), "iris:1", reqlog, poll=0.1)
+    shadow.start()
+    try:
+        recs, _ = iris(3)
+        assert shadow.submit("served-by-1", time.time(), recs, 1)
+        assert shadow.submit("served-by-2", time.time(), recs, 2)
+        assert shadow.wait_settled(30)
+    finally:
+        shadow.stop()
+        reqlog.stop()
+    assert shadow.counts["same_version"] == 3 and shadow.counts["predicted"] == 3
+    logged = [json.loads(x) for p in (tmp_path / "log").glob("requests-*.jsonl")
+              for x in p.read_text().splitlines()]
+    assert [(x["request"], x["version"], x["served_version"]) for x in logged] == [
+        ("served-by-2", 1, 2)]
