@@ -51,10 +51,29 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _ranged(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: a finite number from `low` to `high`."""
+    def parse(text: str) -> Any:
+        import math
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text!r}: use a value from {low:g} to {high:g}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} from {low:g} to {high:g}"
+    return parse
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    from mlops_nb.serve.batching import check as check_batching
+    from mlops_nb.serve.runtime import check_choice
     from mlops_nb.serve.server import (
         TOKEN_ENV,
         ServeSettings,
@@ -71,6 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f" --token-file or ${TOKEN_ENV}", file=sys.stderr)
     token = token or os.environ.get(TOKEN_ENV) or None
     check_binding(args.host, token)  # before any loading
+    check_choice(args.runtime)
+    check_batching(args.batch_max_records, args.batch_max_wait_ms)
     root = _root(args)
     settings = ServeSettings(
         root=str(root), ref=_model(args, root), host=args.host, port=args.port,
@@ -79,7 +100,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_max_bytes=args.log_max_bytes, log_max_files=args.log_max_files,
         allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
         header_timeout=args.header_timeout, max_connections=args.max_connections,
-        shadow=args.shadow, shadow_queue=args.shadow_queue)
+        shadow=args.shadow, shadow_queue=args.shadow_queue,
+        runtime=args.runtime, batch_max_records=args.batch_max_records,
+        batch_max_wait_ms=args.batch_max_wait_ms)
     if args.shadow:  # before any loading: a wrong --shadow is a usage error
         from mlops_nb.serve.shadow import check_ref
 
@@ -127,6 +150,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="seconds a client has to send a request's headers (10)")
     s.add_argument("--max-connections", type=pos_int,
                    help="open connections per process (default: below the descriptor limit)")
+    s.add_argument("--runtime", choices=("auto", "sklearn", "onnx"), default="auto",
+                   help="what computes predictions: onnx (the version's checked ONNX export,"
+                        " `mlops-nb export onnx`; refused without one), sklearn, or auto"
+                        " (onnx when the version has a checked export and onnxruntime is"
+                        " installed; the default)")
+    s.add_argument("--batch-max-records", type=_ranged(int, 1, 100_000), default=1000,
+                   metavar="N", help="records predicted in one model call when concurrent"
+                                     " requests are batched (1000; 1: no batching)")
+    s.add_argument("--batch-max-wait-ms", type=_ranged(float, 0.001, 1000), default=2.0,
+                   metavar="MS", help="longest a request waits for others to join its batch"
+                                      " (2; it never waits when no other is on its way)")
     s.add_argument("--log-dir", help="serving log folder (default .mlops_nb/serving/NAME)")
     s.add_argument("--log-max-bytes", type=pos_int, default=64 * 2**20,
                    help="rotate a log file at this size (64 MiB)")

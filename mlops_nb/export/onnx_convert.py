@@ -1,11 +1,13 @@
 """A fitted scikit-learn model as ONNX, computing what scikit-learn computes.
 
 Rule: the graph takes one input per column of the version's training sample, with its type,
-as the service takes records. Preprocessing runs in float64, as scikit-learn runs it; the
-last estimator gets its features cast to float32, as scikit-learn's trees cast them, so a
-value near a split goes the same way in both. FunctionTransformers of the numpy functions
-that have an ONNX operator (log, log1p, exp, sqrt, abs, diff along the columns, identity)
-convert; any other function is refused naming the step, never guessed.
+as the service takes records. Preprocessing runs in float64, as scikit-learn runs it; a tree
+or forest gets its features cast to float32 and back, as scikit-learn's trees cast them (so a
+value near a split goes the same way in both) and the estimator computes in float64 (its
+thresholds and sums over trees), as scikit-learn does; a converter that knows only float32
+gets float32. The estimator's input is the graph value FEATURES. FunctionTransformers of
+the numpy functions that have an ONNX operator (log, log1p, exp, sqrt, abs, diff along the
+columns, identity) convert; any other function is refused naming the step, never guessed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from mlops_nb.errors import ExportError
 
 OPSET = {"": 17, "ai.onnx.ml": 3}
+FEATURES = "features"  # the last estimator's input (the service checks it is finite)
 
 
 def _step_name(model: Any, part: Any) -> str:
@@ -99,6 +102,7 @@ def convert(model: Any, sample: Any) -> Any:
     head = model[:-1] if steps and len(steps) > 1 else None
     last = model[-1] if steps else model
     options = {id(last): {"zipmap": False}} if hasattr(last, "predict_proba") else None
+    trees = _casts_to_float32(last)
     try:
         if head is None:
             features = frame.to_numpy(dtype=np.float64)
@@ -106,28 +110,56 @@ def convert(model: Any, sample: Any) -> Any:
         else:
             pre = to_onnx(head, frame, target_opset=OPSET)
             features = np.asarray(head.transform(frame), dtype=np.float64)
-        est = to_onnx(last, features.astype(np.float32), options=options, target_opset=OPSET)
+        if trees:  # the float32 values scikit-learn's trees compare, held in float64
+            features = features.astype(np.float32).astype(np.float64)
+        try:  # in float64, as scikit-learn computes (sums over trees, linear models)
+            est, double = to_onnx(last, features, options=options, target_opset=OPSET), True
+        except (MissingShapeCalculator, RuntimeError, TypeError, ValueError,
+                NotImplementedError):  # a converter that only knows float32
+            est = to_onnx(last, features.astype(np.float32), options=options,
+                          target_opset=OPSET)
+            double = False
     except (ExportError, MissingShapeCalculator, RuntimeError, TypeError, ValueError,
             NotImplementedError) as exc:
         bad = _unconvertible(model, exc)
         raise ExportError(None, f"{bad} cannot be converted to ONNX by skl2onnx:"
                           f" {str(exc).splitlines()[0][:300]}") from None
     if pre is None:
-        return _with_inputs(est, frame)
+        pre = _concat_inputs(frame)
     out = pre.graph.output[0]
-    cast = helper.make_node("Cast", [out.name], ["features_f32"],
-                            to=onnx.TensorProto.FLOAT, name="to_float32")
-    pre.graph.node.append(cast)
+    pre.graph.node.extend(_feature_nodes(out.name, trees=trees, double=double))
     shape = [d.dim_value or d.dim_param or None for d in out.type.tensor_type.shape.dim]
     pre.graph.output.pop()
     pre.graph.output.append(helper.make_tensor_value_info(
-        "features_f32", onnx.TensorProto.FLOAT, shape))
+        FEATURES, onnx.TensorProto.DOUBLE if double else onnx.TensorProto.FLOAT, shape))
     est = compose.add_prefix(est, "est_")
     _same_opsets(pre, est)
-    merged = compose.merge_models(pre, est,
-                                  io_map=[("features_f32", est.graph.input[0].name)])
+    merged = compose.merge_models(pre, est, io_map=[(FEATURES, est.graph.input[0].name)])
     onnx.checker.check_model(merged)
     return merged
+
+
+def _casts_to_float32(estimator: Any) -> bool:
+    """Whether scikit-learn casts the estimator's input to float32 (its trees and the
+    ensembles of trees do; HistGradientBoosting bins float64 values itself)."""
+    module = type(estimator).__module__
+    return module.startswith(("sklearn.tree", "sklearn.ensemble._forest",
+                              "sklearn.ensemble._gb", "sklearn.ensemble._iforest"))
+
+
+def _feature_nodes(source: str, *, trees: bool, double: bool) -> list[Any]:
+    """Nodes from the preprocessing's float64 output to the last estimator's input
+    FEATURES: through float32 for trees (as scikit-learn casts), then in the estimator's
+    type."""
+    import onnx
+    from onnx import helper
+
+    dbl, flt = onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT
+    if trees and double:
+        return [helper.make_node("Cast", [source], ["features_f32"], to=flt, name="to_f32"),
+                helper.make_node("Cast", ["features_f32"], [FEATURES], to=dbl, name="as_f64")]
+    return [helper.make_node("Cast", [source], [FEATURES], to=dbl if double else flt,
+                             name="to_estimator_type")]
 
 
 def _same_opsets(*models: Any) -> None:
@@ -145,24 +177,19 @@ def _same_opsets(*models: Any) -> None:
         m.ir_version = ir
 
 
-def _with_inputs(est: Any, frame: Any) -> Any:
-    """A bare estimator: one input per column, concatenated and cast as scikit-learn does."""
+def _concat_inputs(frame: Any) -> Any:
+    """A bare estimator's preprocessing: one input per column, concatenated in float64."""
     import onnx
-    from onnx import compose, helper
+    from onnx import helper
 
     inputs = [helper.make_tensor_value_info(str(c), onnx.TensorProto.DOUBLE, [None, 1])
               for c in frame.columns]
     nodes = [helper.make_node("Concat", [str(c) for c in frame.columns], ["features_f64"],
-                              axis=1),
-             helper.make_node("Cast", ["features_f64"], ["features_f32"],
-                              to=onnx.TensorProto.FLOAT)]
+                              axis=1)]
     graph = helper.make_graph(nodes, "inputs", inputs, [helper.make_tensor_value_info(
-        "features_f32", onnx.TensorProto.FLOAT, [None, len(frame.columns)])])
-    pre = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v)
-                                                  for d, v in OPSET.items()])
-    est = compose.add_prefix(est, "est_")
-    _same_opsets(pre, est)
-    return compose.merge_models(pre, est, io_map=[("features_f32", est.graph.input[0].name)])
+        "features_f64", onnx.TensorProto.DOUBLE, [None, len(frame.columns)])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v)
+                                                   for d, v in OPSET.items()])
 
 
 def _unconvertible(model: Any, exc: Exception) -> str:

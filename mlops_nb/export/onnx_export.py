@@ -3,13 +3,13 @@
 The model (preprocessing included) is converted (`onnx_convert`) and run with onnxruntime on
 the version's stored training sample; it is kept only when every row gets the same class as
 the registered model and every probability (or regression output) is within the tolerance:
-absolute 1e-4 plus relative 1e-4. The tolerance is float32's: the last estimator computes in
-float32 on both sides (scikit-learn casts a tree's input to float32 too), so what remains is
-float32 rounding in sums over trees (~1e-6 for 100 trees), far below 1e-4; a real difference
-(a path flipped, a transformer computing another thing) is far above it. Nothing is written
-when the check fails. The file goes to `NAME-V.onnx` (in --output), and beside the version in
-the registry as `model.onnx` with `onnx.json` (its sha256, opsets, the check's figures), which
-`models show` lists and `serve --runtime onnx` requires.
+absolute 1e-4 plus relative 1e-4. The tolerance is float32's: ONNX's tree ensembles give
+their probabilities as float32 (computed in float64 from the float32-cast features, as
+scikit-learn computes them), so what remains is float32 rounding (~5e-8), far below 1e-4; a
+real difference (a path flipped, a transformer computing another thing) is far above it.
+Nothing is written when the check fails. The file goes to `NAME-V.onnx` (in --output), and
+beside the version in the registry as `model.onnx` with `onnx.json` (its sha256, opsets,
+the check's figures), which `models show` lists and `serve --runtime onnx` requires.
 """
 
 from __future__ import annotations

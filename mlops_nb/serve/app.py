@@ -19,6 +19,7 @@ own, so labels never hold the threads /predict uses.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -26,10 +27,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from mlops_nb.errors import MlopsNbError
+from mlops_nb.serve.batching import Batcher, BatchSettings, predict_together
 from mlops_nb.serve.feedback import FeedbackInvalid, FeedbackStore
 from mlops_nb.serve.feedlog import valid_id
 from mlops_nb.serve.guard import LOOPBACK_HOSTS, Guard
@@ -53,27 +54,17 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _frame(served: Served, records: list[dict[str, Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame.from_records(records, columns=served.request.columns)
-
-
 def predict_records(served: Served, records: list[dict[str, Any]]) -> list[Any]:
     """The model's predictions for validated records; RequestInvalid naming the records the
     model cannot take (found by predicting them one by one, only on failure)."""
-    import numpy as np
-
     try:
-        with np.errstate(all="ignore"):
-            return served.model.predict(_frame(served, records)).tolist()  # type: ignore
+        return served.runtime.predict(records)
     except (ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     errors = []
     for i, rec in enumerate(records):
         try:
-            with np.errstate(all="ignore"):
-                served.model.predict(_frame(served, [rec]))
+            served.runtime.predict([rec])
         except (ValueError, TypeError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             errors.append(RequestError(i, None, f"record {i}: the model cannot predict it"
@@ -101,10 +92,18 @@ def probabilities(served: Served, records: list[dict[str, Any]]) -> dict[str, An
         raise RequestInvalid([RequestError(None, "proba", f"{served.version.ref} gives no class"
                                                           " probabilities (not a classifier)",
                                            "proba_unavailable")])
-    with np.errstate(all="ignore"):
-        proba = served.model.predict_proba(_frame(served, records))
+    proba = served.runtime.proba(records)
+    # float32 values (what ONNX gives) to 6 decimals: the same JSON from either runtime
     return {"classes": [c.item() if hasattr(c, "item") else c for c in classes],
-            "probabilities": np.round(np.asarray(proba, dtype=float), 6).tolist()}
+            "probabilities": np.round(np.asarray(proba, dtype=np.float32).astype(np.float64),
+                                      6).tolist()}
+
+
+def _alone(served: Served, records: list[dict[str, Any]], proba: bool
+           ) -> tuple[list[Any], dict[str, Any]]:
+    """One request's predictions (and probabilities if asked), on its own."""
+    predictions = predict_records(served, records)
+    return predictions, probabilities(served, records) if proba else {}
 
 
 def _wants_proba(request: Request) -> bool:
@@ -138,7 +137,8 @@ FEEDBACK_BODY = {
 def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metrics | None = None,
                max_body: int = 2**20, token: str | None = None,
                allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
-               feedback: FeedbackStore | None = None, shadow: Shadow | None = None) -> Any:
+               feedback: FeedbackStore | None = None, shadow: Shadow | None = None,
+               batching: BatchSettings | None = None) -> Any:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -147,6 +147,9 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
     # feedback waits on the feedback lock and the serving log: on a thread of its own,
     # never on the pool that /predict parses and predicts in
     labels_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-feedback")
+    batcher = Batcher(batching or BatchSettings(), alone=_alone,
+                      together=functools.partial(predict_together,
+                                                 probabilities=probabilities))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -158,6 +161,7 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         try:
             yield
         finally:
+            batcher.stop()
             holder.stop()
             if shadow is not None:  # before the log stops: what it predicts is logged
                 shadow.stop()
@@ -177,13 +181,6 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
 
     body_schema = holder.current.request.json_schema()
 
-    def work(served: Served, body: bytes, proba: bool) -> tuple[list[dict[str, Any]],
-                                                                 list[Any], dict[str, Any]]:
-        records, asked = served.request.parse_request(body)
-        predictions = predict_records(served, records)
-        extra = probabilities(served, records) if (asked or proba) else {}
-        return records, predictions, extra
-
     @app.post("/predict", openapi_extra={
         "requestBody": {"required": True,
                         "content": {"application/json": {"schema": body_schema}}},
@@ -202,7 +199,8 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
             return JSONResponse({"detail": holder.problem}, status_code=503)
         proba = _wants_proba(request)
         body = await request.body()
-        records, predictions, extra = await run_in_threadpool(work, served, body, proba)
+        # validated alone, predicted with concurrent requests (batching.py)
+        records, (predictions, extra) = await batcher.answer(served, body, proba)
         mv = served.version
         metrics.records.inc(len(records))
         metrics.count_predictions(mv.name, mv.version, predictions, classes_of(served))
@@ -261,6 +259,7 @@ def create_app(holder: ModelHolder, *, reqlog: RequestLog | None, metrics: Metri
         """The served model version with its data and code hashes."""
         return {**holder.current.describe(), "swap_error": holder.swap_error,
                 "following": "pinned" if holder.pinned else holder.stage,
+                "batching": batcher.describe(),
                 "service": f"mlops-nb {service_version}",
                 **({"shadow": shadow.describe()} if shadow is not None else {})}
 

@@ -32,6 +32,7 @@ from typing import Any
 from mlops_nb.errors import RegistryError
 from mlops_nb.guards.registry import ModelVersion, Registry, parse_ref, schema_of
 from mlops_nb.guards.validation import schema as schema_mod
+from mlops_nb.serve.runtime import Runtime, make
 from mlops_nb.serve.schema import DEFAULT_MAX_ROWS, RequestSchema
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,12 @@ class Served:
     version: ModelVersion
     model: Any
     request: RequestSchema
+    runtime: Runtime  # what computes the answers: scikit-learn or the checked ONNX export
 
     def describe(self) -> dict[str, Any]:
         info = self.version.info
         return {"model": self.version.name, "version": self.version.version,
+                "runtime": self.runtime.name,
                 "stage": self.version.stage, "created": self.version.created,
                 "sha256": info.get("sha256"), "metrics": self.version.metrics,
                 "data": info.get("data", {}), "code": info.get("code", {}),
@@ -56,9 +59,9 @@ class Served:
 
 
 def load(registry: Registry, mv: ModelVersion, *, schema: schema_mod.Schema | None = None,
-         max_rows: int = DEFAULT_MAX_ROWS) -> Served:
-    """A servable version: one the registry made, its model (hash-checked, never a pickle)
-    and its request schema."""
+         max_rows: int = DEFAULT_MAX_ROWS, runtime: str = "sklearn") -> Served:
+    """A servable version: one the registry made, its model (hash-checked, never a pickle),
+    its request schema and the runtime chosen for it (runtime.make)."""
     if not registry.is_registered(mv):
         raise RegistryError(f"{mv.ref} is not a version this registry's register() made (not"
                             " in its record: copied or planted in?); refusing to serve it."
@@ -71,7 +74,8 @@ def load(registry: Registry, mv: ModelVersion, *, schema: schema_mod.Schema | No
     model = registry.load_model(mv.name, mv.version)
     if not hasattr(model, "predict"):
         raise RegistryError(f"{mv.ref} is a {type(model).__name__}, which has no predict()")
-    return Served(mv, model, RequestSchema(data_schema, max_rows))
+    return Served(mv, model, RequestSchema(data_schema, max_rows),
+                  make(runtime, mv.ref, mv.path, model, data_schema))
 
 
 def public(text: str, registry: Registry) -> str:
@@ -86,13 +90,15 @@ class ModelHolder:
     """The served model of `ref` ('iris', 'iris@production' or 'iris:3')."""
 
     def __init__(self, registry: Registry, ref: str, *, schema: schema_mod.Schema | None = None,
-                 max_rows: int = DEFAULT_MAX_ROWS, poll: float = 1.0) -> None:
+                 max_rows: int = DEFAULT_MAX_ROWS, poll: float = 1.0,
+                 runtime: str = "sklearn") -> None:
         self.registry = registry
         self.name, which = parse_ref(ref)
         self.pinned = which not in (None, "production", "staging")
         self.stage = which if which == "staging" else "production"  # the stage followed
         self._schema = schema
         self._max_rows = max_rows
+        self.runtime = runtime  # the choice (auto, sklearn, onnx), made again for each version
         self.poll = poll
         self.problem: str | None = None  # why the service is degraded (no absolute paths)
         self.available = True  # False: no production version left, predictions refused
@@ -105,7 +111,7 @@ class ModelHolder:
                 raise RegistryError(f"model '{self.name}' has no {self.stage} version"
                                     + (f" ({'; '.join(notes)})" if notes else ""))
         assert mv is not None
-        self.current = load(registry, mv, schema=schema, max_rows=max_rows)
+        self.current = load(registry, mv, schema=schema, max_rows=max_rows, runtime=runtime)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._checking = threading.Lock()
@@ -180,7 +186,8 @@ class ModelHolder:
             self._say([*problems, failed[1]])
             return False
         try:
-            served = load(self.registry, mv, schema=self._schema, max_rows=self._max_rows)
+            served = load(self.registry, mv, schema=self._schema, max_rows=self._max_rows,
+                          runtime=self.runtime)
         except Exception as exc:  # noqa: BLE001 - whatever breaks the load, keep serving
             why = f"{mv.ref} failed to load ({exc}); still serving {now.ref}"
             self._failed[mv.ref] = (time.monotonic(), why)

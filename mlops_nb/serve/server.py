@@ -54,6 +54,9 @@ class ServeSettings:
     max_connections: int | None = None  # None: below the descriptor limit (connection_limit)
     shadow: str | None = None  # a second version predicting off the request path (shadow.py)
     shadow_queue: int = 1000  # requests waiting for the shadow; more are dropped, counted
+    runtime: str = "auto"  # auto, sklearn or onnx (runtime.py)
+    batch_max_records: int = 1000  # records in one model call (batching.py)
+    batch_max_wait_ms: float = 2.0  # longest a request waits for others to join its batch
 
 
 def is_loopback(host: str) -> bool:
@@ -142,6 +145,7 @@ def build(settings: ServeSettings, token: str | None) -> Any:
     from mlops_nb.guards.registry import Registry, default_root
     from mlops_nb.guards.validation import schema as schema_mod
     from mlops_nb.serve.app import create_app
+    from mlops_nb.serve.batching import BatchSettings
     from mlops_nb.serve.feedback import FeedbackStore, registry_target
     from mlops_nb.serve.holder import ModelHolder
     from mlops_nb.serve.metrics import Metrics
@@ -151,7 +155,8 @@ def build(settings: ServeSettings, token: str | None) -> Any:
     schema = schema_mod.load(Path(settings.schema)) if settings.schema else None
     registry = Registry(default_root(root))
     holder = ModelHolder(registry, settings.ref, schema=schema,
-                         max_rows=settings.max_rows, poll=settings.poll)
+                         max_rows=settings.max_rows, poll=settings.poll,
+                         runtime=settings.runtime)
     metrics = Metrics()
     folder = log_dir(settings)
     reqlog = RequestLog(folder, max_bytes=settings.log_max_bytes,
@@ -170,7 +175,9 @@ def build(settings: ServeSettings, token: str | None) -> Any:
                            settle=shadow.wait_settled if shadow else None)
     return create_app(holder, reqlog=reqlog, metrics=metrics, max_body=settings.max_body,
                       token=token, allowed_hosts=hosts(settings), feedback=labels,
-                      shadow=shadow)
+                      shadow=shadow,
+                      batching=BatchSettings(settings.batch_max_records,
+                                             settings.batch_max_wait_ms))
 
 
 def _where(settings: ServeSettings) -> str:
