@@ -144,6 +144,8 @@ class OnnxRuntime:
         for c in list(classes) if classes is not None else []:
             native = c.item() if hasattr(c, "item") else c
             self._classes[_key(native)] = native
+        self._same_labels = bool(self._classes) and all(
+            type(k) is int and type(v) is int for k, v in self._classes.items())
 
     def _feeds(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         if self._all_double:
@@ -166,8 +168,11 @@ class OnnxRuntime:
         if not self.classifier:  # float32 outputs, within the export's checked tolerance
             out = np.asarray(labels, dtype=np.float64)
             return (out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out).tolist()  # type: ignore[no-any-return]
+        values = np.asarray(labels).ravel().tolist()
+        if self._same_labels:  # int classes: ONNX's int64 labels are the model's values
+            return values  # type: ignore[no-any-return]
         lookup = self._classes
-        return [lookup.get(_key(v), v) for v in np.asarray(labels).ravel().tolist()]
+        return [lookup.get(_key(v), v) for v in values]
 
     def proba(self, records: list[dict[str, Any]]) -> Any:
         if self._proba is None:
