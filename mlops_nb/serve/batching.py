@@ -115,14 +115,16 @@ class Batcher:
             self._wake.set()
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._task is None or self._task.done():
+        """One dispatcher per event loop (an app served again, or tested, gets a new one)."""
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._run(), name="mlops-nb-batcher")
 
     def stop(self) -> None:
+        """Stop the dispatcher; a model call under way finishes in its thread."""
         if self._task is not None:
             self._task.cancel()
-        self._model.shutdown(wait=False, cancel_futures=True)
+            self._task = None
 
     async def _run(self) -> None:
         assert self._wake is not None
