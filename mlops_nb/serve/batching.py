@@ -7,7 +7,9 @@ the same served version (a request over the limit goes alone, never split), and 
 gets the predictions of its own records back (and its probabilities if it asked). While a
 call runs, new requests queue, so batches grow with the load by themselves; when the model is
 free, a request waits for others only while another request is on its way (being validated),
-and never longer than `max_wait_ms`; alone, it goes at once.
+or, when model calls take longer than the wait, while fewer requests are queued than were in
+the service at once during the last call (their clients are sending the next ones), and never
+longer than `max_wait_ms`; alone, or with fast model calls, it goes at once.
 
 When the model call fails for the batch (a record the model cannot take), every request of
 the batch is predicted again alone (app.predict_records), so only the request holding the bad
@@ -77,6 +79,9 @@ class Batcher:
         self._together = together  # several: their answers, or any exception for the batch
         self._queue: list[_Item] = []
         self._arriving = 0  # requests being validated in the thread pool right now
+        self._inside = 0  # requests between arrival and answer
+        self._peak = 0  # most requests inside at once since the last model call started
+        self._last_call = 0.0  # seconds the last model call took
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._model = concurrent.futures.ThreadPoolExecutor(1, "mlops-nb-model")
@@ -86,6 +91,14 @@ class Batcher:
     async def answer(self, served: Any, body: bytes, proba: bool) -> tuple[Records, Answer]:
         """Validate `body` (RequestInvalid for its own errors), then predict its records with
         whatever else is queued; returns its records and its answer."""
+        self._inside += 1
+        self._peak = max(self._peak, self._inside)
+        try:
+            return await self._answer(served, body, proba)
+        finally:
+            self._inside -= 1
+
+    async def _answer(self, served: Any, body: bytes, proba: bool) -> tuple[Records, Answer]:
         from fastapi.concurrency import run_in_threadpool
 
         if len(body) <= INLINE_BODY:
@@ -137,8 +150,11 @@ class Batcher:
             await asyncio.sleep(0)  # let requests read in this loop turn queue up too
             await self._gather()
             batch = self._take()
+            self._peak = self._inside
+            started = time.perf_counter()
             try:
                 answers = await loop.run_in_executor(self._model, self._predict, batch)
+                self._last_call = time.perf_counter() - started
             except BaseException as exc:  # noqa: BLE001 - every caller hears of it
                 for item in batch:
                     if not item.future.done():
@@ -155,11 +171,16 @@ class Batcher:
                     item.future.set_result(got)
 
     async def _gather(self) -> None:
-        """Wait, up to max_wait_ms after the oldest queued request arrived, while other
-        requests are being validated and the batch is not full."""
+        """Wait, up to max_wait_ms after the oldest queued request arrived, for the batch to
+        fill: while another request is being validated, or, when the model's calls take
+        longer than the wait (a wait then costs less than a call), while fewer requests are
+        queued than were in the service at once during the last call (their clients answered
+        and are sending the next ones). Never when the batch is full."""
         assert self._wake is not None
-        limit = self._queue[0].arrived + self.settings.max_wait_ms / 1000
-        while self._arriving and self._queued() < self.settings.max_records:
+        wait = self.settings.max_wait_ms / 1000
+        limit = self._queue[0].arrived + wait
+        while self._queued() < self.settings.max_records and (
+                self._arriving or (self._last_call > wait and len(self._queue) < self._peak)):
             left = limit - time.perf_counter()
             if left <= 0:
                 return
