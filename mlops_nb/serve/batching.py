@@ -9,7 +9,8 @@ call runs, new requests queue, so batches grow with the load by themselves; when
 free, a request waits for others only while another request is on its way (being validated),
 or, when model calls take longer than the wait, while fewer requests are queued than were in
 the service at once during the last call (their clients are sending the next ones), and never
-longer than `max_wait_ms`; alone, or with fast model calls, it goes at once.
+longer than `max_wait_ms` once the model is free; alone, or with fast model calls, it goes at
+once.
 
 When the model call fails for the batch (a record the model cannot take), every request of
 the batch is predicted again alone (app.predict_records), so only the request holding the bad
@@ -23,7 +24,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mlops_nb.errors import UsageError
@@ -65,7 +66,6 @@ class _Item:
     records: Records
     proba: bool
     future: asyncio.Future[Answer]
-    arrived: float = field(default_factory=time.perf_counter)
 
 
 class Batcher:
@@ -171,14 +171,16 @@ class Batcher:
                     item.future.set_result(got)
 
     async def _gather(self) -> None:
-        """Wait, up to max_wait_ms after the oldest queued request arrived, for the batch to
-        fill: while another request is being validated, or, when the model's calls take
-        longer than the wait (a wait then costs less than a call), while fewer requests are
-        queued than were in the service at once during the last call (their clients answered
-        and are sending the next ones). Never when the batch is full."""
+        """Wait, up to max_wait_ms once the model is free, for the batch to fill: while
+        another request is being validated, or, when the model's calls take longer than the
+        wait (a wait then costs less than a call), while fewer requests are queued than were
+        in the service at once during the last call (their clients answered and are sending
+        the next ones). Never when the batch is full."""
         assert self._wake is not None
         wait = self.settings.max_wait_ms / 1000
-        limit = self._queue[0].arrived + wait
+        # from now, when the model is free: requests queued during the last call have
+        # waited for the model, not for company
+        limit = time.perf_counter() + wait
         while self._queued() < self.settings.max_records and (
                 self._arriving or (self._last_call > wait and len(self._queue) < self._peak)):
             left = limit - time.perf_counter()
