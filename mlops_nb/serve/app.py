@@ -5,8 +5,11 @@
 promotion), a RequestLog (the serving log monitoring reads) and the limits. Bad requests are
 the client's: a body that breaks the request schema, or records the model cannot predict
 (e.g. a value its preparation cannot take), get 422 with the record and field; never a 500.
-Parsing and validating a body and predicting run in the thread pool, so the event loop keeps
-accepting (and /health answering) while a large body is checked or a model works.
+A body over 16 KiB is parsed and validated in the thread pool (a smaller one, well under a
+millisecond, on the event loop), and the model predicts in a thread of its own, batching
+concurrent requests (batching.py), so the event loop keeps accepting (and /health answering)
+while a large body is checked or a model works. The runtime (runtime.py) is scikit-learn or
+the version's checked ONNX export.
 A classifier's class probabilities come with `?proba=true` or `"proba": true` in the body.
 
 Every /predict answer carries its request id (`request`, and the X-Request-Id header): the
