@@ -1,8 +1,9 @@
 """End to end in JupyterLab: a real server on 127.0.0.1, the example notebook in headless
 Chromium (Debian's `chromium`, driven by Playwright from PyPI), the experiments widget run
-from its cell and its table checked, then an edit saved through the browser and compile on
-save checked on the step notebook. A screenshot goes to test-artifacts/ (or
-$MLOPS_NB_TEST_ARTIFACTS).
+from its cell and its table checked, a step's tags shown in JupyterLab's cell-tag editor, then
+an edit saved through the browser and compile on save checked on the step notebook.
+Screenshots go to test-artifacts/ (or $MLOPS_NB_TEST_ARTIFACTS); the docs' pictures
+(docs/img/) are copies of them.
 """
 
 from __future__ import annotations
@@ -170,8 +171,23 @@ def test_experiments_widget_and_compile_on_save(example_project: Path, tmp_path:
                     discard.first.click()
                 tab.first.wait_for(state="detached", timeout=30_000)
 
-                # edit the `load` step's cell and save through the browser
+                # the `load` step's cell and its tags in JupyterLab's own tag editor (the
+                # property inspector): the tutorial's picture of tagging
                 cell = page.locator(".jp-CodeCell", has_text="df['species'] = ").first
+                cell.scroll_into_view_if_needed()
+                cell.locator(".cm-content").click()
+                page.locator(".jp-SideBar.jp-mod-right .lm-TabBar-tab[data-id="
+                             "'jp-property-inspector']").first.click()
+                page.locator(".jp-Collapse-header", has_text="Common Tools").first.click()
+                news = page.locator(".jp-toast-button", has_text="No")  # "Jupyter news?"
+                if news.count():
+                    news.first.click()
+                applied = page.locator(".jp-CellTags-Applied", has_text="step:load").first
+                applied.wait_for(timeout=30_000)
+                assert applied.is_visible()
+                page.screenshot(path=str(ARTIFACTS / "jupyterlab-tags.png"))
+
+                # edit the `load` step's cell and save through the browser
                 cell.scroll_into_view_if_needed()
                 cell.locator(".cm-content").click()
                 page.keyboard.press("Control+End")
