@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -114,14 +116,45 @@ def _parent(pid: int) -> int | None:
         return None
 
 
+# the folder this test session's processes share (set by user_cache; in the environment, as
+# tests import this module under a second name)
+_SESSION_ENV = "MLOPS_NB_TEST_SESSION"
+
+
+def built_once(key: str, build, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """The folder `name` that `build(folder)` filled, made once per test session for `key`:
+    the test processes (pytest-xdist's workers) share it; the first to need it builds it
+    while the others wait on its lock. Never change it: copy it (git, DVC and the outputs
+    come along, and the outputs load: this session's user wrote them)."""
+    shared = Path(os.environ[_SESSION_ENV]) / "built"
+    shared.mkdir(exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+    done = shared / f"{slug}.done"
+    with open(shared / f"{slug}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            folder = shared / slug / name
+            shutil.rmtree(folder.parent, ignore_errors=True)  # what a failed build left
+            folder.mkdir(parents=True)
+            build(folder)
+            done.write_text(name)
+    return shared / slug / done.read_text()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory: pytest.TempPathFactory):
     """The user's record of written files (artifacts/trust.py) for this session, in a
     temporary folder: tests never read or add to the real one, and every process they start
-    (steps, dvc, its queue workers) shares this one, as a user's processes share theirs."""
+    (steps, dvc, its queue workers, the other pytest-xdist workers) shares this one, as a
+    user's processes share theirs."""
     from mlops_nb.artifacts.trust import CACHE_ENV
 
-    folder = tmp_path_factory.mktemp("user-cache")
+    base = tmp_path_factory.getbasetemp()
+    # pytest-xdist gives each worker a folder of its own inside the session's
+    session = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ[_SESSION_ENV] = str(session)
+    folder = session / "user-cache"
+    folder.mkdir(exist_ok=True)
     old = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(folder)
     yield folder
@@ -141,17 +174,12 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def from_template(tmp_path_factory: pytest.TempPathFactory):
     """`from_template(key, build, dest)`: `dest` as a copy of the project `build` made once
-    per session for `key` (in a folder named like `dest`). git and DVC take a copied
-    repository as it is (and its outputs load: this session's user wrote them)."""
-    built: dict[str, Path] = {}
+    per session for `key` (in a folder named like `dest`; built_once). git and DVC take a
+    copied repository as it is (and its outputs load: this session's user wrote them)."""
 
     def copy(key: str, build, dest: Path) -> Path:
-        if key not in built:
-            root = tmp_path_factory.mktemp("template") / dest.name
-            root.mkdir()
-            build(root)
-            built[key] = root
-        shutil.copytree(built[key], dest, symlinks=True, dirs_exist_ok=True)
+        built = built_once("template." + key, build, dest.name)
+        shutil.copytree(built, dest, symlinks=True, dirs_exist_ok=True)
         assert sh(["git", "status", "--porcelain"], dest).stdout == "", key
         return dest
 

@@ -16,33 +16,32 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, sh, tool_env
-
-_BUILT: dict[str, Path] = {}
+from tests.conftest import REPO, built_once, sh, tool_env
 
 
-def trained_example(dest: Path, scratch: Path) -> Path:
+def trained_example(dest: Path, scratch: Path | None = None) -> Path:
     """The example project after `dvc repro` (one promoted model), committed, at `dest`.
 
-    Built once per test process in `scratch`, then copied (git, DVC cache, outputs and the
-    registry come along), so each test module gets its own project cheaply."""
-    if "example" not in _BUILT:
-        root = scratch / "example"
-        root.mkdir(parents=True)
-        shutil.copytree(REPO / "notebooks", root / "notebooks",
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        shutil.copy(REPO / "params.yaml", root / "params.yaml")
-        sh(["git", "init", "-q"], root)
-        sh([sys.executable, "-m", "mlops_nb", "init", "."], root)
-        sh([sys.executable, "-m", "mlops_nb", "compile"], root)
-        sh(["git", "add", "-A"], root)
-        sh(["git", "commit", "-qm", "example"], root)
-        sh(["dvc", "repro"], root)
-        sh(["git", "add", "-A"], root)
-        sh(["git", "commit", "-qm", "trained"], root)
-        _BUILT["example"] = root
-    shutil.copytree(_BUILT["example"], dest, symlinks=True)
+    Built once per test session (built_once: the pytest-xdist workers share it), then copied
+    (git, DVC cache, outputs and the registry come along), so each test module gets its own
+    project cheaply. (`scratch` is no longer used.)"""
+    shutil.copytree(built_once("trained-example", _train_example, "example"), dest,
+                    symlinks=True)
     return dest
+
+
+def _train_example(root: Path) -> None:
+    shutil.copytree(REPO / "notebooks", root / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    sh(["git", "init", "-q"], root)
+    sh([sys.executable, "-m", "mlops_nb", "init", "."], root)
+    sh([sys.executable, "-m", "mlops_nb", "compile"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "example"], root)
+    sh(["dvc", "repro"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "trained"], root)
 
 
 def free_port() -> int:
