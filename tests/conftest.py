@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,35 @@ def compiled_project(root: Path, message: str = "compiled") -> Path:
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", message], root)
     return root
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` (made here) as a tmpfs of `size`, a disk that really fills up (ENOSPC from the
+    kernel, not a faked write call), unmounted after; the test is skipped where mounting is
+    not permitted."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (ENOSPC cannot be produced otherwise without"
+                    " faking the write call, which would not test the real error path)")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_disk(disk: Path, byte: bytes = b"\0") -> None:
+    """Fill the disk holding `disk` to the last byte (a file named filler)."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(byte * 4096)
+        except OSError:
+            pass
 
 
 def alive(pid: int) -> bool:
@@ -187,11 +218,14 @@ def from_template(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def example_project(tmp_path: Path) -> Path:
-    """A copy of the repository's example project in a fresh git + DVC repo."""
-    root = tmp_path / "example"
-    root.mkdir()
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
+def example_project(tmp_path: Path, from_template) -> Path:
+    """A copy of the repository's example project in a fresh git + DVC repo, compiled."""
+    return from_template("example", _compiled_example, tmp_path / "example")
+
+
+def _compiled_example(root: Path) -> None:
+    shutil.copytree(REPO / "notebooks", root / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     for name in ("params.yaml",):
         shutil.copy(REPO / name, root / name)
-    return compiled_project(root, "compile")
+    compiled_project(root, "compile")

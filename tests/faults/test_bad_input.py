@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, make_nb
+from tests.conftest import cli, fill_disk, make_nb, small_disk
 
 LONG = "s" * 260
 
@@ -57,28 +56,16 @@ def test_a_parameter_named_like_a_python_internal_is_refused(project):
 
 
 def test_a_full_disk_while_compiling_is_exit_6_naming_the_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("needs permission to mount a tmpfs")
-    try:
+    with small_disk(tmp_path / "disk", "1M") as disk:
         root = disk / "proj"
         (root / "notebooks").mkdir(parents=True)
         (root / "params.yaml").write_text("{}\n")
         make_nb(root / "notebooks/nb.ipynb", [(["step:a"], "x = 1"), (["step:b"], "y = x")])
-        with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+        fill_disk(disk)
         res = cli(["compile"], root, check=False)
         assert res.returncode == 6, res.stderr
         assert "no space left on the disk holding" in res.stderr and str(root) in res.stderr
         assert "Traceback" not in res.stderr
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 DEEP = {

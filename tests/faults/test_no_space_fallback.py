@@ -12,31 +12,20 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from mlops_nb import artifacts
 from mlops_nb.errors import ArtifactError
+from tests.conftest import small_disk as tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (ENOSPC cannot be produced otherwise without"
-                    " faking the write call, which would not test the real error path)")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(disk)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "4M") as disk:
         (disk / "params.yaml").write_text("{}\n")  # a project: its record of writes is here
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def _leave_free(disk: Path, free: int) -> None:

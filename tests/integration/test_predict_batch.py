@@ -18,6 +18,7 @@ import pytest
 from mlops_nb import artifacts
 from mlops_nb.cli import main
 from tests.conftest import sh, tool_env
+from tests.conftest import small_disk as tmpfs
 from tests.integration.serving import trained_example
 
 pytestmark = pytest.mark.slow
@@ -145,19 +146,8 @@ def noisy(x: pd.DataFrame, times: int) -> pd.DataFrame:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (ENOSPC cannot be produced otherwise without"
-                    " faking the write call, which would not test the real error path)")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "1M") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlops_nb.guards.registry import Registry, schema_of
+from tests.conftest import fill_disk, small_disk
 from tests.integration.serving import serve_cli as serve_cmd
 from tests.integration.serving import serving, trained_example
 from tests.integration.test_serve_survives import GOOD, wait_for
@@ -111,19 +112,9 @@ def test_one_servers_rotation_never_deletes_anothers_open_log(root, tmp_path):
 
 
 def test_a_full_log_disk_counts_every_dropped_record(root, tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("needs permission to mount a tmpfs")
-    try:
+    with small_disk(tmp_path / "disk", "64k") as disk:
         (disk / "logs").mkdir()
-        with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
-            try:
-                while True:
-                    f.write(b"x" * 4096)
-            except OSError:
-                pass
+        fill_disk(disk, b"x")
         with serving(root, "--log-dir", str(disk / "logs")) as s:
             for _ in range(5):
                 res = s.client.post("/predict", json={"records": [GOOD, GOOD]})
@@ -136,5 +127,3 @@ def test_a_full_log_disk_counts_every_dropped_record(root, tmp_path):
                 return float(line.split()[-1])
 
             assert wait_for(lambda: dropped() == 10.0), dropped()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
