@@ -44,6 +44,27 @@ def _train_example(root: Path) -> None:
     sh(["git", "commit", "-qm", "trained"], root)
 
 
+# one record of the example's iris features, as a client sends it
+GOOD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> bool:
+    """Poll `condition` until true (or the deadline): waiting on a state, not on time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def registry_copy(root: Path, dest: Path) -> Path:
+    """A copy of the project's registry (the example's: iris:1 in production) at `dest`,
+    which a test may change (served with MLOPS_NB_REGISTRY=dest)."""
+    shutil.copytree(root / ".mlops_nb/registry", dest)
+    return dest
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

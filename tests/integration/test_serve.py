@@ -21,7 +21,7 @@ import pytest
 from mlops_nb import artifacts
 from mlops_nb.guards.registry import Registry, schema_of
 from tests.conftest import sh
-from tests.integration.serving import raw_post, serving, trained_example
+from tests.integration.serving import GOOD, raw_post, serving, trained_example, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,6 @@ def test_predictions_equal_the_pipelines_on_the_same_rows(root, server):
         assert f'prediction="{cls}",version="1"' in metrics
 
 
-GOOD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def rec(**change) -> dict:
@@ -233,18 +232,6 @@ def test_a_pinned_version_is_served(root):
     with serving(root, "iris:1", "--poll", "0.1") as s:
         version = s.client.get("/version").json()
         assert (version["version"], version["following"]) == (1, "pinned")
-
-
-def wait_for(condition, timeout: float = 60.0) -> bool:
-    """Poll `condition` until true (or the deadline): waiting on a state, not on time."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_served_records_are_logged_for_monitoring(root):

@@ -19,9 +19,8 @@ import pytest
 
 from mlops_nb.guards.registry import Registry, schema_of
 from tests.conftest import fill_disk, small_disk
+from tests.integration.serving import GOOD, registry_copy, serving, trained_example, wait_for
 from tests.integration.serving import serve_cli as serve_cmd
-from tests.integration.serving import serving, trained_example
-from tests.integration.test_serve_survives import GOOD, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +33,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def registry(root, tmp_path) -> Path:
-    copy = tmp_path / "registry"
-    shutil.copytree(root / ".mlops_nb/registry", copy)
-    return copy
+    return registry_copy(root, tmp_path / "registry")
 
 
 def plant(registry: Path, number: int, stage: str = "production") -> None:

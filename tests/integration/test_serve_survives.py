@@ -19,7 +19,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import socket
 import statistics
 import threading
@@ -30,11 +29,17 @@ import httpx
 import pytest
 
 from mlops_nb.guards.registry import Registry, schema_of
-from tests.integration.serving import serve_cli, serving, trained_example
+from tests.integration.serving import (
+    GOOD,
+    registry_copy,
+    serve_cli,
+    serving,
+    trained_example,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-GOOD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 TOKEN = "s3cret-token-of-32-characters-ok"
 
 
@@ -47,19 +52,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture()
 def registry(root, tmp_path) -> Path:
     """A copy of the example's registry (iris:1 in production) this test may change."""
-    copy = tmp_path / "registry"
-    shutil.copytree(root / ".mlops_nb/registry", copy)
-    return copy
-
-
-def wait_for(condition, timeout: float = 60.0) -> bool:
-    """Poll `condition` until true (or the deadline): waiting on a state, not on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+    return registry_copy(root, tmp_path / "registry")
 
 
 def replace_text(path: Path, text: str) -> None:
