@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git_project, make_nb, sh
+from tests.conftest import built_once, git_project, make_nb, sh
 
 pytestmark = pytest.mark.slow
 
@@ -31,26 +31,21 @@ CHAIN = [
 ]
 
 
-_HOME: list[Path] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _templates_home(tmp_path_factory: pytest.TempPathFactory) -> None:
-    _HOME[:] = [tmp_path_factory.mktemp("templates")]
-
-
 def _project(root: Path, cells: list) -> Path:
     """The project of `cells` in `root`: git init, dvc init, compile and commit are done once
-    per module for each notebook, in a template that each test copies (git and DVC take a
-    copied repository as it is; nothing has run in it, so it has no outputs to trust)."""
-    template = _HOME[0] / hashlib.sha256(json.dumps(cells).encode()).hexdigest()[:16] / "proj"
-    if not template.exists():
+    per session for each notebook, in a template that each test copies (built_once; git and
+    DVC take a copied repository as it is; nothing has run in it, so it has no outputs to
+    trust)."""
+
+    def build(template: Path) -> None:
         make_nb(template / "notebooks/nb.ipynb", cells)
         git_project(template)
         sh(["mlops-nb", "compile"], template)
         sh(["git", "add", "-A"], template)
         sh(["git", "commit", "-qm", "compiled"], template)
-    shutil.copytree(template, root, symlinks=True, dirs_exist_ok=True)
+
+    key = "up_to_date." + hashlib.sha256(json.dumps(cells).encode()).hexdigest()[:16]
+    shutil.copytree(built_once(key, build, "proj"), root, symlinks=True, dirs_exist_ok=True)
     assert sh(["git", "status", "--porcelain"], root).stdout == ""
     return root
 

@@ -163,7 +163,8 @@ def test_unshifted_data_is_ok(root, tmp_path):
 
 
 def test_too_few_records_give_no_verdict(root, tmp_path):
-    feed(root, tmp_path / "log", artifacts.load(root / "outputs/prepare/X_test").head(5))
+    # the served log of 5 records (the real server's log is read in the two tests around)
+    write_log(tmp_path / "log", artifacts.load(root / "outputs/prepare/X_test").head(5))
     res = mlops(["monitor", "--log-dir", str(tmp_path / "log"), "--report-dir",
                  str(tmp_path / "report")], root)
     assert res.returncode == 0 and "INSUFFICIENT" in res.stdout

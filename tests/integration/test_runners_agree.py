@@ -34,6 +34,19 @@ def small(tmp_path: Path, from_template) -> Path:
     return from_template("runners_agree.small", _small, tmp_path / "small")
 
 
+def _small_after_dvc_repro(root: Path) -> None:
+    _small(root)
+    sh(["dvc", "repro"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "dvc repro"], root)
+
+
+@pytest.fixture
+def small_after_dvc(tmp_path: Path, from_template) -> Path:
+    """`small` after `dvc repro` (committed): built once, copied per test."""
+    return from_template("runners_agree.small_repro", _small_after_dvc_repro, tmp_path / "small")
+
+
 def up_to_date(root: Path) -> bool:
     lines = cli(["status"], root).stdout.splitlines()
     return bool(lines) and all("up to date" in ln for ln in lines)
@@ -44,8 +57,8 @@ def dvc_clean(root: Path) -> bool:
     return "up to date" in out and "modified" not in out, out
 
 
-def test_dvc_then_the_others(small):
-    sh(["dvc", "repro"], small)
+def test_dvc_then_the_others(small_after_dvc):
+    small = small_after_dvc
     assert up_to_date(small)
     assert "ran 0," in cli(["run"], small).stdout
     shutil.rmtree(small / "outputs")
@@ -54,8 +67,8 @@ def test_dvc_then_the_others(small):
     assert "ran 0," in cli(["run"], small).stdout
 
 
-def test_mlops_nb_and_ploomber_then_dvc(small):
-    sh(["dvc", "repro"], small)
+def test_mlops_nb_and_ploomber_then_dvc(small_after_dvc):
+    small = small_after_dvc
     cli(["run", "-f"], small)  # the same inputs, code and parameters: the same bytes
     clean, out = dvc_clean(small)
     assert clean, out

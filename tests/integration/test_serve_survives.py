@@ -49,6 +49,13 @@ def root(tmp_path_factory) -> Path:
                            tmp_path_factory.mktemp("build"))
 
 
+@pytest.fixture(scope="module")
+def server(root):
+    """One server with the default options for the tests that only ask it questions."""
+    with serving(root) as s:
+        yield s
+
+
 @pytest.fixture()
 def registry(root, tmp_path) -> Path:
     """A copy of the example's registry (iris:1 in production) this test may change."""
@@ -166,43 +173,43 @@ def _median_latency(url: str, n: int) -> float:
     return statistics.median(times)
 
 
-def test_a_huge_invalid_body_is_cheap_and_does_not_hold_up_others(root):
+def test_a_huge_invalid_body_is_cheap_and_does_not_hold_up_others(server):
     fields = {f"u{i}": 0 for i in range(80_000)}
     body = json.dumps({"records": [{**GOOD, **fields}]}).encode()
     assert len(body) < 2**20  # under the body limit: it must be parsed to be refused
-    with serving(root) as s:
-        res = s.client.post("/predict", content=body,
-                            headers={"content-type": "application/json"})
-        assert res.status_code == 422
-        assert len(res.content) < 20_000  # not one error object per field (11 MB)
-        errors = res.json()["errors"]
-        assert "80005 field names" in errors[0]["message"], errors
-        assert "unknown fields such as 'u0', 'u1'" in errors[0]["message"], errors
-        baseline = _median_latency(s.url, 30)
+    s = server  # the module's server
+    res = s.client.post("/predict", content=body,
+                        headers={"content-type": "application/json"})
+    assert res.status_code == 422
+    assert len(res.content) < 20_000  # not one error object per field (11 MB)
+    errors = res.json()["errors"]
+    assert "80005 field names" in errors[0]["message"], errors
+    assert "unknown fields such as 'u0', 'u1'" in errors[0]["message"], errors
+    baseline = _median_latency(s.url, 30)
 
-        big_times: list[float] = []
-        stop = threading.Event()
+    big_times: list[float] = []
+    stop = threading.Event()
 
-        def attacker() -> None:
-            with httpx.Client(base_url=s.url, timeout=120) as c:
-                while not stop.is_set():
-                    start = time.perf_counter()
-                    r = c.post("/predict", content=body,
-                               headers={"content-type": "application/json"})
-                    big_times.append(time.perf_counter() - start)
-                    assert r.status_code == 422
+    def attacker() -> None:
+        with httpx.Client(base_url=s.url, timeout=120) as c:
+            while not stop.is_set():
+                start = time.perf_counter()
+                r = c.post("/predict", content=body,
+                           headers={"content-type": "application/json"})
+                big_times.append(time.perf_counter() - start)
+                assert r.status_code == 422
 
-        attackers = [threading.Thread(target=attacker) for _ in range(2)]
+    attackers = [threading.Thread(target=attacker) for _ in range(2)]
+    for a in attackers:
+        a.start()
+    try:
+        assert wait_for(lambda: len(big_times) >= 2)
+        normal = _median_latency(s.url, 30)
+        assert s.client.get("/health").status_code == 200
+    finally:
+        stop.set()
         for a in attackers:
-            a.start()
-        try:
-            assert wait_for(lambda: len(big_times) >= 2)
-            normal = _median_latency(s.url, 30)
-            assert s.client.get("/health").status_code == 200
-        finally:
-            stop.set()
-            for a in attackers:
-                a.join()
+            a.join()
     # before the fix: 80,000 error objects per attack on the event loop, and a normal
     # request's median went from 0.03 s to 2.7 s (100 times); a generous bound on a loaded
     # machine: 20 times its median without attackers
@@ -236,14 +243,14 @@ def test_metrics_stay_small_for_a_regressor(root, registry):
     assert refused.status_code == 422 and "no class probabilities" in refused.text
 
 
-def test_class_probabilities_on_request(root):
-    with serving(root) as s:
-        asked = s.client.post("/predict?proba=true", json={"records": [GOOD, GOOD]}).json()
-        in_body = s.client.post("/predict", json={"records": [GOOD], "proba": True}).json()
-        plain = s.client.post("/predict", json={"records": [GOOD]}).json()
-        bad_query = s.client.post("/predict?proba=maybe", json={"records": [GOOD]})
-        bad_field = s.client.post("/predict", json={"records": [GOOD], "proba": "yes"})
-        openapi = s.client.get("/openapi.json").json()
+def test_class_probabilities_on_request(server):
+    s = server  # the module's server
+    asked = s.client.post("/predict?proba=true", json={"records": [GOOD, GOOD]}).json()
+    in_body = s.client.post("/predict", json={"records": [GOOD], "proba": True}).json()
+    plain = s.client.post("/predict", json={"records": [GOOD]}).json()
+    bad_query = s.client.post("/predict?proba=maybe", json={"records": [GOOD]})
+    bad_field = s.client.post("/predict", json={"records": [GOOD], "proba": "yes"})
+    openapi = s.client.get("/openapi.json").json()
     assert asked["classes"] == [0, 1, 2] and len(asked["probabilities"]) == 2
     assert abs(sum(asked["probabilities"][0]) - 1) < 1e-5
     assert asked["probabilities"][0].index(max(asked["probabilities"][0])) == \
@@ -256,7 +263,7 @@ def test_class_probabilities_on_request(root):
     assert "proba" in json.dumps(predict["requestBody"])
 
 
-def test_foreign_hosts_and_non_json_posts_are_refused(root):
+def test_foreign_hosts_and_non_json_posts_are_refused(root, server):
     with serving(root, "--allowed-host", "api.example") as s:
         url = s.url
         for host in ("evil.example", "evil.example:80", "127.0.0.1.nip.io", ""):
@@ -273,11 +280,11 @@ def test_foreign_hosts_and_non_json_posts_are_refused(root):
         assert ok.status_code == 200
         metrics = s.client.get("/metrics").text
     assert "mlops_nb_records_total 1.0" in metrics  # only the JSON one reached the model
-    with serving(root) as s:  # by default the loopback names only
-        for host in ("localhost", f"localhost:{s.port}", "127.0.0.1", f"[::1]:{s.port}"):
-            assert httpx.get(s.url + "/version", headers={"Host": host}).status_code == 200
-        assert httpx.get(s.url + "/version", headers={"Host": "api.example"}
-                         ).status_code == 400
+    s = server  # the default options (the module's server): the loopback names only
+    for host in ("localhost", f"localhost:{s.port}", "127.0.0.1", f"[::1]:{s.port}"):
+        assert httpx.get(s.url + "/version", headers={"Host": host}).status_code == 200
+    assert httpx.get(s.url + "/version", headers={"Host": "api.example"}
+                     ).status_code == 400
 
 
 @pytest.mark.parametrize("args", [["--poll", "0"], ["--max-rows", "-5"], ["--max-rows", "0"],
