@@ -104,6 +104,7 @@ def _foreign_tree(tmp_path: Path) -> bytes:
     return (elsewhere / "m" / "data.skops").read_bytes()
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 def test_a_planted_pickle_is_refused_by_a_step_and_by_percent_mlops_load(ran, tmp_path):
     from mlops_nb.widgets.loader import load_step
 
@@ -125,6 +126,7 @@ def test_a_planted_pickle_is_refused_by_a_step_and_by_percent_mlops_load(ran, tm
     assert not marker.exists()
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 def test_a_planted_tree_is_refused_and_one_the_project_wrote_loads(ran, tmp_path):
     from mlops_nb.widgets.loader import load_step
 
@@ -140,6 +142,7 @@ def test_a_planted_tree_is_refused_and_one_the_project_wrote_loads(ran, tmp_path
         load_step(ran, "use", {})
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 def test_a_project_copied_from_another_user_does_not_trust_its_outputs(ran, tmp_path):
     """A folder handed over whole (outputs, meta.json, done markers): its pickles and trees
     load for the user whose runs wrote them (a copy, a clone, another workspace), not for
@@ -199,6 +202,7 @@ def _legacy(ran: Path, cache: Path) -> Path:
     return project
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 @pytest.mark.parametrize("which", ["user", "project"])
 def test_a_symlinked_record_is_refused_not_followed(ran, cache, tmp_path, which):
     from mlops_nb import artifacts
@@ -216,6 +220,7 @@ def test_a_symlinked_record_is_refused_not_followed(ran, cache, tmp_path, which)
         artifacts.load(ran / "outputs" / "make" / "labels", project=ran)
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 def test_a_symlinked_cache_folder_component_is_refused(ran, cache, tmp_path, monkeypatch):
     """The cache folder's own links are resolved once (a user may link ~/.cache elsewhere);
     every component of the record is then opened without following links."""
@@ -232,6 +237,7 @@ def test_a_symlinked_cache_folder_component_is_refused(ran, cache, tmp_path, mon
         artifacts.load(ran / "outputs" / "make" / "labels", project=ran)
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 def test_a_record_of_an_older_version_is_still_read_in_its_project(ran, cache, tmp_path):
     from mlops_nb import artifacts
     from mlops_nb.artifacts import trust
@@ -248,6 +254,7 @@ def test_a_record_of_an_older_version_is_still_read_in_its_project(ran, cache, t
     assert list((cache / "written").iterdir()) == []
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 def test_outputs_dvc_restores_from_its_run_cache_still_load(tmp_path):
     from mlops_nb.widgets.loader import load_step
 
@@ -265,6 +272,7 @@ def test_outputs_dvc_restores_from_its_run_cache_still_load(tmp_path):
     cli(["run", "use", "-f"], root)
 
 
+@pytest.mark.slow  # real kernels (the `ran` project) or dvc
 @pytest.mark.parametrize("which", ["user", "project"])
 def test_a_record_others_could_write_to_vouches_for_nothing(ran, cache, which):
     from mlops_nb import artifacts

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from mlops_nb.cli import _subparsers, build_parser
 from tests.conftest import cli, make_nb, sh
 
@@ -67,6 +69,7 @@ def test_init_says_what_next_and_makes_the_first_commit(project):
     assert "the first commit" not in again
 
 
+@pytest.mark.slow  # runs the step in a real kernel
 def test_an_untagged_notebook_is_skipped_with_a_note(project):
     make_nb(project / "notebooks/explore.ipynb", [([], "import os")])
     make_nb(project / "notebooks/train.ipynb", [(["step:train"], "x = 1")])
