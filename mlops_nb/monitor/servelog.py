@@ -15,18 +15,17 @@ does not match the reference.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
 import os
-import stat
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.serve.feedlog import open_read
 from mlops_nb.serve.reqlog import log_files
 from mlops_nb.serve.shadow import PREFIX as SHADOW_PREFIX
 
@@ -159,25 +158,6 @@ def _lines(fd: int) -> Iterator[tuple[int, bytes | None]]:
             yield lineno, None
 
 
-def _open(path: Path) -> tuple[int | None, str]:
-    """A log file opened for reading (symlinks never followed, never blocking on a FIFO), or
-    None and why it is not read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None, "removed while reading (rotated)"
-    except OSError as exc:
-        return None, "a symlink, never followed" if exc.errno == errno.ELOOP else \
-            (exc.strerror or str(exc))
-    st = os.fstat(fd)
-    why = "not a regular file" if not stat.S_ISREG(st.st_mode) else \
-        f"owned by another user (uid {st.st_uid})" if st.st_uid != os.geteuid() else ""
-    if why:
-        os.close(fd)
-        return None, why
-    return fd, ""
-
-
 def read(folder: Path, *, version: int | None = None, since: float | None = None,
          kinds: Mapping[str, str] | None = None) -> ServedData:
     """The records served (by `version`, if given; after `since`, a UNIX time, if given).
@@ -194,7 +174,7 @@ def read(folder: Path, *, version: int | None = None, since: float | None = None
     skipped_files = []
     other: Counter[tuple[str, ...]] = Counter()
     for path in files:
-        fd, why = _open(path)
+        fd, why = open_read(path)
         if fd is None:
             skipped_files.append(f"{path.name}: {why}")
             continue

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import ipaddress
 import json
 import os
 import ssl
@@ -33,6 +32,7 @@ from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from mlops_nb.errors import ConfigError
+from mlops_nb.serve.server import is_loopback
 
 ENV_URL = "MLOPS_NB_ALERT_WEBHOOK"
 ENV_FILE = "MLOPS_NB_ALERT_WEBHOOK_FILE"
@@ -159,7 +159,7 @@ def _https_proxy(host: str) -> SplitResult | None:
 
     proxies = getproxies_environment()
     url = proxies.get("https", "")
-    if not url or _loopback(host) or _bypassed(host.lower(), proxies.get("no", "")):
+    if not url or is_loopback(host) or _bypassed(host.lower(), proxies.get("no", "")):
         return None
     parts = urlsplit(url if "://" in url else f"http://{url}")
     return parts if parts.scheme == "http" and parts.hostname else None
@@ -198,20 +198,11 @@ def _checked(url: str, source: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(source, f"the webhook URL must start with https:// and name a host"
                                   f" ({secret})")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(source, "an http:// webhook URL is taken only for a loopback address"
                                   " (it would cross the network in clear): use https://"
                                   f" ({secret})")
     return url
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_file(path: Path) -> Webhook:

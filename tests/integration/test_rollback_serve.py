@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import httpx
 import pytest
@@ -14,20 +13,10 @@ import pytest
 from mlops_nb.guards.lineage import LineageStore, default_path
 from mlops_nb.guards.registry import Registry, default_root
 from tests.conftest import sh
-from tests.integration.serving import serving
+from tests.integration.serving import serving, wait_for
 from tests.receiver import iris_project, iris_rows, receiving
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, timeout: float = 60.0) -> bool:
-    """Poll `condition` until true (or the deadline): waiting on a state, not on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_rollback_is_served_without_a_failed_request(tmp_path):

@@ -19,7 +19,7 @@ from mlops_nb.errors import UsageError
 from mlops_nb.guards.registry import Registry, default_root
 from mlops_nb.serve.shadow import check_ref
 from tests.conftest import sh
-from tests.integration.serving import free_port, serve_cli, serving
+from tests.integration.serving import free_port, serve_cli, serving, wait_for
 from tests.receiver import iris_project
 
 pytestmark = pytest.mark.slow
@@ -58,16 +58,6 @@ def register(root: Path, *, worse: bool = False, extra_column: bool = False,
     if stage:
         reg.set_stage("iris", mv.version, stage)
     return mv.version
-
-
-def wait_for(condition, timeout: float = 60.0) -> bool:
-    """Poll `condition` until true (or the deadline): waiting on a state, not on time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def log_lines(root: Path) -> list[dict]:
