@@ -82,10 +82,9 @@ def _probe(python: Path, registry: Registry, mv: ModelVersion, wait: float) -> C
 
     cmd = [str(python), "-m", "mlops_nb.ci.deploy_probe", str(registry.root), mv.name,
            str(mv.version), str(SMOKE_ROWS)]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, env=deployenv.process_env(), stdout=out, stderr=err)
         killer = threading.Timer(wait + 60, proc.kill)
         killer.start()
         try:

@@ -15,7 +15,6 @@ import http.client
 import json
 import logging
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.ci import deployenv
 from mlops_nb.errors import DeployRefused
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,9 @@ def service(python: Path, root: Path, ref: str, wait: float) -> Iterator[Service
     output = scratch / "serve.out"
     cmd = [str(python), "-m", "mlops_nb", "--project", str(root), "serve", ref,
            "--host", "127.0.0.1", "--port", str(port), "--log-dir", str(scratch / "log")]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLOPS_NB_ROOT")}
     with open(output, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=root, env=deployenv.process_env("MLOPS_NB_ROOT"),
+                                stdout=out, stderr=subprocess.STDOUT)
     svc = Service(port, proc, output)
     try:
         deadline = time.monotonic() + wait

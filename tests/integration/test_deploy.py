@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_nb.ci import deploy
+from mlops_nb.ci import deploy, deployenv
 from mlops_nb.errors import DeployRefused, UsageError
 from mlops_nb.guards.lineage import LineageStore, default_path
 from mlops_nb.guards.registry import Registry, default_root, reference_of, schema_of
@@ -64,8 +64,10 @@ def events(root: Path) -> list[dict]:
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # as on machines that write no bytecode: deploy's processes still compile theirs once
     return subprocess.run([sys.executable, "-m", "mlops_nb", "deploy", *args], cwd=root,
-                          env=tool_env(), capture_output=True, text=True, timeout=900)
+                          env=tool_env(PYTHONDONTWRITEBYTECODE="1"), capture_output=True,
+                          text=True, timeout=900)
 
 
 def test_a_good_version_reaches_staging_and_a_staging_service_swaps_to_it(root):
@@ -92,6 +94,9 @@ def test_a_good_version_reaches_staging_and_a_staging_service_swaps_to_it(root):
             assert done.returncode == 0, done.stderr
             assert f"iris:{second} is now in staging" in done.stdout
             assert "ok  smoke test" in done.stdout and "ok  load test" in done.stdout
+            env = deployenv.python_of(deployenv.find_lock(root)).parent.parent
+            assert list(env.glob("lib/python*/site-packages/sklearn/__pycache__/*.pyc")), \
+                "the deploy's processes compiled nothing: each later one compiles again"
             deadline = time.monotonic() + 60
             while s.client.get("/version").json()["version"] != second:
                 assert time.monotonic() < deadline, "the service did not swap"
