@@ -18,6 +18,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
 
+# pytest keeps its rewritten test modules (assert rewriting) only where bytecode may be
+# written: on machines that set PYTHONDONTWRITEBYTECODE, each pytest process rewrote all of
+# them on every run (3 to 4 s of CPU each). This process only: what the tests start still
+# inherits the variable, as a user's processes would.
+sys.dont_write_bytecode = False
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
