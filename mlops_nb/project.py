@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +119,26 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise UsageError(f"`{' '.join(cmd)}` failed in {cwd}: {res.stderr.strip()}")
 
 
+def _dvc_init(root: Path) -> None:
+    """`dvc init` with `core.analytics false` in the repository's config, through DVC's own
+    API in this process: what its commands `dvc init -q` and `dvc config core.analytics false`
+    do, without starting DVC twice (0.95 s of CPU, more than the rest of init)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    quiet = logging.getLogger("dvc")  # its "Initialized DVC repository" notes: as with -q
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with Repo.init(str(root)) as repo, repo.config.edit("repo") as conf:
+            conf["core"]["analytics"] = "false"  # as `dvc config` writes it
+    except (DvcException, OSError) as exc:
+        raise UsageError(f"`dvc init` failed in {root}: {exc}; fix or remove what is in the"
+                         " way and run `mlops-nb init` again") from None
+    finally:
+        quiet.setLevel(level)
+
+
 def init(root: Path) -> list[str]:
     """Make `root` a project; returns what was created. Never overwrites a file."""
     from mlops_nb.artifacts import atomic
@@ -130,8 +149,7 @@ def init(root: Path) -> list[str]:
         _run(["git", "init", "-q"], root)
         created.append(".git/")
     if not (root / ".dvc").exists():
-        _run([sys.executable, "-m", "dvc", "init", "-q"], root)
-        _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+        _dvc_init(root)
         created.append(".dvc/")
     for folder in (NOTEBOOKS,):
         if not (root / folder).exists():

@@ -63,10 +63,20 @@ def test_init_says_what_next_and_makes_the_first_commit(project):
     (project / "data.csv").write_text("a\n1\n")  # the user's files are never committed by init
     out = cli(["init", str(project)], project.parent).stdout
     assert "next:" in out and "mlops-nb compile" in out and "git commit" in out
+    assert "Initialized DVC" not in out  # DVC's own notes stay quiet, as with `dvc init -q`
+    assert sh(["dvc", "config", "core.analytics"], project).stdout.strip() == "false"
     log = sh(["git", "log", "--format=%s", "--name-only"], project).stdout
     assert "mlops-nb init" in log and "params.yaml" in log and "data.csv" not in log
     again = cli(["init", str(project)], project.parent).stdout
     assert "the first commit" not in again
+
+
+def test_init_where_dvc_cannot_init_says_so_and_what_to_do(project):
+    (project / ".dvcignore").mkdir()  # in the way of the file `dvc init` writes
+    res = cli(["init", str(project)], project.parent, check=False)
+    assert res.returncode == 2, res.stderr
+    assert f"`dvc init` failed in {project}" in res.stderr and "run `mlops-nb init` again" \
+        in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.slow  # runs the step in a real kernel
