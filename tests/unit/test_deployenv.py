@@ -57,3 +57,14 @@ def test_the_lock_is_the_projects_own_regular_file(tmp_path):
     (tmp_path / "requirements.lock").unlink()
     (tmp_path / "requirements.txt").write_text("numpy\n")
     assert deployenv.find_lock(tmp_path).name == "requirements.txt"
+
+
+def test_processes_in_the_environment_compile_their_imports_and_see_nothing_from_outside(
+        monkeypatch):
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as containers and this machine set it
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("MLOPS_NB_ROOT", "/a/project")
+    env = deployenv.process_env("MLOPS_NB_ROOT")
+    assert not {"PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "MLOPS_NB_ROOT"} & set(env)
+    assert env["PATH"] == os.environ["PATH"]
+    assert deployenv.process_env()["MLOPS_NB_ROOT"] == "/a/project"

@@ -3,13 +3,10 @@ execute/ploomber_task.py's docstring), and compares exactly what it compared bef
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 
 import pytest
-
-from mlops_nb.execute import ploomber_task
 
 CHECK = """
 import inspect, sys
@@ -44,4 +41,3 @@ def test_a_process_without_ploomber_imports_nothing_for_it():
                           "print(sorted(m for m in sys.modules if m.startswith(('ploomber',"
                           " 'autopep8', 'parso'))))"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
-    assert "remember_normalized_code()" in inspect.getsource(ploomber_task)
