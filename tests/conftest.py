@@ -75,9 +75,28 @@ def cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return sh([sys.executable, "-m", "mlops_nb", *args], cwd, check=check)
 
 
+# what `mlops-nb init` changes when it is there already (a .gitignore it appends to)
+_INIT_TOUCHES = (".git", ".dvc", ".dvcignore", ".gitignore")
+
+
 def git_project(root: Path) -> Path:
-    """A real git + DVC project in `root`, with everything committed."""
-    cli(["init", str(root)], root.parent)
+    """A real git + DVC project in `root`, with everything committed.
+
+    What `mlops-nb init` makes of an empty folder is made once per test session (built_once)
+    and copied in beside what `root` holds (a file of `root` wins, as init never overwrites
+    one): a copied repository is what git and DVC take it for. Init itself, and a `root`
+    that already has something init would touch, go through the real command."""
+    if any((root / name).exists() for name in _INIT_TOUCHES):
+        cli(["init", str(root)], root.parent)
+    else:
+        template = built_once("initialized-project", lambda folder: cli(["init", "."], folder),
+                              "proj")
+        root.mkdir(parents=True, exist_ok=True)
+        for entry in template.iterdir():
+            if entry.is_dir():
+                shutil.copytree(entry, root / entry.name, symlinks=True, dirs_exist_ok=True)
+            elif not (root / entry.name).exists():
+                shutil.copy2(entry, root / entry.name)
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "init", "--allow-empty"], root)
     return root
