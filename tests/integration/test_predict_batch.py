@@ -17,7 +17,7 @@ import pytest
 
 from mlops_nb import artifacts
 from mlops_nb.cli import main
-from tests.conftest import sh, tool_env
+from tests.conftest import cli_in_process, sh, tool_env
 from tests.conftest import small_disk as tmpfs
 from tests.integration.serving import trained_example
 
@@ -31,6 +31,13 @@ def root(tmp_path_factory) -> Path:
 
 
 def predict(root: Path, *args: str):
+    """`mlops-nb predict ARGS` by the CLI's main() in this process (the model and pandas are
+    imported once per test process, not once per call)."""
+    return cli_in_process(["predict", *args], root, check=False)
+
+
+def predict_process(root: Path, *args: str):
+    """`mlops-nb predict ARGS` as a process of its own, as a user runs it."""
     return sh([sys.executable, "-m", "mlops_nb", "predict", *args], root, check=False)
 
 
@@ -40,7 +47,7 @@ def test_good_file_is_predicted_like_the_pipeline(root, tmp_path, suffix):
     src = tmp_path / f"in{suffix}"
     x.to_csv(src, index=False) if suffix == ".csv" else x.to_parquet(src)
     out = tmp_path / f"out{suffix}"
-    res = predict(root, "--input", str(src), "--output", str(out))
+    res = predict_process(root, "--input", str(src), "--output", str(out))
     assert res.returncode == 0, res.stderr
     assert "rows/s" in res.stdout and "45 rows" in res.stdout
     got = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)

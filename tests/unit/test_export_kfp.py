@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, cli, make_nb
+from tests.conftest import REPO, cli_in_process, make_nb
 
 kfp_components = pytest.importorskip("kfp.components")
 
@@ -31,7 +31,7 @@ def _docs(path: Path) -> list[dict]:
 
 
 def test_package_loads_and_has_the_spec_dag(fan):
-    res = cli(["export", "kfp"], fan)
+    res = cli_in_process(["export", "kfp"], fan)
     package = fan / "kfp/pipeline.yaml"
     assert "wrote kfp/pipeline.yaml" in res.stdout
     pipeline = kfp_components.load_component_from_file(str(package))
@@ -75,7 +75,7 @@ def _step_spec(ir: dict, step: str) -> dict:
 
 
 def test_step_code_travels_inside_the_package_and_data_in_the_image(fan):
-    cli(["export", "kfp", "--image", "registry.example/fan:1"], fan)
+    cli_in_process(["export", "kfp", "--image", "registry.example/fan:1"], fan)
     ir = _docs(fan / "kfp/pipeline.yaml")[0]
     make = ir["deploymentSpec"]["executors"]["exec-make"]["container"]
     assert make["image"] == "registry.example/fan:1"
@@ -94,19 +94,19 @@ def test_step_code_travels_inside_the_package_and_data_in_the_image(fan):
 
 
 def test_parameter_values_come_from_params_yaml(fan):
-    cli(["compile"], fan)
+    cli_in_process(["compile"], fan)
     text = (fan / "params.yaml").read_text().replace("N: 10", "N: 25")
     (fan / "params.yaml").write_text(text)
-    cli(["export", "kfp"], fan)
+    cli_in_process(["export", "kfp"], fan)
     params = _docs(fan / "kfp/pipeline.yaml")[0]["root"]["inputDefinitions"]["parameters"]
     assert params["fan_N"]["defaultValue"] == 25
 
 
 def test_export_twice_is_byte_identical_and_writes_the_image_files(fan, tmp_path):
-    cli(["export", "kfp", "-o", "out/p.yaml"], fan)
+    cli_in_process(["export", "kfp", "-o", "out/p.yaml"], fan)
     first = {p.name: p.read_bytes() if p.is_file() else None for p in (fan / "out").iterdir()}
     assert sorted(first) == ["Dockerfile", "data", "image.txt", "p.yaml", "requirements.lock"]
-    res = cli(["export", "kfp", "-o", "out/p.yaml"], fan)
+    res = cli_in_process(["export", "kfp", "-o", "out/p.yaml"], fan)
     assert "wrote" not in res.stdout
     assert {p.name: p.read_bytes() if p.is_file() else None
             for p in (fan / "out").iterdir()} == first
@@ -120,7 +120,7 @@ def test_export_twice_is_byte_identical_and_writes_the_image_files(fan, tmp_path
 
 
 def test_kale_resource_tags_set_task_resources(fan):
-    cli(["export", "kfp"], fan)
+    cli_in_process(["export", "kfp"], fan)
     ir, platform = _docs(fan / "kfp/pipeline.yaml")
     execs = ir["deploymentSpec"]["executors"]
     double = execs["exec-double"]["container"]["resources"]
@@ -135,7 +135,7 @@ def test_kale_resource_tags_set_task_resources(fan):
 
 
 def test_data_uri_makes_data_files_importer_inputs(fan):
-    cli(["export", "kfp", "--data-uri", "gs://bucket/fan"], fan)
+    cli_in_process(["export", "kfp", "--data-uri", "gs://bucket/fan"], fan)
     ir = _docs(fan / "kfp/pipeline.yaml")[0]
     tasks = ir["root"]["dag"]["tasks"]
     importers = [t for t in tasks.values() if t["componentRef"]["name"].startswith(
@@ -153,7 +153,7 @@ def test_refuses_a_step_that_writes_outside_its_outputs(project):
                         "df.to_csv('interim.csv')"),
         (["step:use"], "import pandas as pd\nback = pd.read_csv('interim.csv')"),
     ])
-    res = cli(["export", "kfp"], project, check=False)
+    res = cli_in_process(["export", "kfp"], project, check=False)
     assert res.returncode == 3
     assert "step 'make': writes notebooks/interim.csv by literal path" in res.stderr
     assert not (project / "kfp").exists()
@@ -164,7 +164,7 @@ def test_refuses_an_output_that_is_a_file_handle(project):
         (["step:opener"], "f = open('notes.txt', 'w')"),
         (["step:writer"], "f.write('x')"),
     ])
-    res = cli(["export", "kfp"], project, check=False)
+    res = cli_in_process(["export", "kfp"], project, check=False)
     assert res.returncode == 3
     assert "step 'opener': hands 'f' (notebooks/h.ipynb cell 1: open(...))" in res.stderr
 
@@ -173,14 +173,14 @@ def test_refuses_unknown_resource_and_bad_settings(project):
     make_nb(project / "notebooks/r.ipynb", [
         (["step:a", "limit:ephemeral-storage:1Gi"], "x = 1"),
     ])
-    res = cli(["export", "kfp"], project, check=False)
+    res = cli_in_process(["export", "kfp"], project, check=False)
     assert res.returncode == 3
     assert "notebooks/r.ipynb cell 1: tag 'limit:ephemeral-storage:1Gi' of step 'a'" in (
         res.stderr)
     make_nb(project / "notebooks/r.ipynb", [(["step:a"], "x = 1")])
-    res = cli(["export", "kfp", "-S", "r.X=1"], project, check=False)
+    res = cli_in_process(["export", "kfp", "-S", "r.X=1"], project, check=False)
     assert res.returncode == 2 and "add --local or --submit" in res.stderr
-    res = cli(["export", "kfp", "--local", "-S", "r.NOPE=1"], project, check=False)
+    res = cli_in_process(["export", "kfp", "--local", "-S", "r.NOPE=1"], project, check=False)
     assert res.returncode == 2 and "expected GROUP.NAME=VALUE" in res.stderr
 
 
@@ -188,7 +188,7 @@ def test_vertex_accelerator_names_are_accelerators(project):
     make_nb(project / "notebooks/v.ipynb", [
         (["step:train", "limit:NVIDIA_TESLA_T4:2"], "x = 1"),
     ])
-    cli(["export", "kfp"], project)
+    cli_in_process(["export", "kfp"], project)
     ir = _docs(project / "kfp/pipeline.yaml")[0]
     accel = ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"][
         "accelerator"]
@@ -220,7 +220,7 @@ def evil_project(root: Path) -> Path:
 
 def test_hostile_names_values_and_tags_are_data_never_code(project):
     evil_project(project)
-    res = cli(["export", "kfp", "--env", f"H={EVIL}", "--data-uri", f"gs://b/{EVIL}"],
+    res = cli_in_process(["export", "kfp", "--env", f"H={EVIL}", "--data-uri", f"gs://b/{EVIL}"],
               project, check=False)
     assert res.returncode == 0, res.stderr
     assert list(project.rglob("PWNED*")) == []  # nothing ran
@@ -259,7 +259,7 @@ def test_hostile_tag_values_that_cannot_be_honoured_are_refused(project):
                      ("secret:S$(x):k:ENV", "expected secret:NAME:KEY:ENV"),
                      ("cache:off", "cache:disabled")]:
         make_nb(project / "notebooks/t.ipynb", [([("step:a"), tag], "x = 1")])
-        res = cli(["export", "kfp"], project, check=False)
+        res = cli_in_process(["export", "kfp"], project, check=False)
         assert res.returncode == 3, (tag, res.stderr)
         assert "notebooks/t.ipynb cell 1: tag" in res.stderr and why in res.stderr, res.stderr
         assert not (project / "kfp/pipeline.yaml").exists()
@@ -277,7 +277,7 @@ def test_kale_cache_secret_tags_and_notebook_settings_reach_the_ir(project):
         "volumes": [{"type": "pvc", "name": "workspace-data", "mount_point": "/home/jovyan",
                      "size": 5, "size_type": "Gi"}]}
     (project / "notebooks/k.ipynb").write_text(json.dumps(doc))
-    cli(["export", "kfp"], project)
+    cli_in_process(["export", "kfp"], project)
     ir, platform = _docs(project / "kfp/pipeline.yaml")
     tasks = ir["root"]["dag"]["tasks"]
     assert tasks["a"]["cachingOptions"] == {}  # off
@@ -297,7 +297,7 @@ def test_kale_cache_secret_tags_and_notebook_settings_reach_the_ir(project):
     # the notebook's enable_caching: false turns caching off for every step of it
     doc["metadata"]["kubeflow_notebook"] = {"enable_caching": False}
     (project / "notebooks/k.ipynb").write_text(json.dumps(doc))
-    cli(["export", "kfp"], project)
+    cli_in_process(["export", "kfp"], project)
     tasks = _docs(project / "kfp/pipeline.yaml")[0]["root"]["dag"]["tasks"]
     assert tasks["a"]["cachingOptions"] == tasks["b"]["cachingOptions"] == {}
     # what cannot be honoured is refused, naming the notebook and the volume
@@ -308,7 +308,7 @@ def test_kale_cache_secret_tags_and_notebook_settings_reach_the_ir(project):
                           ({"enable_caching": "no"}, "expected true or false")]:
         doc["metadata"]["kubeflow_notebook"] = settings
         (project / "notebooks/k.ipynb").write_text(json.dumps(doc))
-        res = cli(["export", "kfp"], project, check=False)
+        res = cli_in_process(["export", "kfp"], project, check=False)
         assert res.returncode == 3 and "notebooks/k.ipynb: metadata kubeflow_notebook" in (
             res.stderr) and why in res.stderr, res.stderr
 
@@ -318,7 +318,7 @@ def test_image_tag_runs_in_a_derived_image_of_the_export(project):
         (["step:a", "image:python:3.11"], "x = 1"),
         (["step:b"], "y = x + 1"),
     ])
-    cli(["export", "kfp", "--image", "registry.example/team/steps:7"], project)
+    cli_in_process(["export", "kfp", "--image", "registry.example/team/steps:7"], project)
     execs = _docs(project / "kfp/pipeline.yaml")[0]["deploymentSpec"]["executors"]
     derived = execs["exec-a"]["container"]["image"]
     assert derived.startswith("registry.example/team/steps:7-base-")
@@ -334,7 +334,7 @@ def test_image_requirements_are_what_steps_need_with_hashes(project):
         (["imports"], "import seaborn as sns"),
         (["step:a"], "x = 1"),
     ])
-    cli(["export", "kfp"], project)
+    cli_in_process(["export", "kfp"], project)
     lock = (project / "kfp/requirements.lock").read_text()
     names = {line.split("==")[0].lower() for line in lock.splitlines()
              if "==" in line and not line.startswith("#")}
@@ -377,7 +377,7 @@ def test_a_step_too_large_for_a_command_line_is_refused_naming_it(project):
     make_nb(project / "notebooks/l.ipynb", [
         (["step:huge"], "x = '" + "a" * 130_000 + "'"),
     ])
-    res = cli(["export", "kfp"], project, check=False)
+    res = cli_in_process(["export", "kfp"], project, check=False)
     assert res.returncode == 3
     assert "step 'huge': its compiled notebook is 12" in res.stderr
     assert "Linux refuses one argument over 128 KiB" in res.stderr
@@ -394,7 +394,7 @@ def test_kale_steps_defaults_apply_to_every_step_and_docker_image_is_reported(pr
         "steps_defaults": ["label:team:ml", "limit:cpu:1"],
         "docker_image": "gcr.io/arrikto/jupyter-kale:v0.5"}
     (project / "notebooks/d.ipynb").write_text(json.dumps(doc))
-    res = cli(["export", "kfp"], project)
+    res = cli_in_process(["export", "kfp"], project)
     assert "docker_image 'gcr.io/arrikto/jupyter-kale:v0.5' is not used" in res.stderr
     ir, platform = _docs(project / "kfp/pipeline.yaml")
     execs = ir["deploymentSpec"]["executors"]
@@ -406,7 +406,7 @@ def test_kale_steps_defaults_apply_to_every_step_and_docker_image_is_reported(pr
         == {"team": "ml"}
     doc["metadata"]["kubeflow_notebook"] = {"steps_defaults": ["limit:ephemeral-storage:1Gi"]}
     (project / "notebooks/d.ipynb").write_text(json.dumps(doc))
-    res = cli(["export", "kfp"], project, check=False)
+    res = cli_in_process(["export", "kfp"], project, check=False)
     assert res.returncode == 3
     assert ("notebooks/d.ipynb: metadata kubeflow_notebook.steps_defaults: tag"
             " 'limit:ephemeral-storage:1Gi' of step 'a'") in res.stderr
