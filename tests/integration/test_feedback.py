@@ -19,7 +19,7 @@ import pytest
 from mlops_nb import artifacts
 from mlops_nb.guards.lineage import LineageStore, default_path
 from mlops_nb.guards.registry import Registry, default_root, reference_of, schema_of
-from tests.conftest import sh
+from tests.conftest import cli_in_process, sh
 from tests.integration.serving import raw_post, serving, trained_example
 from tests.receiver import receiving
 
@@ -259,14 +259,14 @@ def test_bulk_labels_from_csv_and_parquet(root, server, tmp_path):
     pq = tmp_path / "labels.parquet"
     pd.DataFrame({"request": [b["request"]] * 2, "index": [0, 1],
                   "label": b["predictions"]}).to_parquet(pq)
-    assert mlops(["feedback", str(pq)], root).returncode == 0
+    assert cli_in_process(["feedback", str(pq)], root, check=False).returncode == 0
     got = {(x["request"], x["index"]): x["source"] for x in labels(root)}
     assert got[(a["request"], 2)] == "file" and got[(b["request"], 1)] == "file"
 
     before = stored(root)
     bad = tmp_path / 'bad "labels"\n.csv'
     bad.write_text(f"request,index,label\n{b['request']},0,1\nnope,0,1\n{b['request']},9,x\n")
-    res = mlops(["feedback", str(bad)], root)
+    res = cli_in_process(["feedback", str(bad)], root, check=False)
     assert res.returncode == 7, res.stdout + res.stderr
     assert str(bad) in res.stderr
     assert "row 1 (line 2)" in res.stderr and "stored already" in res.stderr
