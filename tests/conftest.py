@@ -77,10 +77,6 @@ def cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return sh([sys.executable, "-m", "mlops_nb", *args], cwd, check=check)
 
 
-# what `mlops-nb init` changes when it is there already (a .gitignore it appends to)
-_INIT_TOUCHES = (".git", ".dvc", ".dvcignore", ".gitignore")
-
-
 def cli_in_process(args: list[str], cwd: Path, check: bool = True
                    ) -> subprocess.CompletedProcess[str]:
     """`mlops-nb ARGS` in `cwd`, run by the CLI's own main() in this process: the same exit
@@ -95,7 +91,9 @@ def cli_in_process(args: list[str], cwd: Path, check: bool = True
     logs = logging.StreamHandler(err)
     logs.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logs.setLevel(logging.DEBUG if {"-v", "--verbose"} & set(args) else logging.WARNING)
-    logging.getLogger().addHandler(logs)
+    root_log = logging.getLogger()
+    kept = list(root_log.handlers)
+    root_log.addHandler(logs)
     here = os.getcwd()
     try:
         os.chdir(cwd)
@@ -106,13 +104,21 @@ def cli_in_process(args: list[str], cwd: Path, check: bool = True
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
         os.chdir(here)
-        logging.getLogger().removeHandler(logs)
+        # ours, and any that basicConfig added (where pytest's logging plugin is off): none
+        # may outlive the call and write to its closed-over buffers
+        for handler in [h for h in root_log.handlers if h not in kept]:
+            root_log.removeHandler(handler)
     res = subprocess.CompletedProcess(["mlops-nb", *args], code, out.getvalue(),
                                       err.getvalue())
     if check and code != 0:
         raise AssertionError(f"mlops-nb {' '.join(args)} exited {code}\nstdout:\n"
                              f"{res.stdout}\nstderr:\n{res.stderr}")
     return res
+
+
+# what `mlops-nb init` finds and keeps or changes when it is there already (it appends to a
+# .gitignore): a folder holding one of them is made a project by the real command
+_INIT_TOUCHES = (".git", ".dvc", ".dvcignore", ".gitignore")
 
 
 def git_project(root: Path) -> Path:
