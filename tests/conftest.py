@@ -90,20 +90,24 @@ def cli_in_process(args: list[str], cwd: Path, check: bool = True
     # own (here the root logger has pytest's handlers already, so basicConfig does nothing)
     logs = logging.StreamHandler(err)
     logs.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logs.setLevel(logging.DEBUG if {"-v", "--verbose"} & set(args) else logging.WARNING)
+    # and at main()'s level: the root logger's gates what reaches any handler
+    level = logging.DEBUG if {"-v", "--verbose"} & set(args) else logging.WARNING
+    logs.setLevel(level)
     root_log = logging.getLogger()
-    kept = list(root_log.handlers)
+    kept, kept_level = list(root_log.handlers), root_log.level
     root_log.addHandler(logs)
+    root_log.setLevel(level)
     here = os.getcwd()
     try:
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(list(args))
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 1
+            except SystemExit as exc:  # argparse's usage errors and --help, as a process exits
+                code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     finally:
         os.chdir(here)
+        root_log.setLevel(kept_level)
         # ours, and any that basicConfig added (where pytest's logging plugin is off): none
         # may outlive the call and write to its closed-over buffers
         for handler in [h for h in root_log.handlers if h not in kept]:

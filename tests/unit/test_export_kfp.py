@@ -222,8 +222,8 @@ def evil_project(root: Path) -> Path:
 
 def test_hostile_names_values_and_tags_are_data_never_code(project):
     evil_project(project)
-    res = cli_in_process(["export", "kfp", "--env", f"H={EVIL}", "--data-uri", f"gs://b/{EVIL}"],
-              project, check=False)
+    res = cli_in_process(["export", "kfp", "--env", f"H={EVIL}", "--data-uri",
+                          f"gs://b/{EVIL}"], project, check=False)
     assert res.returncode == 0, res.stderr
     assert list(project.rglob("PWNED*")) == []  # nothing ran
     ir, platform = _docs(project / "kfp/pipeline.yaml")  # still YAML, no key injected
